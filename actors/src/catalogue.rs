@@ -1,0 +1,281 @@
+//! The model catalogue (`config/models.toml`): providers, models, limits, prices and fallback chains.
+
+use crate::credits::Credits;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The wire protocol a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI's Chat Completions API, also spoken by Mistral, vLLM, llama.cpp and Ollama.
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// The built-in simulator: deterministic text, no account needed.
+    Simulator,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Simulator => "simulator",
+        }
+    }
+
+    fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Openai => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Simulator => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    pub kind: ProviderKind,
+    /// The base URL when its variable is unset (defaults per kind).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The environment variable that overrides the base URL, e.g. `OPENAI_BASE_URL`.
+    #[serde(default)]
+    pub base_url_env: Option<String>,
+    /// The environment variable holding the provider key, e.g. `OPENAI_API_KEY`.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Whether the provider is unusable without a key (local servers often need none).
+    #[serde(default = "default_true")]
+    pub key_required: bool,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl ProviderSpec {
+    /// The base URL in force, given a way to read the environment.
+    pub fn resolve_base_url(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        self.base_url_env
+            .as_deref()
+            .and_then(env)
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| self.base_url.clone())
+            .or_else(|| self.kind.default_base_url().map(str::to_owned))
+            .map(|url| url.trim_end_matches('/').to_owned())
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Modality {
+    #[default]
+    Chat,
+}
+
+impl Modality {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Modality::Chat => "chat",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pricing {
+    /// Credits per 1,000 prompt tokens.
+    #[serde(default)]
+    pub prompt_per_1k: Credits,
+    /// Credits per 1,000 completion tokens.
+    #[serde(default)]
+    pub completion_per_1k: Credits,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// The model's name in the catalogue (the table key).
+    #[serde(skip)]
+    pub name: String,
+    pub provider: String,
+    /// The model id sent upstream.
+    pub upstream: String,
+    #[serde(default)]
+    pub modality: Modality,
+    #[serde(default)]
+    pub description: String,
+    pub context_window: u32,
+    pub max_output_tokens: u32,
+    /// Used when a request sets no `max_tokens`.
+    pub default_max_tokens: u32,
+    #[serde(default)]
+    pub pricing: Pricing,
+    /// Models tried in order when this one fails before the first byte.
+    #[serde(default)]
+    pub fallback: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogueFile {
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderSpec>,
+    #[serde(default)]
+    models: BTreeMap<String, ModelSpec>,
+}
+
+/// The catalogue, validated: every model names a known provider and its fallbacks exist.
+#[derive(Clone, Debug)]
+pub struct Catalogue {
+    pub providers: BTreeMap<String, ProviderSpec>,
+    pub models: BTreeMap<String, ModelSpec>,
+}
+
+impl Catalogue {
+    /// The catalogue shipped in the binary.
+    pub const BUILTIN: &'static str = include_str!("../../config/models.toml");
+
+    pub fn builtin() -> Result<Self, String> {
+        Self::parse(Self::BUILTIN)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: CatalogueFile =
+            toml::from_str(text).map_err(|e| format!("model catalogue: {e}"))?;
+        let mut models = file.models;
+        for (name, model) in models.iter_mut() {
+            model.name = name.clone();
+        }
+        let catalogue = Catalogue {
+            providers: file.providers,
+            models,
+        };
+        catalogue.validate()?;
+        Ok(catalogue)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, model) in &self.models {
+            if !self.providers.contains_key(&model.provider) {
+                return Err(format!(
+                    "model catalogue: model `{name}` names unknown provider `{}`",
+                    model.provider
+                ));
+            }
+            if model.default_max_tokens == 0 || model.default_max_tokens > model.max_output_tokens {
+                return Err(format!(
+                    "model catalogue: model `{name}`: default_max_tokens must be between 1 and max_output_tokens"
+                ));
+            }
+            if model.max_output_tokens > model.context_window {
+                return Err(format!(
+                    "model catalogue: model `{name}`: max_output_tokens exceeds context_window"
+                ));
+            }
+            for fallback in &model.fallback {
+                if fallback == name {
+                    return Err(format!(
+                        "model catalogue: model `{name}` lists itself as its fallback"
+                    ));
+                }
+                if !self.models.contains_key(fallback) {
+                    return Err(format!(
+                        "model catalogue: model `{name}` falls back to unknown model `{fallback}`"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelSpec> {
+        self.models.get(name)
+    }
+
+    pub fn provider_of(&self, model: &ModelSpec) -> Option<&ProviderSpec> {
+        self.providers.get(&model.provider)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_catalogue_has_every_chat_model_of_the_tasks_api() {
+        let catalogue = Catalogue::builtin().unwrap();
+        for name in [
+            "gpt-4",
+            "gpt-4-turbo",
+            "gpt-3.5-turbo",
+            "claude-3-opus",
+            "claude-3-sonnet",
+            "claude-3-haiku",
+            "mixtral-8x7b",
+            "mixtral-8x22b",
+            "sim-chat",
+        ] {
+            let model = catalogue
+                .model(name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            assert!(
+                !model.fallback.is_empty() || name == "sim-chat",
+                "{name} has no fallback"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_provider_and_fallback() {
+        let text = r#"
+            [providers.p]
+            kind = "simulator"
+            [models.a]
+            provider = "q"
+            upstream = "a"
+            context_window = 10
+            max_output_tokens = 5
+            default_max_tokens = 5
+        "#;
+        assert!(Catalogue::parse(text)
+            .unwrap_err()
+            .contains("unknown provider `q`"));
+        let text = text.replace("\"q\"", "\"p\"") + "fallback = [\"zzz\"]\n";
+        assert!(Catalogue::parse(&text)
+            .unwrap_err()
+            .contains("unknown model `zzz`"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_by_name() {
+        let text = "[providers.p]\nkind = \"simulator\"\ncolour = \"red\"\n";
+        assert!(Catalogue::parse(text).unwrap_err().contains("colour"));
+    }
+
+    #[test]
+    fn base_url_comes_from_the_variable_then_the_file_then_the_kind() {
+        let spec = ProviderSpec {
+            kind: ProviderKind::Openai,
+            base_url: None,
+            base_url_env: Some("X_BASE".into()),
+            api_key_env: None,
+            key_required: true,
+            description: String::new(),
+        };
+        assert_eq!(
+            spec.resolve_base_url(&|_| None).as_deref(),
+            Some("https://api.openai.com/v1")
+        );
+        let set = |_: &str| Some("http://127.0.0.1:9/v1/".to_owned());
+        assert_eq!(
+            spec.resolve_base_url(&set).as_deref(),
+            Some("http://127.0.0.1:9/v1")
+        );
+    }
+}

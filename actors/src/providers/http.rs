@@ -1,0 +1,250 @@
+//! The HTTP side shared by HTTP providers: one pooled client, timeouts by phase, and status → error mapping.
+
+use super::Timeouts;
+use crate::error::{ProviderError, TimeoutPhase};
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// One upstream endpoint of a provider, with its pooled client.
+pub(crate) struct Upstream {
+    pub name: String,
+    pub base_url: String,
+    pub key: Option<String>,
+    pub key_variable: String,
+    pub timeouts: Timeouts,
+    pub client: reqwest::Client,
+}
+
+impl Upstream {
+    pub fn new(
+        name: &str,
+        base_url: String,
+        key: Option<String>,
+        key_variable: String,
+        timeouts: Timeouts,
+    ) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(timeouts.connect)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("provider `{name}`: cannot build HTTP client: {e}"))?;
+        Ok(Upstream {
+            name: name.to_owned(),
+            base_url,
+            key,
+            key_variable,
+            timeouts,
+            client,
+        })
+    }
+
+    /// Sends the request and waits for the response head, within the first-byte bound. A non-success status is
+    /// turned into an error using `parse_message` to read the provider's error body.
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        deadline: Instant,
+        parse_message: fn(&[u8]) -> Option<String>,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let first_byte = Instant::now() + self.timeouts.first_byte;
+        let (limit, phase) = if first_byte < deadline {
+            (first_byte, TimeoutPhase::FirstByte)
+        } else {
+            (deadline, TimeoutPhase::Total)
+        };
+        let response = match tokio::time::timeout_at(limit, request.send()).await {
+            Err(_) => return Err(self.timeout(phase)),
+            Ok(Err(e)) => return Err(self.transport_error(&e)),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = retry_after(response.headers());
+        let body = tokio::time::timeout_at(deadline, response.bytes())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        let message = body
+            .as_deref()
+            .and_then(parse_message)
+            .or_else(|| {
+                body.as_deref()
+                    .map(|b| String::from_utf8_lossy(b).chars().take(300).collect())
+            })
+            .unwrap_or_default();
+        Err(self.status_error(status.as_u16(), retry_after, message))
+    }
+
+    /// Reads a whole body within the deadline.
+    pub async fn body(
+        &self,
+        response: reqwest::Response,
+        deadline: Instant,
+    ) -> Result<Bytes, ProviderError> {
+        match tokio::time::timeout_at(deadline, response.bytes()).await {
+            Err(_) => Err(self.timeout(TimeoutPhase::Total)),
+            Ok(Err(e)) => Err(self.transport_error(&e)),
+            Ok(Ok(body)) => Ok(body),
+        }
+    }
+
+    /// The body as a stream of chunks, each within the gap bound and all within the deadline.
+    pub fn chunks(
+        &self,
+        response: reqwest::Response,
+        deadline: Instant,
+    ) -> BoxStream<'static, Result<Bytes, ProviderError>> {
+        let name = self.name.clone();
+        let gap = self.timeouts.between_chunks;
+        let body = response.bytes_stream();
+        futures::stream::unfold(Some(body), move |state| {
+            let name = name.clone();
+            async move {
+                let mut body = state?;
+                let next_gap = Instant::now() + gap;
+                let (limit, phase) = if next_gap < deadline {
+                    (next_gap, TimeoutPhase::BetweenChunks)
+                } else {
+                    (deadline, TimeoutPhase::Total)
+                };
+                match tokio::time::timeout_at(limit, body.next()).await {
+                    Err(_) => Some((
+                        Err(ProviderError::Timeout {
+                            provider: name,
+                            phase,
+                        }),
+                        None,
+                    )),
+                    Ok(None) => None,
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+                    Ok(Some(Err(e))) => {
+                        let message = format!("stream broke: {}", error_chain(&e));
+                        Some((
+                            Err(ProviderError::Connection {
+                                provider: name,
+                                message,
+                            }),
+                            None,
+                        ))
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.timeouts.total
+    }
+
+    pub fn timeout(&self, phase: TimeoutPhase) -> ProviderError {
+        ProviderError::Timeout {
+            provider: self.name.clone(),
+            phase,
+        }
+    }
+
+    pub fn protocol(&self, message: impl Into<String>) -> ProviderError {
+        ProviderError::Protocol {
+            provider: self.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> ProviderError {
+        if e.is_timeout() {
+            return self.timeout(if e.is_connect() {
+                TimeoutPhase::Connect
+            } else {
+                TimeoutPhase::FirstByte
+            });
+        }
+        ProviderError::Connection {
+            provider: self.name.clone(),
+            message: error_chain(e),
+        }
+    }
+
+    /// The one map from an upstream status to our error kinds.
+    pub fn status_error(
+        &self,
+        status: u16,
+        retry_after: Option<Duration>,
+        message: String,
+    ) -> ProviderError {
+        let provider = self.name.clone();
+        match status {
+            429 => ProviderError::RateLimited {
+                provider,
+                retry_after,
+                message,
+            },
+            401 | 403 => ProviderError::BadCredentials {
+                provider,
+                status,
+                variable: self.key_variable.clone(),
+            },
+            400..=499 => ProviderError::Rejected {
+                provider,
+                status,
+                message,
+            },
+            _ => ProviderError::Upstream {
+                provider,
+                status,
+                message,
+            },
+        }
+    }
+}
+
+/// `Retry-After` in seconds (or `retry-after-ms`); HTTP dates are not worth honouring here.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = value("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return Some(Duration::from_millis(ms.max(0.0) as u64));
+    }
+    value("retry-after")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// An error with its sources, without the URL (which may carry secrets in query strings).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut text = e.without_url_ref().to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let text = self.to_string();
+        match self.url() {
+            Some(url) => text
+                .replace(&format!(" ({url})"), "")
+                .replace(url.as_str(), "<upstream>"),
+            None => text,
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Providers behind one contract. Each provider is a module with private wire types and conversions; the closed
+//! `Provider` enum dispatches to them, so adding a provider is a new variant the compiler walks you through.
+
+mod anthropic;
+mod http;
+mod openai;
+mod simulator;
+pub mod sse;
+
+use crate::catalogue::{Catalogue, ModelSpec, ProviderKind};
+use crate::chat::{ChatRequest, ChatResponse, ChatStream};
+use crate::error::ProviderError;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use simulator::SimulatorConfig;
+
+/// Bounds on every upstream call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Until the response head (and, for streams, each later wait is `between_chunks`).
+    pub first_byte: Duration,
+    pub between_chunks: Duration,
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(60),
+            between_chunks: Duration::from_secs(30),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The contract every provider fulfils. Requests are already validated; `model.upstream` is the id to send.
+#[allow(async_fn_in_trait)]
+pub trait ChatProvider {
+    async fn chat(
+        &self,
+        model: &ModelSpec,
+        request: &ChatRequest,
+    ) -> Result<ChatResponse, ProviderError>;
+    /// Resolves once the upstream has accepted the request (its response head arrived), so a failure here
+    /// happens before the first byte reaches the client and a fallback can still serve.
+    async fn chat_stream(
+        &self,
+        model: &ModelSpec,
+        request: &ChatRequest,
+    ) -> Result<ChatStream, ProviderError>;
+}
+
+/// One configured provider.
+pub enum Provider {
+    OpenAi(openai::OpenAi),
+    Anthropic(anthropic::Anthropic),
+    Simulator(simulator::Simulator),
+    /// Configured in the catalogue but missing its key: every call answers `ProviderError::Unavailable`.
+    Unavailable {
+        name: String,
+        variable: String,
+    },
+}
+
+impl Provider {
+    pub fn is_available(&self) -> bool {
+        !matches!(self, Provider::Unavailable { .. })
+    }
+
+    /// What the operator must set to make this provider usable, when it is unavailable.
+    pub fn missing_variable(&self) -> Option<&str> {
+        match self {
+            Provider::Unavailable { variable, .. } => Some(variable),
+            Provider::OpenAi(_) | Provider::Anthropic(_) | Provider::Simulator(_) => None,
+        }
+    }
+
+    pub fn is_simulator(&self) -> bool {
+        matches!(self, Provider::Simulator(_))
+    }
+
+    fn unavailable(name: &str, variable: &str) -> ProviderError {
+        ProviderError::Unavailable {
+            provider: name.to_owned(),
+            variable: variable.to_owned(),
+        }
+    }
+}
+
+impl ChatProvider for Provider {
+    async fn chat(
+        &self,
+        model: &ModelSpec,
+        request: &ChatRequest,
+    ) -> Result<ChatResponse, ProviderError> {
+        match self {
+            Provider::OpenAi(p) => p.chat(model, request).await,
+            Provider::Anthropic(p) => p.chat(model, request).await,
+            Provider::Simulator(p) => p.chat(model, request).await,
+            Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
+        }
+    }
+
+    async fn chat_stream(
+        &self,
+        model: &ModelSpec,
+        request: &ChatRequest,
+    ) -> Result<ChatStream, ProviderError> {
+        match self {
+            Provider::OpenAi(p) => p.chat_stream(model, request).await,
+            Provider::Anthropic(p) => p.chat_stream(model, request).await,
+            Provider::Simulator(p) => p.chat_stream(model, request).await,
+            Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
+        }
+    }
+}
+
+/// Every provider of the catalogue, built once: one pooled HTTP client per provider.
+#[derive(Clone)]
+pub struct ProviderSet {
+    providers: Arc<BTreeMap<String, Provider>>,
+}
+
+impl ProviderSet {
+    /// Builds the providers, reading base URLs and keys through `env` (the process environment in production).
+    pub fn new(
+        catalogue: &Catalogue,
+        env: &dyn Fn(&str) -> Option<String>,
+        timeouts: Timeouts,
+        simulator: SimulatorConfig,
+    ) -> Result<Self, String> {
+        let mut providers = BTreeMap::new();
+        for (name, spec) in &catalogue.providers {
+            let key = spec
+                .api_key_env
+                .as_deref()
+                .and_then(env)
+                .filter(|k| !k.trim().is_empty());
+            let provider = match spec.kind {
+                ProviderKind::Simulator => {
+                    Provider::Simulator(simulator::Simulator::new(simulator))
+                }
+                ProviderKind::Openai | ProviderKind::Anthropic
+                    if key.is_none() && spec.key_required =>
+                {
+                    let variable = spec
+                        .api_key_env
+                        .clone()
+                        .unwrap_or_else(|| "an API key".to_owned());
+                    Provider::Unavailable {
+                        name: name.clone(),
+                        variable,
+                    }
+                }
+                kind @ (ProviderKind::Openai | ProviderKind::Anthropic) => {
+                    let base_url = spec
+                        .resolve_base_url(env)
+                        .ok_or_else(|| format!("provider `{name}` has no base URL"))?;
+                    let key_variable = spec.api_key_env.clone().unwrap_or_default();
+                    let client = http::Upstream::new(name, base_url, key, key_variable, timeouts)?;
+                    if kind == ProviderKind::Openai {
+                        Provider::OpenAi(openai::OpenAi::new(client))
+                    } else {
+                        Provider::Anthropic(anthropic::Anthropic::new(client))
+                    }
+                }
+            };
+            providers.insert(name.clone(), provider);
+        }
+        Ok(ProviderSet {
+            providers: Arc::new(providers),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Provider> {
+        self.providers.get(name)
+    }
+
+    pub fn for_model(&self, model: &ModelSpec) -> Option<&Provider> {
+        self.providers.get(&model.provider)
+    }
+}

@@ -1,0 +1,300 @@
+//! The operator's admin API under `/admin/`: on only when `SWITCHYARD_ADMIN_KEY` is set, and only for that key.
+
+use super::body::{from_object, parse_object, read_json};
+use super::errors::{ApiError, ErrorBody};
+use crate::auth::{self, presented_key};
+use crate::state::{create_key, now_unix, AppState};
+use crate::store::{Plan, Workspace};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use switchyard_actors::Credits;
+use utoipa::ToSchema;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/admin/workspaces").route(web::post().to(create_workspace)))
+        .service(super::resource("/admin/workspaces/{id}").route(web::get().to(get_workspace)))
+        .service(
+            super::resource("/admin/workspaces/{id}/keys")
+                .route(web::post().to(create_workspace_key)),
+        )
+        .service(super::resource("/admin/workspaces/{id}/credits").route(web::post().to(top_up)))
+        .service(super::resource("/admin/keys/{id}").route(web::delete().to(revoke_key)));
+}
+
+/// Lets the request through only with the admin key. With the admin API off, the routes do not exist (404).
+fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(admin_hash) = state.admin_key else {
+        return Err(ApiError::not_found(
+            "The admin API is off: set SWITCHYARD_ADMIN_KEY to turn it on",
+        ));
+    };
+    let key = presented_key(req).ok_or_else(ApiError::missing_api_key)?;
+    if bool::from(auth::hash_key(key).ct_eq(&admin_hash)) {
+        return Ok(());
+    }
+    if state.keys.resolve(key).is_some() {
+        return Err(ApiError::admin_only());
+    }
+    Err(ApiError::invalid_api_key())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    pub name: String,
+    /// Opening balance, at most 3 decimals.
+    #[serde(default)]
+    #[schema(value_type = f64)]
+    pub credits: Credits,
+    /// Defaults to the bootstrap plan of the configuration.
+    pub plan: Option<Plan>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WorkspaceView {
+    pub id: String,
+    pub name: String,
+    #[schema(value_type = f64)]
+    pub credits: Credits,
+    pub plan: Plan,
+    pub created: i64,
+    pub keys: Vec<KeyView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    pub created: i64,
+    pub revoked: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NewKey {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    /// The key itself: shown this once, stored only as a hash.
+    pub key: String,
+    pub created: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopUp {
+    /// Credits to add; more than 0, at most 3 decimals.
+    #[schema(value_type = f64)]
+    pub credits: Credits,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Balance {
+    pub id: String,
+    #[schema(value_type = f64)]
+    pub credits: Credits,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Revoked {
+    pub id: String,
+    pub revoked: bool,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(
+            "name",
+            "`name` must be 1 to 100 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_plan(plan: &Plan) -> Result<(), ApiError> {
+    for (field, value) in [
+        ("plan.requests_per_minute", plan.requests_per_minute),
+        ("plan.concurrent_requests", plan.concurrent_requests),
+        ("plan.tokens_per_minute", plan.tokens_per_minute),
+    ] {
+        if value == 0 {
+            return Err(ApiError::invalid_field(
+                field,
+                format!("`{field}` must be at least 1"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn workspace_view(state: &AppState, workspace: Workspace) -> Result<WorkspaceView, ApiError> {
+    let keys = state
+        .store
+        .keys(Some(&workspace.id))
+        .await
+        .map_err(ApiError::store)?;
+    Ok(WorkspaceView {
+        id: workspace.id,
+        name: workspace.name,
+        credits: workspace.credits,
+        plan: workspace.plan,
+        created: workspace.created_at,
+        keys: keys
+            .into_iter()
+            .map(|k| KeyView {
+                id: k.id,
+                name: k.name,
+                prefix: k.prefix,
+                created: k.created_at,
+                revoked: k.revoked_at.is_some(),
+            })
+            .collect(),
+    })
+}
+
+#[utoipa::path(post, path = "/admin/workspaces", tag = "admin", request_body = CreateWorkspace,
+    responses((status = 201, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, description = "admin_only", body = ErrorBody), (status = 404, description = "admin API off", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_workspace(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
+    let body: CreateWorkspace = from_object(parse_object(&body)?)?;
+    check_name(&body.name)?;
+    if body.credits.milli() < 0 {
+        return Err(ApiError::invalid_field(
+            "credits",
+            "`credits` must not be negative",
+        ));
+    }
+    let b = &state.config.bootstrap;
+    let plan = body.plan.unwrap_or(Plan {
+        requests_per_minute: b.requests_per_minute,
+        concurrent_requests: b.concurrent_requests,
+        tokens_per_minute: b.tokens_per_minute,
+    });
+    check_plan(&plan)?;
+    let workspace = Workspace {
+        id: auth::new_id("ws"),
+        name: body.name,
+        credits: body.credits,
+        plan,
+        created_at: now_unix(),
+    };
+    state
+        .store
+        .insert_workspace(&workspace)
+        .await
+        .map_err(ApiError::store)?;
+    tracing::info!(workspace = %workspace.id, "workspace created");
+    Ok(HttpResponse::Created().json(workspace_view(&state, workspace).await?))
+}
+
+#[utoipa::path(get, path = "/admin/workspaces/{id}", tag = "admin",
+    responses((status = 200, body = WorkspaceView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_workspace(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let workspace = state.store.workspace(&id).await.map_err(ApiError::store)?;
+    let workspace = workspace.ok_or_else(|| ApiError::not_found(format!("No workspace `{id}`")))?;
+    Ok(HttpResponse::Ok().json(workspace_view(&state, workspace).await?))
+}
+
+#[utoipa::path(post, path = "/admin/workspaces/{id}/keys", tag = "admin", request_body = CreateKey,
+    responses((status = 201, body = NewKey), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_workspace_key(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
+    let body: CreateKey = from_object(parse_object(&body)?)?;
+    check_name(&body.name)?;
+    let workspace = state.store.workspace(&id).await.map_err(ApiError::store)?;
+    let workspace = workspace.ok_or_else(|| ApiError::not_found(format!("No workspace `{id}`")))?;
+    let (record, key) = create_key(&state.store, &workspace.id, &body.name)
+        .await
+        .map_err(ApiError::store)?;
+    state.keys.insert(&record, &workspace);
+    tracing::info!(workspace = %workspace.id, key = %record.id, "API key created");
+    Ok(HttpResponse::Created().json(NewKey {
+        id: record.id,
+        workspace_id: workspace.id,
+        name: record.name,
+        key,
+        created: record.created_at,
+    }))
+}
+
+#[utoipa::path(post, path = "/admin/workspaces/{id}/credits", tag = "admin", request_body = TopUp,
+    responses((status = 200, body = Balance), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn top_up(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
+    let body: TopUp = from_object(parse_object(&body)?)?;
+    if body.credits.milli() <= 0 {
+        return Err(ApiError::invalid_field(
+            "credits",
+            "`credits` must be more than 0",
+        ));
+    }
+    let balance = state
+        .store
+        .add_credits(&id, body.credits)
+        .await
+        .map_err(ApiError::store)?;
+    let balance = balance.ok_or_else(|| ApiError::not_found(format!("No workspace `{id}`")))?;
+    tracing::info!(workspace = %id, credits = %body.credits, "credits added");
+    Ok(HttpResponse::Ok().json(Balance {
+        id: id.into_inner(),
+        credits: balance,
+    }))
+}
+
+#[utoipa::path(delete, path = "/admin/keys/{id}", tag = "admin",
+    responses((status = 200, body = Revoked), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn revoke_key(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let record = state
+        .store
+        .revoke_key(&id, now_unix())
+        .await
+        .map_err(ApiError::store)?;
+    let record = record.ok_or_else(|| ApiError::not_found(format!("No API key `{id}`")))?;
+    state.keys.remove(&record.key_hash);
+    tracing::info!(key = %record.id, "API key revoked");
+    Ok(HttpResponse::Ok().json(Revoked {
+        id: record.id,
+        revoked: true,
+    }))
+}

@@ -1,0 +1,146 @@
+//! Reading and parsing request bodies: size limit (413), content type (415), and JSON errors that say which field
+//! is wrong and how (invalid_json, missing_field, unknown_field, invalid_field).
+
+use super::errors::ApiError;
+use actix_web::{web, HttpRequest};
+use bytes::BytesMut;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+
+/// Reads a JSON body within `limit` bytes.
+pub async fn read_json(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    if let Some(content_type) = req.headers().get(actix_web::http::header::CONTENT_TYPE) {
+        let text = content_type.to_str().unwrap_or("");
+        let essence = text.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") && !essence.is_empty() {
+            return Err(ApiError::unsupported_media_type(essence));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::invalid_json(format!("could not read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Parses a body that must be a JSON object.
+pub fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_json(
+            "Request body is empty: send a JSON object",
+        ));
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::invalid_json("Request body must be a JSON object")),
+        Err(e) => Err(ApiError::invalid_json(format!("Malformed JSON: {e}"))),
+    }
+}
+
+/// Deserializes a parsed object into `T`, naming the offending field on failure.
+pub fn from_object<T: DeserializeOwned>(
+    object: serde_json::Map<String, serde_json::Value>,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(serde_json::Value::Object(object)).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        classify(&path, &message)
+    })
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path == "." || path.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+fn quoted(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(&message[start..end])
+}
+
+fn classify(path: &str, message: &str) -> ApiError {
+    if let Some(field) = message.strip_prefix("missing field ").and_then(quoted) {
+        return ApiError::missing_field(&join(path, field));
+    }
+    if let Some(field) = message.strip_prefix("unknown field ").and_then(quoted) {
+        // The path already ends at the unknown field.
+        let param = if path == "." || path.is_empty() { field.to_owned() } else { path.to_owned() };
+        return ApiError::unknown_field(&param);
+    }
+    let param = if path == "." {
+        "body".to_owned()
+    } else {
+        path.to_owned()
+    };
+    ApiError::invalid_field(&param, format!("Invalid value for `{param}`: {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: u32,
+    }
+
+    fn parse(text: &str) -> Result<Body, ApiError> {
+        from_object(parse_object(text.as_bytes())?)
+    }
+
+    #[test]
+    fn names_the_field_that_is_wrong() {
+        assert_eq!(parse("{").unwrap_err().code(), "invalid_json");
+        assert_eq!(parse("[1]").unwrap_err().code(), "invalid_json");
+        assert_eq!(parse("").unwrap_err().code(), "invalid_json");
+        let missing = parse("{}").unwrap_err();
+        assert_eq!(
+            (missing.code(), missing.detail.param.as_deref()),
+            ("missing_field", Some("name"))
+        );
+        let unknown = parse(r#"{"name":"a","nmae":1}"#).unwrap_err();
+        assert_eq!(
+            (unknown.code(), unknown.detail.param.as_deref()),
+            ("unknown_field", Some("nmae"))
+        );
+        let wrong = parse(r#"{"name":"a","inner":{"count":"x"}}"#).unwrap_err();
+        assert_eq!(
+            (wrong.code(), wrong.detail.param.as_deref()),
+            ("invalid_field", Some("inner.count"))
+        );
+        let nested_missing = parse(r#"{"name":"a","inner":{}}"#).unwrap_err();
+        assert_eq!(nested_missing.detail.param.as_deref(), Some("inner.count"));
+    }
+}

@@ -1,0 +1,315 @@
+//! The one error envelope of API.md, and the one exhaustive map from engine errors to it.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use std::fmt;
+use switchyard_actors::ProviderError;
+use utoipa::ToSchema;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    InvalidRequestError,
+    AuthenticationError,
+    InsufficientCreditsError,
+    PermissionError,
+    NotFoundError,
+    ConflictError,
+    RateLimitError,
+    UpstreamError,
+    UnavailableError,
+    ApiError,
+}
+
+/// `{"error": {"message", "type", "code", "param"}}`
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: ErrorType,
+    pub code: &'static str,
+    pub param: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: ErrorDetail,
+    /// Seconds, for `Retry-After`.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        kind: ErrorType,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            detail: ErrorDetail {
+                message: message.into(),
+                kind,
+                code,
+                param: None,
+            },
+            retry_after: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.detail.param = Some(param.into());
+        self
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.detail.code
+    }
+
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequestError,
+            code,
+            message,
+        )
+    }
+
+    pub fn invalid_json(message: impl Into<String>) -> Self {
+        ApiError::bad("invalid_json", message)
+    }
+
+    pub fn missing_field(field: &str) -> Self {
+        ApiError::bad("missing_field", format!("Missing required field: {field}")).with_param(field)
+    }
+
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::bad("invalid_field", message).with_param(field)
+    }
+
+    pub fn unknown_field(field: &str) -> Self {
+        ApiError::bad("unknown_field", format!("Unknown field: {field}")).with_param(field)
+    }
+
+    pub fn unsupported_model(model: &str) -> Self {
+        ApiError::bad(
+            "unsupported_model",
+            format!("Unsupported task type: {model}"),
+        )
+        .with_param("model")
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorType::InvalidRequestError,
+            "payload_too_large",
+            format!("Request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn unsupported_media_type(got: &str) -> Self {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorType::InvalidRequestError,
+            "unsupported_media_type",
+            format!("Unsupported Content-Type `{got}`: send application/json"),
+        )
+    }
+
+    pub fn missing_api_key() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            "missing_api_key",
+            "Missing API key: send it as `X-API-Key: KEY` or `Authorization: Bearer KEY`",
+        )
+    }
+
+    pub fn invalid_api_key() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            "invalid_api_key",
+            "Invalid API key: it is unknown or has been revoked",
+        )
+    }
+
+    pub fn admin_only() -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorType::PermissionError,
+            "admin_only",
+            "This endpoint takes the operator's admin key, not a workspace API key",
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorType::NotFoundError,
+            "not_found",
+            message,
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorType::InvalidRequestError,
+            "method_not_allowed",
+            "Method not allowed on this path",
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        tracing::error!(%message, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::ApiError,
+            "internal_error",
+            "Internal error; the gateway's log has the details",
+        )
+    }
+
+    pub fn store(e: sqlx::Error) -> Self {
+        ApiError::internal(format!("database: {e}"))
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.detail.clone(),
+        }
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> Self {
+        let message = e.to_string();
+        match e {
+            ProviderError::Unavailable { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::UnavailableError,
+                "provider_unavailable",
+                message,
+            ),
+            ProviderError::RateLimited { retry_after, .. } => {
+                let mut error = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorType::UnavailableError,
+                    "overloaded",
+                    message,
+                );
+                error.retry_after = Some(retry_after.map_or(1, |d| d.as_secs().max(1)));
+                error
+            }
+            ProviderError::Rejected { status: 404, .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorType::UpstreamError,
+                "provider_error",
+                message,
+            ),
+            ProviderError::Rejected { .. } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorType::InvalidRequestError,
+                "provider_rejected",
+                message,
+            ),
+            ProviderError::BadCredentials { .. }
+            | ProviderError::Upstream { .. }
+            | ProviderError::Connection { .. }
+            | ProviderError::Protocol { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorType::UpstreamError,
+                "provider_error",
+                message,
+            ),
+            ProviderError::Timeout { .. } => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorType::UpstreamError,
+                "provider_timeout",
+                message,
+            ),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.detail.code,
+            self.detail.message
+        )
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header(("Retry-After", seconds.to_string()));
+        }
+        response.json(self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn upstream_failures_are_not_passed_off_as_ours() {
+        let limited = ApiError::from(ProviderError::RateLimited {
+            provider: "openai".into(),
+            retry_after: Some(Duration::from_secs(7)),
+            message: "slow down".into(),
+        });
+        assert_eq!(limited.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(limited.code(), "overloaded");
+        assert_eq!(limited.retry_after, Some(7));
+        let failed = ApiError::from(ProviderError::Upstream {
+            provider: "openai".into(),
+            status: 500,
+            message: "x".into(),
+        });
+        assert_eq!(failed.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(failed.code(), "provider_error");
+    }
+
+    #[test]
+    fn unavailable_names_the_variable() {
+        let error = ApiError::from(ProviderError::Unavailable {
+            provider: "openai".into(),
+            variable: "OPENAI_API_KEY".into(),
+        });
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(error.detail.message.contains("OPENAI_API_KEY"));
+    }
+
+    #[test]
+    fn envelope_has_the_four_fields() {
+        let body =
+            serde_json::to_value(ApiError::unsupported_model("invalid-model").body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"message": "Unsupported task type: invalid-model",
+                "type": "invalid_request_error", "code": "unsupported_model", "param": "model"}})
+        );
+    }
+}

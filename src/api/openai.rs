@@ -1,0 +1,153 @@
+//! The OpenAI-compatible face: `POST /v1/chat/completions` and `GET /v1/models`, so OpenAI SDKs work unchanged.
+
+use super::body::{from_object, parse_object, read_json};
+use super::chat::{self, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
+use super::errors::{ApiError, ErrorBody};
+use crate::auth::Principal;
+use crate::state::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use utoipa::ToSchema;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/v1/chat/completions").route(web::post().to(chat_completions)))
+        .service(super::resource("/v1/models").route(web::get().to(list_models)));
+}
+
+/// OpenAI's chat completion request. Fields OpenAI accepts and the gateway does not use are ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<MessageIn>,
+    pub max_tokens: Option<u32>,
+    pub max_completion_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stop: Option<StopIn>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    /// Only 1 is supported.
+    pub n: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "`chat.completion`, or an SSE stream of `chat.completion.chunk`", body = Completion),
+        (status = 400, description = "invalid_json, missing_field, invalid_field, unsupported_model", body = ErrorBody),
+        (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 502, description = "provider_error", body = ErrorBody),
+        (status = 503, description = "provider_unavailable, overloaded", body = ErrorBody),
+        (status = 504, description = "provider_timeout", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn chat_completions(
+    state: web::Data<AppState>,
+    _principal: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
+    let object = parse_object(&body)?;
+    let body: ChatCompletionRequest = from_object(object)?;
+    let model = state
+        .catalogue
+        .model(&body.model)
+        .ok_or_else(|| ApiError::unsupported_model(&body.model))?;
+    if body.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::invalid_field("n", "Only `n = 1` is supported"));
+    }
+    let input = ChatInput {
+        messages: body.messages,
+        max_tokens: body.max_completion_tokens.or(body.max_tokens),
+        temperature: body.temperature,
+        top_p: body.top_p,
+        stop: body.stop,
+    };
+    let request = chat::prepare(model, input)?;
+    let usage_chunk = body.stream_options.is_some_and(|o| o.include_usage);
+    let delivery = Delivery {
+        stream: body.stream,
+        usage_chunk,
+    };
+    chat::respond(&state, Face::OpenAi, model, request, delivery, started).await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelEntry>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelEntry {
+    pub id: String,
+    pub object: &'static str,
+    pub created: i64,
+    pub owned_by: String,
+    pub modality: &'static str,
+    /// False when the provider's key is not configured.
+    pub available: bool,
+    /// The variable to set when unavailable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable_reason: Option<String>,
+    /// True for the built-in simulator, which is not a real model.
+    pub simulator: bool,
+    pub context_window: u32,
+    pub max_output_tokens: u32,
+    pub fallback: Vec<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    responses(
+        (status = 200, description = "Every model of the catalogue, with availability", body = ModelList),
+        (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn list_models(state: web::Data<AppState>, _principal: Principal) -> HttpResponse {
+    let data = state
+        .catalogue
+        .models
+        .values()
+        .map(|m| {
+            let provider = state.providers.for_model(m);
+            let missing = provider.and_then(|p| p.missing_variable());
+            ModelEntry {
+                id: m.name.clone(),
+                object: "model",
+                created: 0,
+                owned_by: m.provider.clone(),
+                modality: m.modality.as_str(),
+                available: provider.is_some_and(|p| p.is_available()),
+                unavailable_reason: missing
+                    .map(|v| format!("provider `{}` is not configured: set {v}", m.provider)),
+                simulator: provider.is_some_and(|p| p.is_simulator()),
+                context_window: m.context_window,
+                max_output_tokens: m.max_output_tokens,
+                fallback: m.fallback.clone(),
+            }
+        })
+        .collect();
+    HttpResponse::Ok().json(ModelList {
+        object: "list",
+        data,
+    })
+}

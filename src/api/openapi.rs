@@ -1,0 +1,54 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use super::{admin, chat, errors, openai, ops, task};
+use crate::store::Plan;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchyard", description = "A self-hosted AI gateway: chat, images and speech through one API key and one wallet."),
+    paths(
+        task::create_task,
+        openai::chat_completions,
+        openai::list_models,
+        admin::create_workspace,
+        admin::get_workspace,
+        admin::create_workspace_key,
+        admin::top_up,
+        admin::revoke_key,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        ops::openapi,
+    ),
+    components(schemas(
+        errors::ErrorBody, errors::ErrorDetail, errors::ErrorType,
+        chat::Completion, chat::Choice, chat::AssistantMessage, chat::UsageOut, chat::MessageIn, chat::StopIn,
+        task::TaskChatRequest, openai::ChatCompletionRequest, openai::StreamOptions, openai::ModelList, openai::ModelEntry,
+        admin::CreateWorkspace, admin::WorkspaceView, admin::KeyView, admin::NewKey, admin::CreateKey, admin::TopUp,
+        admin::Balance, admin::Revoked, Plan, ops::Health,
+    )),
+    modifiers(&Security)
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

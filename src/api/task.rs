@@ -1,0 +1,98 @@
+//! `POST /api/v1/task`: the model-based Tasks API (001). Chat for now; the model's modality picks the body shape.
+
+use super::body::{from_object, parse_object, read_json};
+use super::chat::{self, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
+use super::errors::{ApiError, ErrorBody};
+use crate::auth::Principal;
+use crate::state::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use std::time::Instant;
+use switchyard_actors::catalogue::Modality;
+use utoipa::ToSchema;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/api/v1/task").route(web::post().to(create_task)));
+}
+
+/// A chat task. Unknown fields are refused by name.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskChatRequest {
+    /// A chat model of the catalogue, e.g. `gpt-4`, `claude-3-sonnet`, `mixtral-8x7b`, `sim-chat`.
+    pub model: String,
+    pub messages: Vec<MessageIn>,
+    /// Defaults to the model's `default_max_tokens`.
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stop: Option<StopIn>,
+    /// Answer as Server-Sent Events: `task.completion.chunk` objects, usage in the last, then `[DONE]`.
+    #[serde(default)]
+    pub stream: bool,
+    /// Kept on the usage record for segmented analytics.
+    pub reporting_group: Option<String>,
+    /// Go straight to the model's fallback.
+    pub use_fallback_model: Option<bool>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/task",
+    tag = "tasks",
+    request_body(content = TaskChatRequest, description = "A chat task"),
+    responses(
+        (status = 200, description = "The completion; with `stream: true`, an SSE stream of `task.completion.chunk`", body = Completion),
+        (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody),
+        (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 502, description = "provider_error", body = ErrorBody),
+        (status = 503, description = "provider_unavailable, overloaded", body = ErrorBody),
+        (status = 504, description = "provider_timeout", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn create_task(
+    state: web::Data<AppState>,
+    _principal: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
+    let object = parse_object(&body)?;
+    if object.contains_key("input_params") {
+        return Err(ApiError::invalid_field(
+            "input_params",
+            "Use `task_input`, not `input_params`: this API takes its variables in `task_input`",
+        ));
+    }
+    let model_name = match object.get("model") {
+        Some(serde_json::Value::String(name)) => name.clone(),
+        Some(_) => return Err(ApiError::invalid_field("model", "`model` must be a string")),
+        None => return Err(ApiError::missing_field("model")),
+    };
+    let model = state
+        .catalogue
+        .model(&model_name)
+        .ok_or_else(|| ApiError::unsupported_model(&model_name))?;
+    match model.modality {
+        Modality::Chat => {
+            let body: TaskChatRequest = from_object(object)?;
+            let input = ChatInput {
+                messages: body.messages,
+                max_tokens: body.max_tokens,
+                temperature: body.temperature,
+                top_p: body.top_p,
+                stop: body.stop,
+            };
+            let request = chat::prepare(model, input)?;
+            let delivery = Delivery {
+                stream: body.stream,
+                usage_chunk: false,
+            };
+            chat::respond(&state, Face::Task, model, request, delivery, started).await
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Configuration: `config/default.toml` compiled in, a `--config` file layered over it, then environment
+//! variables `SWITCHYARD__SECTION__KEY`. Unknown keys are refused with an error that names them.
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use switchyard_actors::providers::SimulatorConfig;
+use switchyard_actors::{Catalogue, Credits, Timeouts};
+
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub simulator: SimulatorSection,
+    pub catalogue: CatalogueConfig,
+    pub bootstrap: BootstrapConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_secs: u64,
+    pub public_url: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub connect_timeout_ms: u64,
+    pub first_byte_timeout_ms: u64,
+    pub between_chunks_timeout_ms: u64,
+    pub total_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorSection {
+    pub ttft_ms: u64,
+    pub tokens_per_second: u32,
+    pub reply_tokens: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogueConfig {
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapConfig {
+    pub credits: Credits,
+    pub requests_per_minute: u32,
+    pub concurrent_requests: u32,
+    pub tokens_per_minute: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// The defaults, a file over them (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+        Self::load_with_env(file, Env::prefixed("SWITCHYARD__").split("__"))
+    }
+
+    /// As `load`, with the environment layer supplied (tests pass a fixed one).
+    pub fn load_with_env(file: Option<&Path>, env: Env) -> Result<Self, String> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment.merge(env).extract().map_err(|e| describe(&e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.server.max_body_bytes == 0 {
+            return Err("server.max_body_bytes must be greater than 0".into());
+        }
+        let u = &self.upstream;
+        for (name, value) in [
+            ("upstream.connect_timeout_ms", u.connect_timeout_ms),
+            ("upstream.first_byte_timeout_ms", u.first_byte_timeout_ms),
+            (
+                "upstream.between_chunks_timeout_ms",
+                u.between_chunks_timeout_ms,
+            ),
+            ("upstream.total_timeout_ms", u.total_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.bootstrap.credits.milli() < 0 {
+            return Err("bootstrap.credits must not be negative".into());
+        }
+        Ok(())
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        let u = &self.upstream;
+        Timeouts {
+            connect: Duration::from_millis(u.connect_timeout_ms),
+            first_byte: Duration::from_millis(u.first_byte_timeout_ms),
+            between_chunks: Duration::from_millis(u.between_chunks_timeout_ms),
+            total: Duration::from_millis(u.total_timeout_ms),
+        }
+    }
+
+    pub fn simulator(&self) -> SimulatorConfig {
+        SimulatorConfig {
+            ttft: Duration::from_millis(self.simulator.ttft_ms),
+            tokens_per_second: self.simulator.tokens_per_second,
+            reply_tokens: self.simulator.reply_tokens,
+        }
+    }
+
+    /// The catalogue named by `catalogue.path`, or the built-in one.
+    pub fn catalogue(&self) -> Result<Catalogue, String> {
+        if self.catalogue.path.trim().is_empty() {
+            return Catalogue::builtin();
+        }
+        let text = std::fs::read_to_string(&self.catalogue.path)
+            .map_err(|e| format!("cannot read model catalogue {}: {e}", self.catalogue.path))?;
+        Catalogue::parse(&text)
+    }
+}
+
+/// Figment's errors, one line each, with the key path they concern.
+fn describe(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            if path.is_empty() {
+                format!("configuration: {}", e.kind)
+            } else {
+                format!("configuration key `{path}`: {}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn no_env() -> Env {
+        Env::prefixed("SWITCHYARD_TEST_UNUSED_PREFIX__")
+    }
+
+    #[test]
+    fn defaults_load() {
+        let config = Config::load_with_env(None, no_env()).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:8080");
+        assert_eq!(config.bootstrap.credits.milli(), 1_000_000);
+        config.catalogue().unwrap();
+    }
+
+    #[test]
+    fn a_file_layers_over_the_defaults() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[server]\nlisten = \"127.0.0.1:9999\"").unwrap();
+        let config = Config::load_with_env(Some(file.path()), no_env()).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:9999");
+        assert_eq!(config.server.max_body_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[server]\nlisten_port = 80").unwrap();
+        let error = Config::load_with_env(Some(file.path()), no_env()).unwrap_err();
+        assert!(error.contains("listen_port"), "{error}");
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[serverz]\nx = 1").unwrap();
+        let error = Config::load_with_env(Some(file.path()), no_env()).unwrap_err();
+        assert!(error.contains("serverz"), "{error}");
+    }
+
+    #[test]
+    fn environment_overrides_with_double_underscores() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD__SERVER__LISTEN", "127.0.0.1:7777");
+            jail.set_env("SWITCHYARD__SIMULATOR__TTFT_MS", "15");
+            let config = Config::load(None).map_err(figment::Error::from)?;
+            assert_eq!(config.server.listen, "127.0.0.1:7777");
+            assert_eq!(config.simulator.ttft_ms, 15);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn wrong_types_and_zero_timeouts_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD__SERVER__WORKERS", "many");
+            let error = Config::load(None).unwrap_err();
+            assert!(error.contains("server.workers"), "{error}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD__UPSTREAM__TOTAL_TIMEOUT_MS", "0");
+            let error = Config::load(None).unwrap_err();
+            assert!(error.contains("upstream.total_timeout_ms"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let error =
+            Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), no_env()).unwrap_err();
+        assert!(error.contains("does not exist"));
+    }
+}

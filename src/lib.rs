@@ -1,0 +1,86 @@
+//! Switchyard: a self-hosted AI gateway. This crate is the edge (HTTP API, configuration, persistence, metrics);
+//! the engine lives in `switchyard-actors`.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod metrics;
+pub mod state;
+pub mod store;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, App, Error};
+use api::chat::UpstreamTime;
+use state::AppState;
+use std::time::Instant;
+
+pub const OVERHEAD_HEADER: &str = "x-switchyard-overhead-us";
+
+/// The whole application around a state, so tests build it in process exactly as `serve` does.
+pub fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .app_data(web::PathConfig::default().error_handler(api::path_error))
+        .app_data(web::QueryConfig::default().error_handler(api::query_error))
+        .configure(api::configure)
+        .default_service(web::to(api::not_found))
+        .wrap_fn(|req, srv| {
+            let started = Instant::now();
+            let state = req.app_data::<web::Data<AppState>>().cloned();
+            let method = req.method().clone();
+            let response = srv.call(req);
+            async move {
+                let mut response = response.await?;
+                let Some(state) = state else {
+                    return Ok(response);
+                };
+                let elapsed = started.elapsed();
+                let route = response
+                    .request()
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".to_owned());
+                let upstream = response
+                    .response()
+                    .extensions()
+                    .get::<UpstreamTime>()
+                    .copied();
+                if let Some(UpstreamTime(upstream)) = upstream {
+                    let overhead = elapsed.saturating_sub(upstream);
+                    state
+                        .metrics
+                        .overhead
+                        .with_label_values(&[&route])
+                        .observe(overhead.as_secs_f64());
+                    if let Ok(value) = HeaderValue::from_str(&overhead.as_micros().to_string()) {
+                        response
+                            .headers_mut()
+                            .insert(HeaderName::from_static(OVERHEAD_HEADER), value);
+                    }
+                }
+                let status = response.status();
+                state
+                    .metrics
+                    .requests
+                    .with_label_values(&[&route, method.as_str(), status.as_str()])
+                    .inc();
+                state
+                    .metrics
+                    .request_duration
+                    .with_label_values(&[&route])
+                    .observe(elapsed.as_secs_f64());
+                Ok(response)
+            }
+        })
+}

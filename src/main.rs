@@ -1,0 +1,161 @@
+//! The `switchyard` command: `serve` runs the gateway, `check-config` validates configuration and catalogue.
+
+use actix_web::{web, HttpServer};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use switchyard::config::{Config, LogFormat};
+use switchyard::state::AppState;
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "A self-hosted AI gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// A TOML file layered over the built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:8080; port 0 picks a free one).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Where the database and media live (default ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Check the configuration and the model catalogue, then exit.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => serve(config, listen, data_dir),
+        Command::CheckConfig { config } => check_config(config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("switchyard: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn check_config(file: Option<PathBuf>) -> Result<(), String> {
+    let config = Config::load(file.as_deref())?;
+    let catalogue = config.catalogue()?;
+    let env = |name: &str| std::env::var(name).ok();
+    let providers = switchyard_actors::ProviderSet::new(
+        &catalogue,
+        &env,
+        config.timeouts(),
+        config.simulator(),
+    )?;
+    println!(
+        "configuration ok: listen {}, data dir {}",
+        config.server.listen,
+        config.server.data_dir.display()
+    );
+    for model in catalogue.models.values() {
+        let status = match providers.for_model(model) {
+            Some(p) if p.is_simulator() => "available (simulator)".to_owned(),
+            Some(p) if p.is_available() => "available".to_owned(),
+            Some(p) => format!(
+                "unavailable: set {}",
+                p.missing_variable().unwrap_or("its key")
+            ),
+            None => "no provider".to_owned(),
+        };
+        println!("  {:<16} {:<10} {status}", model.name, model.provider);
+    }
+    Ok(())
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn serve(
+    file: Option<PathBuf>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> Result<(), String> {
+    let mut config = Config::load(file.as_deref())?;
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    if let Some(dir) = data_dir {
+        config.server.data_dir = dir;
+    }
+    init_logging(&config);
+    let catalogue = config.catalogue()?;
+    let system = actix_web::rt::System::new();
+    system.block_on(async move {
+        let env = |name: &str| std::env::var(name).ok();
+        let (state, bootstrap) = AppState::build(config.clone(), catalogue, &env).await?;
+        let listener = std::net::TcpListener::bind(&config.server.listen)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+        let addr = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
+        let url = if config.server.public_url.is_empty() {
+            format!("http://{addr}")
+        } else {
+            config.server.public_url.trim_end_matches('/').to_owned()
+        };
+        if let Some(b) = &bootstrap {
+            println!("First start: created workspace `default` ({}).", b.workspace_id);
+            println!("API key (shown once, keep it): {}", b.api_key);
+        }
+        if state.admin_key.is_none() {
+            tracing::info!("admin API off: set SWITCHYARD_ADMIN_KEY to turn it on");
+        }
+        let unavailable: Vec<String> = state
+            .catalogue
+            .models
+            .values()
+            .filter_map(|m| state.providers.for_model(m).and_then(|p| p.missing_variable()).map(|v| format!("{} ({v})", m.name)))
+            .collect();
+        if !unavailable.is_empty() {
+            tracing::info!(models = %unavailable.join(", "), "models unavailable until their provider variable is set");
+        }
+        let data = web::Data::new(state);
+        let mut server = HttpServer::new(move || switchyard::app(data.clone()))
+            .on_connect(|connection, _| {
+                if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                    let _ = tcp.set_nodelay(true);
+                }
+            })
+            .shutdown_timeout(config.server.shutdown_timeout_secs)
+            .listen(listener)
+            .map_err(|e| format!("cannot start the server: {e}"))?;
+        if config.server.workers > 0 {
+            server = server.workers(config.server.workers);
+        }
+        println!("Switchyard listening on {url}");
+        tracing::info!(%addr, "listening");
+        server.run().await.map_err(|e| format!("server failed: {e}"))
+    })
+}

@@ -1,0 +1,111 @@
+//! The application state every handler shares: configuration, catalogue, providers, store, key cache, metrics.
+
+use crate::auth::{self, KeyCache};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{KeyRecord, Plan, Store, Workspace};
+use std::sync::Arc;
+use switchyard_actors::{Catalogue, ProviderSet};
+
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub catalogue: Arc<Catalogue>,
+    pub providers: ProviderSet,
+    pub store: Store,
+    pub keys: KeyCache,
+    pub metrics: Metrics,
+    /// SHA-256 of `SWITCHYARD_ADMIN_KEY`; the admin API is off when unset.
+    pub admin_key: Option<[u8; 32]>,
+}
+
+/// What the first start with an empty data directory created, to be printed once.
+#[derive(Debug)]
+pub struct Bootstrap {
+    pub workspace_id: String,
+    pub api_key: String,
+}
+
+impl AppState {
+    /// Builds the state; `env` reads provider variables and `SWITCHYARD_ADMIN_KEY` (the process environment in
+    /// production, a fixed map in tests).
+    pub async fn build(
+        config: Config,
+        catalogue: Catalogue,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Self, Option<Bootstrap>), String> {
+        let providers = ProviderSet::new(&catalogue, env, config.timeouts(), config.simulator())?;
+        let store = Store::open(&config.server.data_dir).await?;
+        let bootstrap = bootstrap(&store, &config)
+            .await
+            .map_err(|e| format!("cannot create the default workspace: {e}"))?;
+        let keys = KeyCache::load(&store)
+            .await
+            .map_err(|e| format!("cannot load API keys: {e}"))?;
+        let metrics = Metrics::new().map_err(|e| format!("cannot build metrics: {e}"))?;
+        let admin_key = env("SWITCHYARD_ADMIN_KEY")
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| auth::hash_key(k.trim()));
+        let state = AppState {
+            config: Arc::new(config),
+            catalogue: Arc::new(catalogue),
+            providers,
+            store,
+            keys,
+            metrics,
+            admin_key,
+        };
+        Ok((state, bootstrap))
+    }
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Creates a key for a workspace and stores its hash; answers the record and the key in clear (shown once).
+pub async fn create_key(
+    store: &Store,
+    workspace_id: &str,
+    name: &str,
+) -> Result<(KeyRecord, String), sqlx::Error> {
+    let key = auth::generate_key();
+    let record = KeyRecord {
+        id: auth::new_id("key"),
+        workspace_id: workspace_id.to_owned(),
+        name: name.to_owned(),
+        key_hash: auth::hash_key(&key),
+        prefix: key.chars().take(auth::KEY_PREFIX.len() + 4).collect(),
+        created_at: now_unix(),
+        revoked_at: None,
+    };
+    store.insert_key(&record).await?;
+    Ok((record, key))
+}
+
+/// On the first start (no workspace at all), a `default` workspace and one key for it.
+async fn bootstrap(store: &Store, config: &Config) -> Result<Option<Bootstrap>, sqlx::Error> {
+    if store.workspace_count().await? > 0 {
+        return Ok(None);
+    }
+    let b = &config.bootstrap;
+    let workspace = Workspace {
+        id: auth::new_id("ws"),
+        name: "default".into(),
+        credits: b.credits,
+        plan: Plan {
+            requests_per_minute: b.requests_per_minute,
+            concurrent_requests: b.concurrent_requests,
+            tokens_per_minute: b.tokens_per_minute,
+        },
+        created_at: now_unix(),
+    };
+    store.insert_workspace(&workspace).await?;
+    let (_, api_key) = create_key(store, &workspace.id, "default").await?;
+    Ok(Some(Bootstrap {
+        workspace_id: workspace.id,
+        api_key,
+    }))
+}

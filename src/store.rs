@@ -1,0 +1,241 @@
+//! Persistence of workspaces and API keys in SQLite (WAL) through sqlx, the same code path PostgreSQL will take.
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use switchyard_actors::Credits;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS workspaces (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    credits_milli INTEGER NOT NULL,
+    requests_per_minute INTEGER NOT NULL,
+    concurrent_requests INTEGER NOT NULL,
+    tokens_per_minute INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    key_hash BLOB NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_keys_workspace ON api_keys(workspace_id);
+"#;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub requests_per_minute: u32,
+    pub concurrent_requests: u32,
+    pub tokens_per_minute: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub credits: Credits,
+    pub plan: Plan,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub key_hash: [u8; 32],
+    pub prefix: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+pub type StoreResult<T> = Result<T, sqlx::Error>;
+
+impl Store {
+    /// Opens (creating if needed) `switchyard.db` in the data directory, in WAL mode.
+    pub async fn open(data_dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+        let path = data_dir.join("switchyard.db");
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| format!("bad database path: {e}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&pool)
+            .await
+            .map_err(|e| format!("cannot create schema: {e}"))?;
+        Ok(Store { pool })
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn workspace_count(&self) -> StoreResult<i64> {
+        sqlx::query("SELECT COUNT(*) FROM workspaces")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)
+    }
+
+    pub async fn insert_workspace(&self, w: &Workspace) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO workspaces (id, name, credits_milli, requests_per_minute, concurrent_requests, \
+             tokens_per_minute, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&w.id)
+        .bind(&w.name)
+        .bind(w.credits.milli())
+        .bind(i64::from(w.plan.requests_per_minute))
+        .bind(i64::from(w.plan.concurrent_requests))
+        .bind(i64::from(w.plan.tokens_per_minute))
+        .bind(w.created_at)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn workspace(&self, id: &str) -> StoreResult<Option<Workspace>> {
+        let row = sqlx::query(
+            "SELECT id, name, credits_milli, requests_per_minute, concurrent_requests, tokens_per_minute, \
+             created_at FROM workspaces WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| workspace_from_row(&r)).transpose()
+    }
+
+    pub async fn workspaces(&self) -> StoreResult<Vec<Workspace>> {
+        let rows = sqlx::query(
+            "SELECT id, name, credits_milli, requests_per_minute, concurrent_requests, tokens_per_minute, \
+             created_at FROM workspaces",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(workspace_from_row).collect()
+    }
+
+    /// Adds credits; answers the new balance, or `None` when the workspace does not exist.
+    pub async fn add_credits(&self, id: &str, credits: Credits) -> StoreResult<Option<Credits>> {
+        let row = sqlx::query("UPDATE workspaces SET credits_milli = credits_milli + ? WHERE id = ? RETURNING credits_milli")
+            .bind(credits.milli())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.try_get::<i64, _>(0).map(Credits::from_milli))
+            .transpose()
+    }
+
+    pub async fn insert_key(&self, k: &KeyRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, workspace_id, name, key_hash, prefix, created_at, revoked_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&k.id)
+        .bind(&k.workspace_id)
+        .bind(&k.name)
+        .bind(k.key_hash.as_slice())
+        .bind(&k.prefix)
+        .bind(k.created_at)
+        .bind(k.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn keys(&self, workspace_id: Option<&str>) -> StoreResult<Vec<KeyRecord>> {
+        let rows = match workspace_id {
+            Some(id) => {
+                sqlx::query(
+                    "SELECT id, workspace_id, name, key_hash, prefix, created_at, revoked_at FROM api_keys \
+                     WHERE workspace_id = ? ORDER BY created_at, id",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("SELECT id, workspace_id, name, key_hash, prefix, created_at, revoked_at FROM api_keys")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Marks a key revoked; answers the record, or `None` when no such key exists.
+    pub async fn revoke_key(&self, id: &str, now: i64) -> StoreResult<Option<KeyRecord>> {
+        sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query(
+            "SELECT id, workspace_id, name, key_hash, prefix, created_at, revoked_at FROM api_keys WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| key_from_row(&r)).transpose()
+    }
+}
+
+fn to_u32(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+fn workspace_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Workspace> {
+    Ok(Workspace {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        credits: Credits::from_milli(row.try_get("credits_milli")?),
+        plan: Plan {
+            requests_per_minute: to_u32(row.try_get("requests_per_minute")?),
+            concurrent_requests: to_u32(row.try_get("concurrent_requests")?),
+            tokens_per_minute: to_u32(row.try_get("tokens_per_minute")?),
+        },
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<KeyRecord> {
+    let hash: Vec<u8> = row.try_get("key_hash")?;
+    let key_hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| sqlx::Error::Decode("api_keys.key_hash is not 32 bytes".into()))?;
+    Ok(KeyRecord {
+        id: row.try_get("id")?,
+        workspace_id: row.try_get("workspace_id")?,
+        name: row.try_get("name")?,
+        key_hash,
+        prefix: row.try_get("prefix")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
