@@ -85,7 +85,11 @@ fn classify(path: &str, message: &str) -> ApiError {
     }
     if let Some(field) = message.strip_prefix("unknown field ").and_then(quoted) {
         // The path already ends at the unknown field.
-        let param = if path == "." || path.is_empty() { field.to_owned() } else { path.to_owned() };
+        let param = if path == "." || path.is_empty() {
+            field.to_owned()
+        } else {
+            path.to_owned()
+        };
         return ApiError::unknown_field(&param);
     }
     let param = if path == "." {

@@ -119,12 +119,14 @@ pub fn prepare(model: &ModelSpec, input: ChatInput) -> Result<ChatRequest, ApiEr
                 for part in parts {
                     match (part.kind.as_str(), part.text) {
                         ("text", Some(t)) => text.push_str(&t),
-                        (kind, _) => return Err(ApiError::invalid_field(
-                            &format!("messages[{i}].content"),
-                            format!(
+                        (kind, _) => {
+                            return Err(ApiError::invalid_field(
+                                &format!("messages[{i}].content"),
+                                format!(
                                 "Unsupported content part `{kind}`: only text parts are accepted"
                             ),
-                        )),
+                            ))
+                        }
                     }
                 }
                 text

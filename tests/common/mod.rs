@@ -1,0 +1,140 @@
+//! Shared test harness: a gateway served in process on 127.0.0.1 port 0, wired to a mock upstream.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../mock/server.rs"]
+pub mod mock;
+
+use actix_web::{web, HttpServer};
+use std::collections::HashMap;
+use switchyard::config::Config;
+use switchyard::state::AppState;
+
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+pub struct Gateway {
+    pub url: String,
+    pub key: String,
+    pub state: web::Data<AppState>,
+    pub client: reqwest::Client,
+    handle: actix_web::dev::ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+/// The configuration tests start from: defaults, nothing from the process environment.
+pub fn test_config() -> Config {
+    Config::load_with_env(
+        None,
+        figment::providers::Env::prefixed("SWITCHYARD_TESTS_NEVER_SET__"),
+    )
+    .unwrap()
+}
+
+/// Provider variables pointing every HTTP provider at the mock.
+pub fn mock_env(mock: &mock::MockServer) -> HashMap<String, String> {
+    let url = mock.url();
+    HashMap::from([
+        ("OPENAI_BASE_URL".into(), format!("{url}/v1")),
+        ("OPENAI_API_KEY".into(), "sk-test-openai".into()),
+        ("MISTRAL_BASE_URL".into(), format!("{url}/v1")),
+        ("MISTRAL_API_KEY".into(), "test-mistral".into()),
+        ("ANTHROPIC_BASE_URL".into(), url),
+        ("ANTHROPIC_API_KEY".into(), "test-anthropic".into()),
+        ("SWITCHYARD_ADMIN_KEY".into(), ADMIN_KEY.into()),
+    ])
+}
+
+impl Gateway {
+    pub async fn start(env: HashMap<String, String>, tweak: impl FnOnce(&mut Config)) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config();
+        config.server.data_dir = dir.path().to_path_buf();
+        tweak(&mut config);
+        let catalogue = config.catalogue().unwrap();
+        let lookup = move |name: &str| env.get(name).cloned();
+        let (state, bootstrap) = AppState::build(config, catalogue, &lookup).await.unwrap();
+        let key = bootstrap
+            .expect("a fresh data dir bootstraps a key")
+            .api_key;
+        let state = web::Data::new(state);
+        let data = state.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = HttpServer::new(move || switchyard::app(data.clone()))
+            .workers(1)
+            .shutdown_timeout(1)
+            .disable_signals()
+            .listen(listener)
+            .unwrap()
+            .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Gateway {
+            url: format!("http://{addr}"),
+            key,
+            state,
+            client: reqwest::Client::new(),
+            handle,
+            _dir: dir,
+        }
+    }
+
+    /// A gateway with every provider pointed at `mock`.
+    pub async fn with_mock(mock: &mock::MockServer) -> Gateway {
+        Gateway::start(mock_env(mock), |_| {}).await
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_KEY)
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The error envelope's code, or panics with the body.
+pub async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error envelope: {body}"))
+        .to_owned();
+    for field in ["message", "type", "code"] {
+        assert!(
+            body["error"][field].is_string(),
+            "envelope lacks {field}: {body}"
+        );
+    }
+    assert!(
+        body["error"].get("param").is_some(),
+        "envelope lacks param: {body}"
+    );
+    (status, code)
+}
