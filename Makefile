@@ -1,0 +1,45 @@
+# Switchyard: `make run` sets up, builds and starts the gateway; `make test` sets up and runs every test.
+SHELL := /bin/bash
+CACHE := .cache
+VENV := $(CACHE)/venv
+LISTEN ?= 127.0.0.1:8080
+DATA_DIR ?= ./data
+CARGO_TEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest run --workspace --no-fail-fast" || echo "cargo test --workspace --no-fail-fast")
+
+.PHONY: run build test lint bench setup setup-system clean-data
+
+## run: build (release) and start the gateway on the embedded default, printing the URL and the first API key
+run: build
+	./target/release/switchyard serve --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+build:
+	cargo build --release --bin switchyard
+
+## test: install what the tests need, then the whole suite (unit, in-process HTTP, black-box, OpenAI SDK)
+test: setup
+	cargo build --workspace --all-targets
+	SWITCHYARD_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO_TEST)
+	cargo test --workspace --doc
+
+## lint: formatting and clippy, as CI checks them
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## bench: the mock upstream and the gateway (release), measured side by side
+bench:
+	cargo bench --bench gateway
+
+setup: setup-system $(VENV)/.installed
+
+# Debian tools the tests use (promtool checks the metrics). Installed only when missing.
+setup-system:
+	@bash .ci/setup-system
+
+$(VENV)/.installed: tests/python/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
+
+clean-data:
+	rm -rf $(DATA_DIR)

@@ -1,0 +1,186 @@
+//! Black-box tests: the real binary on port 0, driven from outside, including the official OpenAI Python SDK.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "blackbox-admin-key";
+
+struct Running {
+    child: Child,
+    url: String,
+    key: Option<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn command(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("SWITCHYARD_ADMIN_KEY", ADMIN)
+        .env("SWITCHYARD__LOG__LEVEL", "warn")
+        .env("SWITCHYARD__SIMULATOR__TOKENS_PER_SECOND", "40")
+        .env("SWITCHYARD__SERVER__SHUTDOWN_TIMEOUT_SECS", "10");
+    for variable in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MISTRAL_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"] {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// Starts the gateway and reads its stdout up to the listening line (with the first-start key, if printed).
+fn start(data_dir: &Path) -> Running {
+    let mut child = command(data_dir).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut key = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("gateway did not start");
+        if let Some(k) = line.strip_prefix("API key (shown once, keep it): ") {
+            key = Some(k.trim().to_owned());
+        }
+        if let Some(url) = line.strip_prefix("Switchyard listening on ") {
+            return Running { child, url: url.trim().to_owned(), key };
+        }
+    }
+}
+
+fn chat(stream: bool) -> Value {
+    json!({"model": "sim-chat", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 12, "stream": stream})
+}
+
+#[tokio::test]
+async fn first_start_prints_a_key_that_chats_and_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path());
+    let key = gateway.key.clone().expect("first start prints a key");
+    let client = reqwest::Client::new();
+    let whole: Value = client
+        .post(format!("{}/api/v1/task", gateway.url))
+        .bearer_auth(&key)
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(whole["object"], "task.completion");
+    assert_eq!(whole["usage"]["completion_tokens"], 12);
+    let text = client
+        .post(format!("{}/api/v1/task", gateway.url))
+        .header("x-api-key", &key)
+        .json(&chat(true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    drop(gateway);
+    // A restart on the same data directory prints no new key, and the old one still works.
+    let again = start(dir.path());
+    assert!(again.key.is_none());
+    let response = client.post(format!("{}/api/v1/task", again.url)).bearer_auth(&key).json(&chat(false)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_stream_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = start(dir.path());
+    let key = gateway.key.clone().unwrap();
+    let client = reqwest::Client::new();
+    // 12 tokens at 40 per second: about 300 ms of streaming.
+    let mut response = client.post(format!("{}/api/v1/task", gateway.url)).bearer_auth(&key).json(&chat(true)).send().await.unwrap();
+    let mut body = String::from_utf8(response.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    let status = Command::new("kill").args(["-TERM", &gateway.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(body.trim_end().ends_with("data: [DONE]"), "stream cut by shutdown: {body}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(exit) = gateway.child.try_wait().unwrap() {
+            assert!(exit.success(), "gateway exited with {exit}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "gateway did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn check_config_accepts_the_defaults_and_names_unknown_keys() {
+    let ok = Command::new(env!("CARGO_BIN_EXE_switchyard")).arg("check-config").env_remove("OPENAI_API_KEY").output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let listing = String::from_utf8_lossy(&ok.stdout);
+    assert!(listing.contains("sim-chat") && listing.contains("available (simulator)"), "{listing}");
+    assert!(listing.contains("unavailable: set OPENAI_API_KEY"), "{listing}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"typo\"\n").unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_switchyard")).arg("check-config").arg("--config").arg(&file).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lisen"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let env_bad = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check-config")
+        .env("SWITCHYARD__SERVER__NOPE", "1")
+        .output()
+        .unwrap();
+    assert!(!env_bad.status.success());
+    assert!(String::from_utf8_lossy(&env_bad.stderr).contains("nope"));
+}
+
+/// The Python interpreter that has the `openai` package: `make test` sets one up under `.cache/venv`.
+fn python() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("SWITCHYARD_TEST_PYTHON") {
+        return Some(PathBuf::from(path));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+#[tokio::test]
+async fn the_official_openai_python_sdk_works_unchanged() {
+    let Some(python) = python() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the OpenAI SDK test: run `make test`");
+        eprintln!("SKIPPED: the OpenAI Python SDK test needs `make test` (it installs the SDK into .cache/venv)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_sdk.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .env("SWITCHYARD_URL", &gateway.url)
+        .env("SWITCHYARD_KEY", gateway.key.as_deref().unwrap())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "OpenAI SDK script failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
