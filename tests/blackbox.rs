@@ -45,12 +45,18 @@ fn command(data_dir: &Path) -> Command {
 
 /// Starts the gateway and reads its stdout up to the listening line (with the first-start key, if printed).
 fn start(data_dir: &Path) -> Running {
-    let mut child = command(data_dir)
+    let child = command(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    // Owned by the guard from here on, so the process is killed and reaped on every path.
+    let mut running = Running {
+        child,
+        url: String::new(),
+        key: None,
+    };
+    let stdout = running.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -59,21 +65,17 @@ fn start(data_dir: &Path) -> Running {
             }
         }
     });
-    let mut key = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("gateway did not start");
         if let Some(k) = line.strip_prefix("API key (shown once, keep it): ") {
-            key = Some(k.trim().to_owned());
+            running.key = Some(k.trim().to_owned());
         }
         if let Some(url) = line.strip_prefix("Switchyard listening on ") {
-            return Running {
-                child,
-                url: url.trim().to_owned(),
-                key,
-            };
+            running.url = url.trim().to_owned();
+            return running;
         }
     }
 }
