@@ -19,7 +19,6 @@ build:
 test: setup
 	cargo build --workspace --all-targets
 	SWITCHYARD_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO_TEST)
-	cargo test --workspace --doc
 
 ## lint: formatting and clippy, as CI checks them
 lint:

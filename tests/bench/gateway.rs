@@ -1,1 +1,1141 @@
-fn main() {}
+//! Switchyard gateway benchmark: the latency the gateway adds over calling the upstream directly.
+//!
+//! `cargo bench --bench gateway` (about 2 minutes) or `BENCH_QUICK=1 cargo bench --bench gateway` (about 20 s).
+//!
+//! Starts `switchyard-mock` and `switchyard serve` as child processes on 127.0.0.1, drives both the mock
+//! (`POST /v1/chat/completions`) and the gateway (`POST /api/v1/task`) through the same hand-written HTTP/1.1
+//! client, and prints a markdown table:
+//! 1. one keep-alive connection, sequential non-streaming requests (direct and gateway interleaved in blocks);
+//! 2. open loop at fixed rates over a pool of keep-alive connections, latency taken from the intended send time
+//!    (no coordinated omission);
+//! 3. the highest rate held with p99 under 5 ms (bounded step/bisection search);
+//! 4. streaming: time from sending to the first non-empty content delta, one connection.
+//!
+//! Knobs (environment): `BENCH_QUICK=1`, `BENCH_SEQ_REQUESTS`, `BENCH_STREAM_REQUESTS`, `BENCH_RATES` (e.g.
+//! `1000,2000,4000,8000`), `BENCH_RATE_SECS`, `BENCH_CONNS`, `BENCH_SEARCH_PROBES`, `BENCH_SEARCH_SECS`,
+//! `BENCH_TOKEN_INTERVAL_US`, `BENCH_PIN` (`split`: load generator and mock on CPU 0, gateway on CPU 1 — the
+//! default when `taskset` exists; `one`: everything on CPU 0; `none`).
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::{Buf, BytesMut};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::str::FromStr;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T> = std::result::Result<T, Error>;
+
+const MOCK_BIN: &str = env!("CARGO_BIN_EXE_switchyard-mock");
+const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const BODY: &str =
+    r#"{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":16}"#;
+const STREAM_BODY: &str = r#"{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"stream":true}"#;
+const P99_LIMIT: Duration = Duration::from_millis(5);
+/// Requests per block in the one-connection phases; blocks alternate between the targets (ABBA), so slow drifts
+/// of the machine (the other tenant compiling) hit both alike.
+const BLOCK: usize = 250;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Settings
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pin {
+    Split,
+    One,
+    None,
+}
+
+struct Settings {
+    quick: bool,
+    seq_warmup: usize,
+    seq_requests: usize,
+    stream_warmup: usize,
+    stream_requests: usize,
+    token_interval_us: u64,
+    rates: Vec<u64>,
+    rate_secs: f64,
+    conns: usize,
+    search_probes: usize,
+    search_secs: f64,
+    pin: Pin,
+}
+
+fn env_or<T: FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+impl Settings {
+    fn from_env(has_taskset: bool) -> Settings {
+        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let default_rates = if quick {
+            "1000,4000"
+        } else {
+            "1000,2000,4000,8000"
+        };
+        let rates: Vec<u64> = std::env::var("BENCH_RATES")
+            .unwrap_or_else(|_| default_rates.to_owned())
+            .split(',')
+            .filter_map(|r| r.trim().parse().ok())
+            .filter(|r| *r > 0)
+            .collect();
+        let pin = match std::env::var("BENCH_PIN").unwrap_or_default().as_str() {
+            _ if !has_taskset => Pin::None,
+            "none" | "0" => Pin::None,
+            "one" => Pin::One,
+            _ => Pin::Split,
+        };
+        fn pick<T>(quick: bool, quick_value: T, full_value: T) -> T {
+            if quick {
+                quick_value
+            } else {
+                full_value
+            }
+        }
+        let q = |a, b| pick(quick, a, b);
+        let qf = |a, b| pick(quick, a, b);
+        Settings {
+            quick,
+            seq_warmup: q(300, 1000),
+            seq_requests: env_or("BENCH_SEQ_REQUESTS", q(1000, 5000)),
+            stream_warmup: q(20, 50),
+            stream_requests: env_or("BENCH_STREAM_REQUESTS", q(100, 1000)),
+            token_interval_us: env_or("BENCH_TOKEN_INTERVAL_US", 1000),
+            rates,
+            rate_secs: env_or("BENCH_RATE_SECS", qf(1.0, 4.0)),
+            conns: env_or("BENCH_CONNS", 32usize).clamp(1, 1024),
+            search_probes: env_or("BENCH_SEARCH_PROBES", q(3, 7)),
+            search_secs: env_or("BENCH_SEARCH_SECS", qf(1.0, 3.0)),
+            pin,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Child processes
+
+/// Kills every child when dropped, on success and error paths alike.
+#[derive(Default)]
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn child_command(bin: &str, cpu: Option<&str>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
+/// Spawns `cmd` with stdout read line by line on a thread (so a silent child cannot hang us) and stderr to `log`.
+fn spawn(
+    children: &mut Children,
+    mut cmd: Command,
+    log: &Path,
+) -> Result<std_mpsc::Receiver<String>> {
+    let log = std::fs::File::create(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    let mut child = cmd.spawn()?;
+    let stdout = child.stdout.take().ok_or("child without stdout")?;
+    children.0.push(child);
+    let (tx, rx) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                // Nobody listens any more: keep draining so the child never blocks on a full pipe.
+                continue;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Waits (bounded) for a stdout line containing `marker`; answers what follows it.
+fn wait_for(rx: &std_mpsc::Receiver<String>, marker: &str, what: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some((_, rest)) = line.split_once(marker) {
+                    return Ok(rest.trim().to_owned());
+                }
+            }
+            Err(_) => return Err(format!("{what}: no line with `{marker}` within 20 s").into()),
+        }
+    }
+}
+
+fn parse_url(url: &str) -> Result<SocketAddr> {
+    let hostport = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("not an http URL: {url}"))?;
+    Ok(hostport.trim_end_matches('/').parse()?)
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn online_cpus() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
+        .ok()
+        .filter(|n| *n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The lean HTTP/1.1 client, the same for both targets
+
+/// One target: where it listens and the exact request bytes sent to it.
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    plain: Arc<[u8]>,
+    stream: Arc<[u8]>,
+}
+
+fn request_bytes(path: &str, addr: SocketAddr, key: &str, body: &str) -> Arc<[u8]> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+    .into()
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+#[derive(Default)]
+struct Reply {
+    status: u16,
+    overhead_us: Option<u64>,
+    /// The server said `connection: close`: open a new connection before the next request.
+    close: bool,
+    body: Vec<u8>,
+    /// When the first non-empty `"content":"…"` arrived (when watched).
+    first_content: Option<Instant>,
+}
+
+const CONTENT: &[u8] = br#""content":""#;
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Holds `"content":"` followed by something other than the closing quote.
+fn has_content(data: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = find(&data[from..], CONTENT) {
+        let after = from + p + CONTENT.len();
+        match data.get(after) {
+            Some(b'"') => from = after,
+            Some(_) => return true,
+            None => return false,
+        }
+    }
+    false
+}
+
+fn invalid(msg: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_owned())
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(32 * 1024),
+        })
+    }
+
+    async fn more(&mut self) -> std::io::Result<()> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(32 * 1024);
+        }
+        match self.stream.read_buf(&mut self.buf).await? {
+            0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads until `needle` is buffered; answers its offset.
+    async fn until(&mut self, needle: &[u8]) -> std::io::Result<usize> {
+        let mut from = 0;
+        loop {
+            if let Some(p) = find(&self.buf[from..], needle) {
+                return Ok(from + p);
+            }
+            if self.buf.len() > 256 * 1024 {
+                return Err(invalid("response head or chunk line too long"));
+            }
+            from = self.buf.len().saturating_sub(needle.len() - 1);
+            self.more().await?;
+        }
+    }
+
+    /// Sends one request and reads the whole response (Content-Length or chunked). `keep` keeps the body;
+    /// `watch` notes when the first non-empty content delta arrived.
+    async fn exchange(
+        &mut self,
+        request: &[u8],
+        keep: bool,
+        watch: bool,
+    ) -> std::io::Result<Reply> {
+        self.stream.write_all(request).await?;
+        let end = self.until(b"\r\n\r\n").await?;
+        let mut reply = Reply::default();
+        let mut length = None;
+        let mut chunked = false;
+        {
+            let head =
+                std::str::from_utf8(&self.buf[..end]).map_err(|_| invalid("head not UTF-8"))?;
+            let mut lines = head.split("\r\n");
+            let status_line = lines.next().unwrap_or("");
+            reply.status = status_line
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| invalid("bad status line"))?;
+            for line in lines {
+                let Some((name, value)) = line.split_once(':') else {
+                    continue;
+                };
+                let (name, value) = (name.trim(), value.trim());
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = Some(
+                        value
+                            .parse::<usize>()
+                            .map_err(|_| invalid("bad content-length"))?,
+                    );
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = value.to_ascii_lowercase().contains("chunked");
+                } else if name.eq_ignore_ascii_case("connection") {
+                    reply.close = value.eq_ignore_ascii_case("close");
+                } else if name.eq_ignore_ascii_case("x-switchyard-overhead-us") {
+                    reply.overhead_us = value.parse().ok();
+                }
+            }
+        }
+        self.buf.advance(end + 4);
+        if chunked {
+            let mut seen = Vec::new();
+            loop {
+                let line_end = self.until(b"\r\n").await?;
+                let size = {
+                    let line = std::str::from_utf8(&self.buf[..line_end])
+                        .map_err(|_| invalid("bad chunk line"))?;
+                    let hex = line.split(';').next().unwrap_or("").trim();
+                    usize::from_str_radix(hex, 16).map_err(|_| invalid("bad chunk size"))?
+                };
+                self.buf.advance(line_end + 2);
+                if size == 0 {
+                    // Trailers, up to the empty line.
+                    loop {
+                        let p = self.until(b"\r\n").await?;
+                        self.buf.advance(p + 2);
+                        if p == 0 {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                while self.buf.len() < size + 2 {
+                    self.more().await?;
+                }
+                let looking = watch && reply.first_content.is_none();
+                if keep || looking {
+                    let from = seen.len().saturating_sub(CONTENT.len());
+                    seen.extend_from_slice(&self.buf[..size]);
+                    if looking && has_content(&seen[from..]) {
+                        reply.first_content = Some(Instant::now());
+                    }
+                }
+                self.buf.advance(size + 2);
+            }
+            if keep {
+                reply.body = seen;
+            }
+        } else {
+            let len = match length {
+                Some(n) => n,
+                None if reply.close => return Err(invalid("close-delimited body unsupported")),
+                None => 0,
+            };
+            while self.buf.len() < len {
+                self.more().await?;
+            }
+            if keep {
+                reply.body = self.buf[..len].to_vec();
+            }
+            self.buf.advance(len);
+        }
+        Ok(reply)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Statistics
+
+/// Nearest-rank percentile of sorted nanoseconds, in µs.
+fn pct_us(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some((sorted[rank - 1] + 500) / 1000)
+}
+
+#[derive(Default)]
+struct Samples {
+    /// Nanoseconds, sorted once finished.
+    lat: Vec<u64>,
+    overhead_us: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Samples {
+    fn error(&mut self, e: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(e);
+    }
+
+    fn finish(&mut self) {
+        self.lat.sort_unstable();
+        self.overhead_us.sort_unstable();
+    }
+
+    fn p(&self, q: f64) -> Option<u64> {
+        pct_us(&self.lat, q)
+    }
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Phase 1 and 4: one connection, sequential
+
+/// One connection per target; `total` measured requests each after `warmup`, in blocks alternating ABBA.
+async fn sequential(
+    targets: &[Target; 2],
+    warmup: usize,
+    total: usize,
+    stream: bool,
+    budget: Duration,
+) -> Result<[Samples; 2]> {
+    let mut conns = [
+        Conn::open(targets[0].addr).await?,
+        Conn::open(targets[1].addr).await?,
+    ];
+    let mut out = [Samples::default(), Samples::default()];
+    let deadline = Instant::now() + budget;
+    for (i, t) in targets.iter().enumerate() {
+        for _ in 0..warmup {
+            one(t, &mut conns[i], stream, &mut Samples::default()).await?;
+        }
+    }
+    let blocks = total.div_ceil(BLOCK);
+    for b in 0..blocks {
+        let order = if b % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let n = BLOCK.min(total - b * BLOCK);
+            for _ in 0..n {
+                one(&targets[i], &mut conns[i], stream, &mut out[i]).await?;
+            }
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "bench: one-connection phase stopped at its time budget after {} requests per target",
+                out[0].lat.len()
+            );
+            break;
+        }
+    }
+    for s in &mut out {
+        s.finish();
+    }
+    Ok(out)
+}
+
+/// One timed request on `conn` (reopened after an error or `connection: close`).
+async fn one(target: &Target, conn: &mut Conn, stream: bool, out: &mut Samples) -> Result<()> {
+    let request = if stream {
+        &target.stream
+    } else {
+        &target.plain
+    };
+    let start = Instant::now();
+    let result = conn.exchange(request, false, stream).await;
+    let done = Instant::now();
+    match result {
+        Ok(reply) if reply.status == 200 => {
+            let end = if stream {
+                reply.first_content
+            } else {
+                Some(done)
+            };
+            match end {
+                Some(end) => out.lat.push(ns(end - start)),
+                None => out.error(format!("{}: stream without a content delta", target.name)),
+            }
+            out.overhead_us.extend(reply.overhead_us);
+            if reply.close {
+                *conn = Conn::open(target.addr).await?;
+            }
+        }
+        Ok(reply) => {
+            out.error(format!("{}: status {}", target.name, reply.status));
+            if reply.close {
+                *conn = Conn::open(target.addr).await?;
+            }
+        }
+        Err(e) => {
+            out.error(format!("{}: {e}", target.name));
+            *conn = Conn::open(target.addr).await?;
+        }
+    }
+    if out.errors > 100 {
+        return Err(format!(
+            "too many errors; first: {}",
+            out.first_error.clone().unwrap_or_default()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Phase 2 and 3: open loop at a fixed rate
+
+struct RateRun {
+    rate: u64,
+    samples: Samples,
+    /// Requests never sent before the hard deadline (counted in the percentiles at their lateness).
+    unsent: u64,
+}
+
+impl RateRun {
+    fn passed(&self) -> bool {
+        self.samples.errors == 0
+            && self.unsent == 0
+            && self
+                .samples
+                .p(0.99)
+                .is_some_and(|p| u128::from(p) < P99_LIMIT.as_micros())
+    }
+}
+
+/// Sends the intended send times on schedule. A plain thread, because tokio's timer has 1 ms resolution: it
+/// sleeps to shortly before each due time (the kernel's timer slack is 50 µs) and hands the time over; a request
+/// sent early is timed from its actual send, one sent late from its due time.
+#[allow(clippy::disallowed_methods)]
+fn pace(start: Instant, rate: u64, n: u64, tx: mpsc::UnboundedSender<Instant>) {
+    const EARLY: Duration = Duration::from_micros(60);
+    let period = 1e9 / rate as f64;
+    for i in 0..n {
+        let due = start + Duration::from_nanos((i as f64 * period) as u64);
+        let now = Instant::now();
+        if due > now + EARLY {
+            std::thread::sleep(due - now - EARLY);
+        }
+        if tx.send(due).is_err() {
+            return;
+        }
+    }
+}
+
+type Outcome = Option<std::result::Result<u64, String>>;
+/// A connection given back to the dispatcher (None: lost) with the outcome of its last request.
+type Back = (Option<Conn>, Outcome);
+
+fn record(outcome: Outcome, s: &mut Samples) {
+    match outcome {
+        Some(Ok(lat)) => s.lat.push(lat),
+        Some(Err(e)) => s.error(e),
+        None => {}
+    }
+}
+
+/// Open loop: `rate` req/s for `secs` over the connections in `pool` (given back, refilled, at the end). A
+/// request waits for a free connection if all are busy; its latency runs from its due time all the same.
+async fn open_loop(target: &Target, pool: &mut Vec<Conn>, rate: u64, secs: f64) -> RateRun {
+    let n = ((rate as f64 * secs).round() as u64).max(1);
+    let size = pool.len();
+    let start = Instant::now() + Duration::from_millis(5);
+    let hard_deadline =
+        start + Duration::from_secs_f64(secs) + Duration::from_secs_f64((secs * 0.5).max(1.0));
+    let (due_tx, mut due_rx) = mpsc::unbounded_channel();
+    let pacer = std::thread::spawn(move || pace(start, rate, n, due_tx));
+    let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Back>();
+    for conn in pool.drain(..) {
+        let _ = back_tx.send((Some(conn), None));
+    }
+    let mut samples = Samples::default();
+    let mut sent = 0u64;
+    let mut out_there = size;
+    'dispatch: while let Ok(Some(due)) =
+        tokio::time::timeout_at(hard_deadline.into(), due_rx.recv()).await
+    {
+        let conn = loop {
+            if out_there == 0 {
+                break 'dispatch;
+            }
+            match tokio::time::timeout_at(hard_deadline.into(), back_rx.recv()).await {
+                Ok(Some((conn, outcome))) => {
+                    record(outcome, &mut samples);
+                    match conn {
+                        Some(conn) => break conn,
+                        None => out_there -= 1,
+                    }
+                }
+                _ => break 'dispatch,
+            }
+        };
+        sent += 1;
+        let tx = back_tx.clone();
+        let request = target.plain.clone();
+        let (addr, name) = (target.addr, target.name);
+        tokio::spawn(async move {
+            let mut conn = conn;
+            let sent_at = Instant::now();
+            let from = due.min(sent_at);
+            let result = conn.exchange(&request, false, false).await;
+            let done = Instant::now();
+            let (outcome, keep) = match result {
+                Ok(r) if r.status == 200 => (Ok(ns(done - from)), !r.close),
+                Ok(r) => (Err(format!("{name}: status {}", r.status)), !r.close),
+                Err(e) => (Err(format!("{name}: {e}")), false),
+            };
+            let conn = if keep {
+                Some(conn)
+            } else {
+                Conn::open(addr).await.ok()
+            };
+            let _ = tx.send((conn, Some(outcome)));
+        });
+    }
+    // Whatever was not sent by the deadline counts at its lateness so far.
+    let end = Instant::now();
+    drop(due_rx);
+    let _ = pacer.join();
+    let unsent = n.saturating_sub(sent);
+    let period = 1e9 / rate as f64;
+    for i in sent..n {
+        let due = start + Duration::from_nanos((i as f64 * period) as u64);
+        samples.lat.push(ns(end.saturating_duration_since(due)));
+    }
+    // Take the connections back (bounded wait for stragglers).
+    let collect_deadline = Instant::now() + Duration::from_secs(10);
+    let mut back = 0;
+    while back < out_there {
+        match tokio::time::timeout_at(collect_deadline.into(), back_rx.recv()).await {
+            Ok(Some((conn, outcome))) => {
+                record(outcome, &mut samples);
+                back += 1;
+                pool.extend(conn);
+            }
+            _ => break,
+        }
+    }
+    while pool.len() < size {
+        match Conn::open(target.addr).await {
+            Ok(c) => pool.push(c),
+            Err(_) => break,
+        }
+    }
+    samples.finish();
+    RateRun {
+        rate,
+        samples,
+        unsent,
+    }
+}
+
+async fn pause(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// The highest rate passing (p99 < 5 ms, no errors), starting from the fixed-rate results: doubling until a
+/// failure, then bisecting to within 5%, at most `probes` runs. Answers (rate, whether a failure was ever seen).
+async fn search(
+    target: &Target,
+    pool: &mut Vec<Conn>,
+    fixed: &[RateRun],
+    probes: usize,
+    secs: f64,
+) -> (u64, bool, Vec<RateRun>) {
+    let mut sorted: Vec<(u64, bool)> = fixed.iter().map(|r| (r.rate, r.passed())).collect();
+    sorted.sort_unstable();
+    let mut lo = 0;
+    let mut hi: Option<u64> = None;
+    for (rate, ok) in sorted {
+        if ok && hi.is_none() {
+            lo = rate;
+        } else if !ok && hi.is_none() {
+            hi = Some(rate);
+        }
+    }
+    let mut runs = Vec::new();
+    for _ in 0..probes {
+        let rate = match hi {
+            None => (lo * 2).max(1000),
+            Some(h) if h as f64 <= lo as f64 * 1.05 + 50.0 => break,
+            Some(h) => ((lo + h) / 2).div_ceil(50) * 50,
+        };
+        pause(300).await;
+        let run = open_loop(target, pool, rate, secs).await;
+        if run.passed() {
+            lo = rate;
+        } else {
+            hi = Some(rate);
+        }
+        runs.push(run);
+    }
+    (lo, hi.is_some(), runs)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The run
+
+struct Setup {
+    settings: Settings,
+    cpus: usize,
+    pin_note: String,
+    command: String,
+}
+
+fn fmt_us(v: Option<u64>) -> String {
+    v.map_or_else(|| "–".into(), |v| v.to_string())
+}
+
+fn fmt_added(d: Option<u64>, g: Option<u64>) -> String {
+    match (d, g) {
+        (Some(d), Some(g)) => format!("{:+}", g as i64 - d as i64),
+        _ => "–".into(),
+    }
+}
+
+fn err_note(s: &Samples, unsent: u64) -> String {
+    let mut note = String::new();
+    if s.errors > 0 {
+        let _ = write!(note, " ({} errors)", s.errors);
+    }
+    if unsent > 0 {
+        let _ = write!(note, " ({unsent} unsent)");
+    }
+    note
+}
+
+/// The distribution in more detail, on stderr.
+fn describe(what: &str, targets: &[Target; 2], samples: &[Samples; 2]) {
+    for (t, s) in targets.iter().zip(samples) {
+        let q = |q| fmt_us(s.p(q));
+        eprintln!(
+            "bench:   {what} {}: p50 {} p90 {} p99 {} p99.9 {} max {} µs{}",
+            t.name,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            q(1.0),
+            err_note(s, 0)
+        );
+    }
+}
+
+async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
+    let s = &setup.settings;
+    let load_start = loadavg();
+    let t0 = Instant::now();
+    // Sanity: both answer 200 with content, plain and streamed.
+    for t in &targets {
+        let mut c = Conn::open(t.addr).await?;
+        for (req, what) in [(&t.plain, "plain"), (&t.stream, "stream")] {
+            let r = c.exchange(req, true, true).await?;
+            if r.status != 200 || !has_content(&r.body) {
+                return Err(format!(
+                    "{} {what}: status {}, body {}",
+                    t.name,
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                )
+                .into());
+            }
+        }
+    }
+
+    eprintln!(
+        "bench: 1 connection, {} requests per target",
+        s.seq_requests
+    );
+    let seq = sequential(
+        &targets,
+        s.seq_warmup,
+        s.seq_requests,
+        false,
+        Duration::from_secs(40),
+    )
+    .await?;
+    describe("1 conn", &targets, &seq);
+    eprintln!(
+        "bench: streaming, 1 connection, {} requests per target",
+        s.stream_requests
+    );
+    let ttft = sequential(
+        &targets,
+        s.stream_warmup,
+        s.stream_requests,
+        true,
+        Duration::from_secs(60),
+    )
+    .await?;
+
+    describe("stream TTFT", &targets, &ttft);
+    eprintln!(
+        "bench: open loop at {:?} req/s, {} s each, {} connections",
+        s.rates, s.rate_secs, s.conns
+    );
+    let mut pools: [Vec<Conn>; 2] = [Vec::new(), Vec::new()];
+    for (i, t) in targets.iter().enumerate() {
+        for _ in 0..s.conns {
+            pools[i].push(Conn::open(t.addr).await?);
+        }
+        // Warm every connection (and the gateway's upstream pool).
+        let _ = open_loop(t, &mut pools[i], 1000, 0.5).await;
+    }
+    let mut fixed: [Vec<RateRun>; 2] = [Vec::new(), Vec::new()];
+    for &rate in &s.rates {
+        for (i, t) in targets.iter().enumerate() {
+            pause(300).await;
+            let run = open_loop(t, &mut pools[i], rate, s.rate_secs).await;
+            eprintln!(
+                "bench:   {} @ {rate}: p50 {} p99 {} µs{}",
+                t.name,
+                fmt_us(run.samples.p(0.5)),
+                fmt_us(run.samples.p(0.99)),
+                err_note(&run.samples, run.unsent)
+            );
+            fixed[i].push(run);
+        }
+    }
+
+    eprintln!("bench: searching the highest rate with p99 < 5 ms");
+    let mut max = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let (rate, bounded, runs) =
+            search(t, &mut pools[i], &fixed[i], s.search_probes, s.search_secs).await;
+        for r in &runs {
+            eprintln!(
+                "bench:   {} probe {}: p99 {} µs{} → {}",
+                t.name,
+                r.rate,
+                fmt_us(r.samples.p(0.99)),
+                err_note(&r.samples, r.unsent),
+                if r.passed() { "pass" } else { "fail" }
+            );
+        }
+        max.push((rate, bounded));
+    }
+    let elapsed = t0.elapsed();
+
+    // The table.
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "| measurement | direct to mock | through gateway | added |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|");
+    for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+        let (d, g) = (seq[0].p(q), seq[1].p(q));
+        let _ = writeln!(
+            o,
+            "| 1 conn {label} (µs) | {}{} | {}{} | {} |",
+            fmt_us(d),
+            err_note(&seq[0], 0),
+            fmt_us(g),
+            err_note(&seq[1], 0),
+            fmt_added(d, g)
+        );
+    }
+    for (d, g) in fixed[0].iter().zip(&fixed[1]) {
+        let (d50, d99, g50, g99) = (
+            d.samples.p(0.5),
+            d.samples.p(0.99),
+            g.samples.p(0.5),
+            g.samples.p(0.99),
+        );
+        let _ = writeln!(
+            o,
+            "| {} req/s p50 / p99 (µs) | {} / {}{} | {} / {}{} | {} / {} |",
+            d.rate,
+            fmt_us(d50),
+            fmt_us(d99),
+            err_note(&d.samples, d.unsent),
+            fmt_us(g50),
+            fmt_us(g99),
+            err_note(&g.samples, g.unsent),
+            fmt_added(d50, g50),
+            fmt_added(d99, g99)
+        );
+    }
+    let shown = |(rate, bounded): (u64, bool)| {
+        if bounded {
+            rate.to_string()
+        } else {
+            format!("≥ {rate}")
+        }
+    };
+    let ratio = if max[0].0 > 0 {
+        format!("{:.2}× of direct", max[1].0 as f64 / max[0].0 as f64)
+    } else {
+        "–".into()
+    };
+    let _ = writeln!(
+        o,
+        "| max rate with p99 < 5 ms (req/s) | {} | {} | {ratio} |",
+        shown(max[0]),
+        shown(max[1])
+    );
+    let (d50, d99, g50, g99) = (
+        ttft[0].p(0.5),
+        ttft[0].p(0.99),
+        ttft[1].p(0.5),
+        ttft[1].p(0.99),
+    );
+    let _ = writeln!(
+        o,
+        "| stream TTFT p50 / p99 (µs) | {} / {}{} | {} / {}{} | {} / {} |",
+        fmt_us(d50),
+        fmt_us(d99),
+        err_note(&ttft[0], 0),
+        fmt_us(g50),
+        fmt_us(g99),
+        err_note(&ttft[1], 0),
+        fmt_added(d50, g50),
+        fmt_added(d99, g99)
+    );
+    let ov = &seq[1].overhead_us;
+    let ov_q = |q: f64| -> Option<u64> {
+        if ov.is_empty() {
+            return None;
+        }
+        let rank = ((q * ov.len() as f64).ceil() as usize).clamp(1, ov.len());
+        Some(ov[rank - 1])
+    };
+    let _ = writeln!(
+        o,
+        "| gateway's own X-Switchyard-Overhead-Us, 1 conn, p50 / p99 (µs) | – | {} / {} | – |",
+        fmt_us(ov_q(0.5)),
+        fmt_us(ov_q(0.99))
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "Machine: nproc {}, {}; load average {} at start, {} at end; {} s of measurement. \
+         1 conn: {} requests per target after {} warm-up, interleaved in blocks of {BLOCK}; open loop: {} \
+         keep-alive connections, {} s per rate, latency from the intended send time; max-rate search: up to {} \
+         probes of {} s; streaming: {} requests per target, mock --token-interval-us {}. Added = gateway − direct \
+         per percentile.",
+        setup.cpus,
+        setup.pin_note,
+        load_start,
+        loadavg(),
+        elapsed.as_secs(),
+        seq[0].lat.len(),
+        s.seq_warmup,
+        s.conns,
+        s.rate_secs,
+        s.search_probes,
+        s.search_secs,
+        ttft[0].lat.len(),
+        s.token_interval_us,
+    );
+    let _ = writeln!(o, "Command: `{}`", setup.command);
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("bench: cannot create a temporary directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run(dir.path()) {
+        Ok(table) => {
+            println!("{table}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench: failed: {e}");
+            for log in ["mock.log", "gateway.log"] {
+                let text = tail(&dir.path().join(log), 20);
+                if !text.is_empty() {
+                    eprintln!("--- last lines of {log} ---\n{text}");
+                }
+            }
+            ExitCode::FAILURE
+        }
+    };
+    drop(dir);
+    code
+}
+
+/// Starts the children, runs the bench, and (through `Children`'s drop) always stops them.
+fn run(dir: &Path) -> Result<String> {
+    let cpus = online_cpus();
+    let has_taskset = Command::new("taskset")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut settings = Settings::from_env(has_taskset);
+    if settings.pin == Pin::Split && cpus < 2 {
+        settings.pin = Pin::One;
+    }
+    let (self_cpu, mock_cpu, gateway_cpu) = match settings.pin {
+        Pin::Split => (Some("0"), Some("0"), Some("1")),
+        Pin::One => (Some("0"), Some("0"), Some("0")),
+        Pin::None => (None, None, None),
+    };
+    let pin_note = match settings.pin {
+        Pin::Split => {
+            "pinned with taskset: load generator + mock on CPU 0, gateway on CPU 1".to_owned()
+        }
+        Pin::One => "pinned with taskset: everything on CPU 0".to_owned(),
+        Pin::None if has_taskset => "no pinning (BENCH_PIN=none)".to_owned(),
+        Pin::None => "no pinning (taskset not found)".to_owned(),
+    };
+    // Pin this process (all its threads, including those created later) before any runtime exists.
+    if let Some(cpu) = self_cpu {
+        let status = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpu, &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err("taskset could not pin the load generator".into());
+        }
+    }
+    let mut command = String::new();
+    let mut vars: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("BENCH_"))
+        .collect();
+    vars.sort();
+    for (k, v) in vars {
+        let _ = write!(command, "{k}={v} ");
+    }
+    command.push_str("cargo bench --bench gateway");
+
+    let mut children = Children::default();
+    let mut mock = child_command(MOCK_BIN, mock_cpu);
+    mock.args(["--listen", "127.0.0.1:0", "--token-interval-us"])
+        .arg(settings.token_interval_us.to_string());
+    let mock_out = spawn(&mut children, mock, &dir.join("mock.log"))?;
+    let mock_addr = parse_url(&wait_for(&mock_out, "listening on ", "switchyard-mock")?)?;
+
+    let data: PathBuf = dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    let mut gw = child_command(GATEWAY_BIN, gateway_cpu);
+    gw.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("RUST_LOG")
+        .env("OPENAI_BASE_URL", format!("http://{mock_addr}/v1"))
+        .env("OPENAI_API_KEY", "x")
+        .env("SWITCHYARD__LOG__LEVEL", "warn")
+        .env("SWITCHYARD__BOOTSTRAP__REQUESTS_PER_MINUTE", "1000000000")
+        .env("SWITCHYARD__BOOTSTRAP__CONCURRENT_REQUESTS", "100000")
+        .env("SWITCHYARD__BOOTSTRAP__TOKENS_PER_MINUTE", "2000000000")
+        .env("SWITCHYARD__BOOTSTRAP__CREDITS", "1000000000");
+    let gw_out = spawn(&mut children, gw, &dir.join("gateway.log"))?;
+    let key = wait_for(
+        &gw_out,
+        "API key (shown once, keep it): ",
+        "switchyard serve",
+    )?;
+    let gw_addr = parse_url(&wait_for(
+        &gw_out,
+        "Switchyard listening on ",
+        "switchyard serve",
+    )?)?;
+
+    let targets = [
+        Target {
+            name: "direct",
+            addr: mock_addr,
+            plain: request_bytes("/v1/chat/completions", mock_addr, "x", BODY),
+            stream: request_bytes("/v1/chat/completions", mock_addr, "x", STREAM_BODY),
+        },
+        Target {
+            name: "gateway",
+            addr: gw_addr,
+            plain: request_bytes("/api/v1/task", gw_addr, &key, BODY),
+            stream: request_bytes("/api/v1/task", gw_addr, &key, STREAM_BODY),
+        },
+    ];
+    eprintln!(
+        "bench: mock on {mock_addr}, gateway on {gw_addr}; {pin_note}{}",
+        if settings.quick { "; quick run" } else { "" }
+    );
+    let setup = Setup {
+        settings,
+        cpus,
+        pin_note,
+        command,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(bench(targets, &setup));
+    drop(runtime);
+    drop(children);
+    result
+}
