@@ -56,12 +56,8 @@ impl KeyCache {
     /// Fills the cache with every unrevoked key.
     pub async fn load(store: &Store) -> Result<Self, sqlx::Error> {
         let cache = KeyCache::default();
-        let workspaces: std::collections::HashMap<String, Workspace> = store
-            .workspaces()
-            .await?
-            .into_iter()
-            .map(|w| (w.id.clone(), w))
-            .collect();
+        let workspaces: std::collections::HashMap<String, Workspace> =
+            store.workspaces().await?.into_iter().map(|w| (w.id.clone(), w)).collect();
         for key in store.keys(None).await? {
             if let (None, Some(workspace)) = (key.revoked_at, workspaces.get(&key.workspace_id)) {
                 cache.insert(&key, workspace);
@@ -77,13 +73,7 @@ impl KeyCache {
             workspace_name: workspace.name.clone(),
             plan: workspace.plan,
         };
-        self.keys.insert(
-            key.key_hash,
-            CachedKey {
-                hash: key.key_hash,
-                principal,
-            },
-        );
+        self.keys.insert(key.key_hash, CachedKey { hash: key.key_hash, principal });
     }
 
     pub fn remove(&self, hash: &[u8; 32]) {
@@ -110,16 +100,9 @@ pub fn presented_key(req: &HttpRequest) -> Option<&str> {
     if let Some(key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(key.trim()).filter(|k| !k.is_empty());
     }
-    let auth = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let auth = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = auth.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|k| !k.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|k| !k.is_empty())
 }
 
 impl FromRequest for Principal {
@@ -136,10 +119,7 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         return Err(ApiError::internal("application state missing"));
     };
     let key = presented_key(req).ok_or_else(ApiError::missing_api_key)?;
-    let principal = state
-        .keys
-        .resolve(key)
-        .ok_or_else(ApiError::invalid_api_key)?;
+    let principal = state.keys.resolve(key).ok_or_else(ApiError::invalid_api_key)?;
     Ok(principal)
 }
 
@@ -169,23 +149,11 @@ mod tests {
             created_at: 0,
             revoked_at: None,
         };
-        let plan = Plan {
-            requests_per_minute: 1,
-            concurrent_requests: 1,
-            tokens_per_minute: 1,
-        };
-        let workspace = Workspace {
-            id: "ws_1".into(),
-            name: "w".into(),
-            credits: Default::default(),
-            plan,
-            created_at: 0,
-        };
+        let plan = Plan { requests_per_minute: 1, concurrent_requests: 1, tokens_per_minute: 1 };
+        let workspace =
+            Workspace { id: "ws_1".into(), name: "w".into(), credits: Default::default(), plan, created_at: 0 };
         cache.insert(&record, &workspace);
-        assert_eq!(
-            cache.resolve(&key).map(|p| p.workspace_id),
-            Some("ws_1".to_owned())
-        );
+        assert_eq!(cache.resolve(&key).map(|p| p.workspace_id), Some("ws_1".to_owned()));
         assert!(cache.resolve(&format!("{key}x")).is_none());
         cache.remove(&record.key_hash);
         assert!(cache.resolve(&key).is_none());

@@ -107,10 +107,7 @@ impl Config {
         for (name, value) in [
             ("upstream.connect_timeout_ms", u.connect_timeout_ms),
             ("upstream.first_byte_timeout_ms", u.first_byte_timeout_ms),
-            (
-                "upstream.between_chunks_timeout_ms",
-                u.between_chunks_timeout_ms,
-            ),
+            ("upstream.between_chunks_timeout_ms", u.between_chunks_timeout_ms),
             ("upstream.total_timeout_ms", u.total_timeout_ms),
         ] {
             if value == 0 {
@@ -238,8 +235,7 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_an_error() {
-        let error =
-            Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), no_env()).unwrap_err();
+        let error = Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), no_env()).unwrap_err();
         assert!(error.contains("does not exist"));
     }
 }

@@ -47,39 +47,18 @@ pub fn app(
                     return Ok(response);
                 };
                 let elapsed = started.elapsed();
-                let route = response
-                    .request()
-                    .match_pattern()
-                    .unwrap_or_else(|| "unmatched".to_owned());
-                let upstream = response
-                    .response()
-                    .extensions()
-                    .get::<UpstreamTime>()
-                    .copied();
+                let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+                let upstream = response.response().extensions().get::<UpstreamTime>().copied();
                 if let Some(UpstreamTime(upstream)) = upstream {
                     let overhead = elapsed.saturating_sub(upstream);
-                    state
-                        .metrics
-                        .overhead
-                        .with_label_values(&[&route])
-                        .observe(overhead.as_secs_f64());
+                    state.metrics.overhead.with_label_values(&[&route]).observe(overhead.as_secs_f64());
                     if let Ok(value) = HeaderValue::from_str(&overhead.as_micros().to_string()) {
-                        response
-                            .headers_mut()
-                            .insert(HeaderName::from_static(OVERHEAD_HEADER), value);
+                        response.headers_mut().insert(HeaderName::from_static(OVERHEAD_HEADER), value);
                     }
                 }
                 let status = response.status();
-                state
-                    .metrics
-                    .requests
-                    .with_label_values(&[&route, method.as_str(), status.as_str()])
-                    .inc();
-                state
-                    .metrics
-                    .request_duration
-                    .with_label_values(&[&route])
-                    .observe(elapsed.as_secs_f64());
+                state.metrics.requests.with_label_values(&[&route, method.as_str(), status.as_str()]).inc();
+                state.metrics.request_duration.with_label_values(&[&route]).observe(elapsed.as_secs_f64());
                 Ok(response)
             }
         })

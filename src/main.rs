@@ -38,11 +38,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve {
-            config,
-            listen,
-            data_dir,
-        } => serve(config, listen, data_dir),
+        Command::Serve { config, listen, data_dir } => serve(config, listen, data_dir),
         Command::CheckConfig { config } => check_config(config),
     };
     match result {
@@ -59,25 +55,13 @@ fn check_config(file: Option<PathBuf>) -> Result<(), String> {
     let config = Config::load(file.as_deref())?;
     let catalogue = config.catalogue()?;
     let env = |name: &str| std::env::var(name).ok();
-    let providers = switchyard_actors::ProviderSet::new(
-        &catalogue,
-        &env,
-        config.timeouts(),
-        config.simulator(),
-    )?;
-    println!(
-        "configuration ok: listen {}, data dir {}",
-        config.server.listen,
-        config.server.data_dir.display()
-    );
+    let providers = switchyard_actors::ProviderSet::new(&catalogue, &env, config.timeouts(), config.simulator())?;
+    println!("configuration ok: listen {}, data dir {}", config.server.listen, config.server.data_dir.display());
     for model in catalogue.models.values() {
         let status = match providers.for_model(model) {
             Some(p) if p.is_simulator() => "available (simulator)".to_owned(),
             Some(p) if p.is_available() => "available".to_owned(),
-            Some(p) => format!(
-                "unavailable: set {}",
-                p.missing_variable().unwrap_or("its key")
-            ),
+            Some(p) => format!("unavailable: set {}", p.missing_variable().unwrap_or("its key")),
             None => "no provider".to_owned(),
         };
         println!("  {:<16} {:<10} {status}", model.name, model.provider);
@@ -89,9 +73,7 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -99,11 +81,7 @@ fn init_logging(config: &Config) {
 }
 
 #[allow(clippy::print_stdout)]
-fn serve(
-    file: Option<PathBuf>,
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-) -> Result<(), String> {
+fn serve(file: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf>) -> Result<(), String> {
     let mut config = Config::load(file.as_deref())?;
     if let Some(listen) = listen {
         config.server.listen = listen;
@@ -136,7 +114,9 @@ fn serve(
             .catalogue
             .models
             .values()
-            .filter_map(|m| state.providers.for_model(m).and_then(|p| p.missing_variable()).map(|v| format!("{} ({v})", m.name)))
+            .filter_map(|m| {
+                state.providers.for_model(m).and_then(|p| p.missing_variable()).map(|v| format!("{} ({v})", m.name))
+            })
             .collect();
         if !unavailable.is_empty() {
             tracing::info!(models = %unavailable.join(", "), "models unavailable until their provider variable is set");

@@ -1,9 +1,7 @@
 //! The Prometheus registry: request counts and durations, upstream time, gateway overhead, time to first token,
 //! tokens, streams in flight and upstream errors. Labels stay low-cardinality (route patterns, model names).
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -18,69 +16,44 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-];
-const OVERHEAD_BUCKETS: &[f64] = &[
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_15, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005,
-    0.01, 0.05,
-];
+const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+const OVERHEAD_BUCKETS: &[f64] =
+    &[0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_15, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.05];
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("switchyard".into()), None)?;
         let requests = IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "HTTP requests by route, method and status",
-            ),
+            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
             &["route", "method", "status"],
         )?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "Time from request to response head",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("http_request_duration_seconds", "Time from request to response head")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?;
         let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "upstream_duration_seconds",
-                "Time spent waiting on the provider",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("upstream_duration_seconds", "Time spent waiting on the provider")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["provider", "model"],
         )?;
         let overhead = HistogramVec::new(
-            HistogramOpts::new(
-                "gateway_overhead_seconds",
-                "Request time minus upstream time",
-            )
-            .buckets(OVERHEAD_BUCKETS.to_vec()),
+            HistogramOpts::new("gateway_overhead_seconds", "Request time minus upstream time")
+                .buckets(OVERHEAD_BUCKETS.to_vec()),
             &["route"],
         )?;
         let ttft = HistogramVec::new(
-            HistogramOpts::new(
-                "time_to_first_token_seconds",
-                "From request to the first streamed token",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("time_to_first_token_seconds", "From request to the first streamed token")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["model"],
         )?;
         let tokens = IntCounterVec::new(
-            Opts::new(
-                "tokens_total",
-                "Tokens by model and direction (prompt, completion)",
-            ),
+            Opts::new("tokens_total", "Tokens by model and direction (prompt, completion)"),
             &["model", "direction"],
         )?;
         let streams_in_flight = IntGauge::new("streams_in_flight", "SSE streams currently open")?;
         let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                "upstream_errors_total",
-                "Provider failures by provider and kind",
-            ),
+            Opts::new("upstream_errors_total", "Provider failures by provider and kind"),
             &["provider", "kind"],
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -111,12 +84,8 @@ impl Metrics {
     }
 
     pub fn record_tokens(&self, model: &str, usage: &switchyard_actors::Usage) {
-        self.tokens
-            .with_label_values(&[model, "prompt"])
-            .inc_by(usage.prompt_tokens);
-        self.tokens
-            .with_label_values(&[model, "completion"])
-            .inc_by(usage.completion_tokens);
+        self.tokens.with_label_values(&[model, "prompt"]).inc_by(usage.prompt_tokens);
+        self.tokens.with_label_values(&[model, "completion"]).inc_by(usage.completion_tokens);
     }
 }
 

@@ -35,16 +35,11 @@ impl AppState {
     ) -> Result<(Self, Option<Bootstrap>), String> {
         let providers = ProviderSet::new(&catalogue, env, config.timeouts(), config.simulator())?;
         let store = Store::open(&config.server.data_dir).await?;
-        let bootstrap = bootstrap(&store, &config)
-            .await
-            .map_err(|e| format!("cannot create the default workspace: {e}"))?;
-        let keys = KeyCache::load(&store)
-            .await
-            .map_err(|e| format!("cannot load API keys: {e}"))?;
+        let bootstrap =
+            bootstrap(&store, &config).await.map_err(|e| format!("cannot create the default workspace: {e}"))?;
+        let keys = KeyCache::load(&store).await.map_err(|e| format!("cannot load API keys: {e}"))?;
         let metrics = Metrics::new().map_err(|e| format!("cannot build metrics: {e}"))?;
-        let admin_key = env("SWITCHYARD_ADMIN_KEY")
-            .filter(|k| !k.trim().is_empty())
-            .map(|k| auth::hash_key(k.trim()));
+        let admin_key = env("SWITCHYARD_ADMIN_KEY").filter(|k| !k.trim().is_empty()).map(|k| auth::hash_key(k.trim()));
         let state = AppState {
             config: Arc::new(config),
             catalogue: Arc::new(catalogue),
@@ -59,18 +54,11 @@ impl AppState {
 }
 
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Creates a key for a workspace and stores its hash; answers the record and the key in clear (shown once).
-pub async fn create_key(
-    store: &Store,
-    workspace_id: &str,
-    name: &str,
-) -> Result<(KeyRecord, String), sqlx::Error> {
+pub async fn create_key(store: &Store, workspace_id: &str, name: &str) -> Result<(KeyRecord, String), sqlx::Error> {
     let key = auth::generate_key();
     let record = KeyRecord {
         id: auth::new_id("key"),
@@ -104,8 +92,5 @@ async fn bootstrap(store: &Store, config: &Config) -> Result<Option<Bootstrap>, 
     };
     store.insert_workspace(&workspace).await?;
     let (_, api_key) = create_key(store, &workspace.id, "default").await?;
-    Ok(Some(Bootstrap {
-        workspace_id: workspace.id,
-        api_key,
-    }))
+    Ok(Some(Bootstrap { workspace_id: workspace.id, api_key }))
 }

@@ -82,25 +82,16 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
-        sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
-            .await
-            .map_err(|e| format!("cannot create schema: {e}"))?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(|e| format!("cannot create schema: {e}"))?;
         Ok(Store { pool })
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
 
     pub async fn workspace_count(&self) -> StoreResult<i64> {
-        sqlx::query("SELECT COUNT(*) FROM workspaces")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)
+        sqlx::query("SELECT COUNT(*) FROM workspaces").fetch_one(&self.pool).await?.try_get(0)
     }
 
     pub async fn insert_workspace(&self, w: &Workspace) -> StoreResult<()> {
@@ -143,13 +134,13 @@ impl Store {
 
     /// Adds credits; answers the new balance, or `None` when the workspace does not exist.
     pub async fn add_credits(&self, id: &str, credits: Credits) -> StoreResult<Option<Credits>> {
-        let row = sqlx::query("UPDATE workspaces SET credits_milli = credits_milli + ? WHERE id = ? RETURNING credits_milli")
-            .bind(credits.milli())
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| r.try_get::<i64, _>(0).map(Credits::from_milli))
-            .transpose()
+        let row =
+            sqlx::query("UPDATE workspaces SET credits_milli = credits_milli + ? WHERE id = ? RETURNING credits_milli")
+                .bind(credits.milli())
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| r.try_get::<i64, _>(0).map(Credits::from_milli)).transpose()
     }
 
     pub async fn insert_key(&self, k: &KeyRecord) -> StoreResult<()> {
@@ -226,9 +217,8 @@ fn workspace_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Workspace> {
 
 fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<KeyRecord> {
     let hash: Vec<u8> = row.try_get("key_hash")?;
-    let key_hash: [u8; 32] = hash
-        .try_into()
-        .map_err(|_| sqlx::Error::Decode("api_keys.key_hash is not 32 bytes".into()))?;
+    let key_hash: [u8; 32] =
+        hash.try_into().map_err(|_| sqlx::Error::Decode("api_keys.key_hash is not 32 bytes".into()))?;
     Ok(KeyRecord {
         id: row.try_get("id")?,
         workspace_id: row.try_get("workspace_id")?,

@@ -15,28 +15,15 @@ fn hello(model: &str) -> Value {
 }
 
 async fn sim_gateway() -> Gateway {
-    Gateway::start(
-        HashMap::from([("SWITCHYARD_ADMIN_KEY".to_owned(), ADMIN_KEY.to_owned())]),
-        |_| {},
-    )
-    .await
+    Gateway::start(HashMap::from([("SWITCHYARD_ADMIN_KEY".to_owned(), ADMIN_KEY.to_owned())]), |_| {}).await
 }
 
 async fn task_error(gw: &Gateway, body: &str) -> (u16, String, Value) {
-    let response = gw
-        .post("/api/v1/task")
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
+    let response =
+        gw.post("/api/v1/task").header("content-type", "application/json").body(body.to_owned()).send().await.unwrap();
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap();
-    (
-        status,
-        body["error"]["code"].as_str().unwrap_or("").to_owned(),
-        body,
-    )
+    (status, body["error"]["code"].as_str().unwrap_or("").to_owned(), body)
 }
 
 #[actix_web::test]
@@ -46,31 +33,11 @@ async fn bad_bodies_get_400_with_the_field_named() {
         ("{", "invalid_json", None),
         ("", "invalid_json", None),
         ("[1,2]", "invalid_json", None),
-        (
-            r#"{"messages": [{"role":"user","content":"x"}]}"#,
-            "missing_field",
-            Some("model"),
-        ),
-        (
-            r#"{"model": 5, "messages": []}"#,
-            "invalid_field",
-            Some("model"),
-        ),
-        (
-            r#"{"model": "sim-chat"}"#,
-            "missing_field",
-            Some("messages"),
-        ),
-        (
-            r#"{"model": "sim-chat", "messages": []}"#,
-            "invalid_field",
-            Some("messages"),
-        ),
-        (
-            r#"{"model": "sim-chat", "messages": "hi"}"#,
-            "invalid_field",
-            Some("messages"),
-        ),
+        (r#"{"messages": [{"role":"user","content":"x"}]}"#, "missing_field", Some("model")),
+        (r#"{"model": 5, "messages": []}"#, "invalid_field", Some("model")),
+        (r#"{"model": "sim-chat"}"#, "missing_field", Some("messages")),
+        (r#"{"model": "sim-chat", "messages": []}"#, "invalid_field", Some("messages")),
+        (r#"{"model": "sim-chat", "messages": "hi"}"#, "invalid_field", Some("messages")),
         (
             r#"{"model": "sim-chat", "messages": [{"role":"user","content":"x"}], "max_tokens": "ten"}"#,
             "invalid_field",
@@ -116,16 +83,8 @@ async fn bad_bodies_get_400_with_the_field_named() {
             "invalid_field",
             Some("messages[0].role"),
         ),
-        (
-            r#"{"model": "sim-chat", "messages": [{"role":"system","content":"x"}]}"#,
-            "invalid_field",
-            Some("messages"),
-        ),
-        (
-            r#"{"model": "sim-chat", "messages": [{"content":"x"}]}"#,
-            "missing_field",
-            Some("messages[0].role"),
-        ),
+        (r#"{"model": "sim-chat", "messages": [{"role":"system","content":"x"}]}"#, "invalid_field", Some("messages")),
+        (r#"{"model": "sim-chat", "messages": [{"content":"x"}]}"#, "missing_field", Some("messages[0].role")),
         (
             r#"{"model": "sim-chat", "messages": [{"role":"user","content":[{"type":"image_url"}]}]}"#,
             "invalid_field",
@@ -153,10 +112,7 @@ async fn unknown_model_uses_the_seed_wording() {
     let gw = sim_gateway().await;
     let (status, code, body) = task_error(&gw, &hello("invalid-model").to_string()).await;
     assert_eq!((status, code.as_str()), (400, "unsupported_model"));
-    assert_eq!(
-        body["error"]["message"],
-        "Unsupported task type: invalid-model"
-    );
+    assert_eq!(body["error"]["message"], "Unsupported task type: invalid-model");
     gw.stop().await;
 }
 
@@ -165,26 +121,18 @@ async fn input_params_is_refused_with_a_pointer_to_task_input() {
     let gw = sim_gateway().await;
     let (status, code, body) = task_error(&gw, r#"{"model":"sim-chat","input_params":{}}"#).await;
     assert_eq!((status, code.as_str()), (400, "invalid_field"));
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("task_input"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("task_input"));
     gw.stop().await;
 }
 
 #[actix_web::test]
 async fn oversize_bodies_get_413_and_wrong_types_415() {
     let gw = Gateway::start(HashMap::new(), |c| c.server.max_body_bytes = 1024).await;
-    let big =
-        json!({"model": "sim-chat", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
+    let big = json!({"model": "sim-chat", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
     let response = gw.post("/api/v1/task").json(&big).send().await.unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (413, "payload_too_large".to_owned())
-    );
+    assert_eq!(error_code(response).await, (413, "payload_too_large".to_owned()));
     // Without a Content-Length: a chunked body that grows past the limit.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..8).map(|_| Ok(vec![b' '; 512])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..8).map(|_| Ok(vec![b' '; 512])).collect();
     let response = gw
         .post("/api/v1/task")
         .header("content-type", "application/json")
@@ -192,21 +140,9 @@ async fn oversize_bodies_get_413_and_wrong_types_415() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (413, "payload_too_large".to_owned())
-    );
-    let response = gw
-        .post("/api/v1/task")
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (415, "unsupported_media_type".to_owned())
-    );
+    assert_eq!(error_code(response).await, (413, "payload_too_large".to_owned()));
+    let response = gw.post("/api/v1/task").header("content-type", "text/plain").body("{}").send().await.unwrap();
+    assert_eq!(error_code(response).await, (415, "unsupported_media_type".to_owned()));
     gw.stop().await;
 }
 
@@ -214,58 +150,20 @@ async fn oversize_bodies_get_413_and_wrong_types_415() {
 async fn keys_missing_wrong_and_revoked_get_401() {
     let gw = sim_gateway().await;
     let url = format!("{}/api/v1/task", gw.url);
-    let response = gw
-        .client
-        .post(&url)
-        .json(&hello("sim-chat"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (401, "missing_api_key".to_owned())
-    );
-    let response = gw
-        .client
-        .post(&url)
-        .bearer_auth("sy_live_nope")
-        .json(&hello("sim-chat"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (401, "invalid_api_key".to_owned())
-    );
-    let response = gw
-        .client
-        .post(&url)
-        .header("authorization", "Basic abc")
-        .json(&hello("sim-chat"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (401, "missing_api_key".to_owned())
-    );
+    let response = gw.client.post(&url).json(&hello("sim-chat")).send().await.unwrap();
+    assert_eq!(error_code(response).await, (401, "missing_api_key".to_owned()));
+    let response = gw.client.post(&url).bearer_auth("sy_live_nope").json(&hello("sim-chat")).send().await.unwrap();
+    assert_eq!(error_code(response).await, (401, "invalid_api_key".to_owned()));
+    let response =
+        gw.client.post(&url).header("authorization", "Basic abc").json(&hello("sim-chat")).send().await.unwrap();
+    assert_eq!(error_code(response).await, (401, "missing_api_key".to_owned()));
     // X-API-Key works as well as Bearer.
-    let response = gw
-        .client
-        .post(&url)
-        .header("x-api-key", &gw.key)
-        .json(&hello("sim-chat"))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.client.post(&url).header("x-api-key", &gw.key).json(&hello("sim-chat")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     // A key created by the admin API works until it is revoked.
     let workspace_id = gw.state.keys.resolve(&gw.key).unwrap().workspace_id;
     let created: Value = gw
-        .admin(
-            Method::POST,
-            &format!("/admin/workspaces/{workspace_id}/keys"),
-        )
+        .admin(Method::POST, &format!("/admin/workspaces/{workspace_id}/keys"))
         .json(&json!({"name": "ci"}))
         .send()
         .await
@@ -275,86 +173,32 @@ async fn keys_missing_wrong_and_revoked_get_401() {
         .unwrap();
     let key = created["key"].as_str().unwrap();
     assert!(key.starts_with("sy_live_"));
-    let response = gw
-        .client
-        .post(&url)
-        .bearer_auth(key)
-        .json(&hello("sim-chat"))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.client.post(&url).bearer_auth(key).json(&hello("sim-chat")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let revoked = gw
-        .admin(
-            Method::DELETE,
-            &format!("/admin/keys/{}", created["id"].as_str().unwrap()),
-        )
-        .send()
-        .await
-        .unwrap();
+    let revoked =
+        gw.admin(Method::DELETE, &format!("/admin/keys/{}", created["id"].as_str().unwrap())).send().await.unwrap();
     assert_eq!(revoked.status(), 200);
-    let response = gw
-        .client
-        .post(&url)
-        .bearer_auth(key)
-        .json(&hello("sim-chat"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (401, "invalid_api_key".to_owned())
-    );
+    let response = gw.client.post(&url).bearer_auth(key).json(&hello("sim-chat")).send().await.unwrap();
+    assert_eq!(error_code(response).await, (401, "invalid_api_key".to_owned()));
     gw.stop().await;
 }
 
 #[actix_web::test]
 async fn a_model_without_its_provider_key_is_unavailable_and_says_what_to_set() {
     let gw = sim_gateway().await;
-    for (model, variable) in [
-        ("gpt-4", "OPENAI_API_KEY"),
-        ("claude-3-opus", "ANTHROPIC_API_KEY"),
-        ("mixtral-8x22b", "MISTRAL_API_KEY"),
-    ] {
-        let response = gw
-            .post("/api/v1/task")
-            .json(&hello(model))
-            .send()
-            .await
-            .unwrap();
+    for (model, variable) in
+        [("gpt-4", "OPENAI_API_KEY"), ("claude-3-opus", "ANTHROPIC_API_KEY"), ("mixtral-8x22b", "MISTRAL_API_KEY")]
+    {
+        let response = gw.post("/api/v1/task").json(&hello(model)).send().await.unwrap();
         assert_eq!(response.status(), 503);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "provider_unavailable");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains(variable),
-            "{body}"
-        );
+        assert!(body["error"]["message"].as_str().unwrap().contains(variable), "{body}");
     }
-    let models: Value = gw
-        .get("/v1/models")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let entry = |id: &str| {
-        models["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["id"] == id)
-            .unwrap()
-            .clone()
-    };
+    let models: Value = gw.get("/v1/models").send().await.unwrap().json().await.unwrap();
+    let entry = |id: &str| models["data"].as_array().unwrap().iter().find(|m| m["id"] == id).unwrap().clone();
     assert_eq!(entry("gpt-4")["available"], false);
-    assert!(entry("gpt-4")["unavailable_reason"]
-        .as_str()
-        .unwrap()
-        .contains("OPENAI_API_KEY"));
+    assert!(entry("gpt-4")["unavailable_reason"].as_str().unwrap().contains("OPENAI_API_KEY"));
     assert_eq!(entry("sim-chat")["available"], true);
     assert_eq!(entry("sim-chat")["simulator"], true);
     assert_eq!(entry("gpt-4")["simulator"], false);
@@ -378,56 +222,26 @@ async fn openai_face_speaks_chat_completion_objects() {
     let gw = Gateway::with_mock(&mock).await;
     let body = json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
         "user": "someone", "presence_penalty": 0});
-    let whole: Value = gw
-        .post("/v1/chat/completions")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let whole: Value = gw.post("/v1/chat/completions").json(&body).send().await.unwrap().json().await.unwrap();
     assert_eq!(whole["object"], "chat.completion");
     assert!(whole["id"].as_str().unwrap().starts_with("chatcmpl-"));
-    assert_eq!(
-        mock.last_request().unwrap().body["messages"][0]["content"],
-        "hi"
-    );
+    assert_eq!(mock.last_request().unwrap().body["messages"][0]["content"], "hi");
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
     streamed["stream_options"] = json!({"include_usage": true});
-    let text = gw
-        .post("/v1/chat/completions")
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.post("/v1/chat/completions").json(&streamed).send().await.unwrap().text().await.unwrap();
     let data = sse_data(&text);
     assert_eq!(data.last().unwrap(), "[DONE]");
     let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(usage["choices"], json!([]));
-    assert_eq!(
-        usage["usage"]["total_tokens"],
-        whole["usage"]["total_tokens"]
-    );
+    assert_eq!(usage["usage"]["total_tokens"], whole["usage"]["total_tokens"]);
     let finish: Value = serde_json::from_str(&data[data.len() - 3]).unwrap();
     assert_eq!(finish["object"], "chat.completion.chunk");
     assert_eq!(finish["choices"][0]["finish_reason"], "stop");
     let mut two = body.clone();
     two["n"] = json!(2);
-    let response = gw
-        .post("/v1/chat/completions")
-        .json(&two)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (400, "invalid_field".to_owned())
-    );
+    let response = gw.post("/v1/chat/completions").json(&two).send().await.unwrap();
+    assert_eq!(error_code(response).await, (400, "invalid_field".to_owned()));
     gw.stop().await;
 }
 
@@ -465,20 +279,11 @@ async fn admin_api_manages_workspaces_keys_and_credits() {
         .json()
         .await
         .unwrap();
-    let fetched: Value = gw
-        .admin(Method::GET, &format!("/admin/workspaces/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fetched: Value =
+        gw.admin(Method::GET, &format!("/admin/workspaces/{id}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(fetched["credits"], json!(12.625));
     assert_eq!(fetched["keys"][0]["id"], key["id"]);
-    assert!(
-        fetched["keys"][0].get("key").is_none(),
-        "the key is shown only once"
-    );
+    assert!(fetched["keys"][0].get("key").is_none(), "the key is shown only once");
     assert!(!fetched.to_string().contains(key["key"].as_str().unwrap()));
     let principal = gw.state.keys.resolve(key["key"].as_str().unwrap()).unwrap();
     assert_eq!(principal.workspace_id, id);
@@ -497,62 +302,32 @@ async fn admin_api_refuses_bad_input_and_unknown_ids() {
             json!({"name": "a", "plan": {"requests_per_minute": 0, "concurrent_requests": 1, "tokens_per_minute": 1}}),
             "invalid_field",
         ),
-        (
-            json!({"name": "a", "plan": {"requests_per_minute": 1}}),
-            "missing_field",
-        ),
+        (json!({"name": "a", "plan": {"requests_per_minute": 1}}), "missing_field"),
         (json!({"name": "a", "owner": "x"}), "unknown_field"),
         (json!({"credits": 1}), "missing_field"),
     ];
     for (body, code) in cases {
-        let response = gw
-            .admin(Method::POST, "/admin/workspaces")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = gw.admin(Method::POST, "/admin/workspaces").json(&body).send().await.unwrap();
         assert_eq!(error_code(response).await, (400, code.to_owned()), "{body}");
     }
-    let response = gw
-        .admin(Method::GET, "/admin/workspaces/ws_nope")
-        .send()
-        .await
-        .unwrap();
+    let response = gw.admin(Method::GET, "/admin/workspaces/ws_nope").send().await.unwrap();
     assert_eq!(error_code(response).await, (404, "not_found".to_owned()));
-    let response = gw
-        .admin(Method::POST, "/admin/workspaces/ws_nope/keys")
-        .json(&json!({"name": "k"}))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        gw.admin(Method::POST, "/admin/workspaces/ws_nope/keys").json(&json!({"name": "k"})).send().await.unwrap();
     assert_eq!(error_code(response).await, (404, "not_found".to_owned()));
-    let response = gw
-        .admin(Method::POST, "/admin/workspaces/ws_nope/credits")
-        .json(&json!({"credits": 1}))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        gw.admin(Method::POST, "/admin/workspaces/ws_nope/credits").json(&json!({"credits": 1})).send().await.unwrap();
     assert_eq!(error_code(response).await, (404, "not_found".to_owned()));
-    let response = gw
-        .admin(Method::DELETE, "/admin/keys/key_nope")
-        .send()
-        .await
-        .unwrap();
+    let response = gw.admin(Method::DELETE, "/admin/keys/key_nope").send().await.unwrap();
     assert_eq!(error_code(response).await, (404, "not_found".to_owned()));
     let workspace = gw.state.keys.resolve(&gw.key).unwrap().workspace_id;
     let response = gw
-        .admin(
-            Method::POST,
-            &format!("/admin/workspaces/{workspace}/credits"),
-        )
+        .admin(Method::POST, &format!("/admin/workspaces/{workspace}/credits"))
         .json(&json!({"credits": 0}))
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (400, "invalid_field".to_owned())
-    );
+    assert_eq!(error_code(response).await, (400, "invalid_field".to_owned()));
     gw.stop().await;
 }
 
@@ -560,37 +335,11 @@ async fn admin_api_refuses_bad_input_and_unknown_ids() {
 async fn admin_api_takes_only_the_admin_key() {
     let gw = sim_gateway().await;
     let url = format!("{}/admin/workspaces", gw.url);
-    let response = gw
-        .client
-        .post(&url)
-        .json(&json!({"name": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (401, "missing_api_key".to_owned())
-    );
-    let response = gw
-        .client
-        .post(&url)
-        .bearer_auth("wrong")
-        .json(&json!({"name": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (401, "invalid_api_key".to_owned())
-    );
-    let response = gw
-        .client
-        .post(&url)
-        .bearer_auth(&gw.key)
-        .json(&json!({"name": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.client.post(&url).json(&json!({"name": "x"})).send().await.unwrap();
+    assert_eq!(error_code(response).await, (401, "missing_api_key".to_owned()));
+    let response = gw.client.post(&url).bearer_auth("wrong").json(&json!({"name": "x"})).send().await.unwrap();
+    assert_eq!(error_code(response).await, (401, "invalid_api_key".to_owned()));
+    let response = gw.client.post(&url).bearer_auth(&gw.key).json(&json!({"name": "x"})).send().await.unwrap();
     assert_eq!(error_code(response).await, (403, "admin_only".to_owned()));
     gw.stop().await;
     // Without SWITCHYARD_ADMIN_KEY the admin API does not exist.
@@ -610,15 +359,7 @@ async fn admin_api_takes_only_the_admin_key() {
 #[actix_web::test]
 async fn openapi_document_covers_every_route() {
     let gw = sim_gateway().await;
-    let doc: Value = gw
-        .client
-        .get(format!("{}/openapi.json", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = gw.client.get(format!("{}/openapi.json", gw.url)).send().await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     for (path, method) in [
         ("/api/v1/task", "post"),
@@ -634,18 +375,12 @@ async fn openapi_document_covers_every_route() {
         ("/metrics", "get"),
         ("/openapi.json", "get"),
     ] {
-        assert!(
-            doc["paths"][path][method].is_object(),
-            "{method} {path} missing from the OpenAPI document"
-        );
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
     let task_errors = &doc["paths"]["/api/v1/task"]["post"]["responses"];
     for status in ["400", "401", "413", "502", "503", "504"] {
-        assert!(
-            task_errors[status].is_object(),
-            "/api/v1/task lacks {status}"
-        );
+        assert!(task_errors[status].is_object(), "/api/v1/task lacks {status}");
     }
     gw.stop().await;
 }
@@ -653,53 +388,13 @@ async fn openapi_document_covers_every_route() {
 #[actix_web::test]
 async fn health_readiness_and_metrics() {
     let gw = sim_gateway().await;
-    assert_eq!(
-        gw.client
-            .get(format!("{}/healthz", gw.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        gw.client
-            .get(format!("{}/readyz", gw.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let _ = gw
-        .post("/api/v1/task")
-        .json(&hello("sim-chat"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(gw.client.get(format!("{}/healthz", gw.url)).send().await.unwrap().status(), 200);
+    assert_eq!(gw.client.get(format!("{}/readyz", gw.url)).send().await.unwrap().status(), 200);
+    let _ = gw.post("/api/v1/task").json(&hello("sim-chat")).send().await.unwrap().text().await.unwrap();
     let mut streamed = hello("sim-chat");
     streamed["stream"] = json!(true);
-    let _ = gw
-        .post("/api/v1/task")
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let text = gw
-        .client
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let _ = gw.post("/api/v1/task").json(&streamed).send().await.unwrap().text().await.unwrap();
+    let text = gw.client.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
     for needle in [
         r#"switchyard_http_requests_total{method="POST",route="/api/v1/task",status="200"} 2"#,
         "switchyard_gateway_overhead_seconds_bucket",
@@ -724,10 +419,7 @@ async fn health_readiness_and_metrics() {
         })
     {
         let lint = String::from_utf8_lossy(&status.stderr);
-        assert!(
-            status.status.success(),
-            "promtool check metrics failed:\n{lint}"
-        );
+        assert!(status.status.success(), "promtool check metrics failed:\n{lint}");
     }
     gw.stop().await;
 }

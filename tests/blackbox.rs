@@ -31,13 +31,8 @@ fn command(data_dir: &Path) -> Command {
         .env("SWITCHYARD__LOG__LEVEL", "warn")
         .env("SWITCHYARD__SIMULATOR__TOKENS_PER_SECOND", "40")
         .env("SWITCHYARD__SERVER__SHUTDOWN_TIMEOUT_SECS", "10");
-    for variable in [
-        "OPENAI_API_KEY",
-        "ANTHROPIC_API_KEY",
-        "MISTRAL_API_KEY",
-        "OPENAI_BASE_URL",
-        "ANTHROPIC_BASE_URL",
-    ] {
+    for variable in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MISTRAL_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"]
+    {
         command.env_remove(variable);
     }
     command
@@ -45,17 +40,9 @@ fn command(data_dir: &Path) -> Command {
 
 /// Starts the gateway and reads its stdout up to the listening line (with the first-start key, if printed).
 fn start(data_dir: &Path) -> Running {
-    let child = command(data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let child = command(data_dir).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
     // Owned by the guard from here on, so the process is killed and reaped on every path.
-    let mut running = Running {
-        child,
-        url: String::new(),
-        key: None,
-    };
+    let mut running = Running { child, url: String::new(), key: None };
     let stdout = running.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -67,9 +54,7 @@ fn start(data_dir: &Path) -> Running {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("gateway did not start");
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("gateway did not start");
         if let Some(k) = line.strip_prefix("API key (shown once, keep it): ") {
             running.key = Some(k.trim().to_owned());
         }
@@ -117,13 +102,8 @@ async fn first_start_prints_a_key_that_chats_and_streams() {
     // A restart on the same data directory prints no new key, and the old one still works.
     let again = start(dir.path());
     assert!(again.key.is_none());
-    let response = client
-        .post(format!("{}/api/v1/task", again.url))
-        .bearer_auth(&key)
-        .json(&chat(false))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        client.post(format!("{}/api/v1/task", again.url)).bearer_auth(&key).json(&chat(false)).send().await.unwrap();
     assert_eq!(response.status(), 200);
 }
 
@@ -134,36 +114,22 @@ async fn sigterm_lets_a_stream_in_flight_finish() {
     let key = gateway.key.clone().unwrap();
     let client = reqwest::Client::new();
     // 12 tokens at 40 per second: about 300 ms of streaming.
-    let mut response = client
-        .post(format!("{}/api/v1/task", gateway.url))
-        .bearer_auth(&key)
-        .json(&chat(true))
-        .send()
-        .await
-        .unwrap();
+    let mut response =
+        client.post(format!("{}/api/v1/task", gateway.url)).bearer_auth(&key).json(&chat(true)).send().await.unwrap();
     let mut body = String::from_utf8(response.chunk().await.unwrap().unwrap().to_vec()).unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &gateway.child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &gateway.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     while let Some(chunk) = response.chunk().await.unwrap() {
         body.push_str(&String::from_utf8_lossy(&chunk));
     }
-    assert!(
-        body.trim_end().ends_with("data: [DONE]"),
-        "stream cut by shutdown: {body}"
-    );
+    assert!(body.trim_end().ends_with("data: [DONE]"), "stream cut by shutdown: {body}");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(exit) = gateway.child.try_wait().unwrap() {
             assert!(exit.success(), "gateway exited with {exit}");
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "gateway did not exit after SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "gateway did not exit after SIGTERM");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -175,39 +141,17 @@ fn check_config_accepts_the_defaults_and_names_unknown_keys() {
         .env_remove("OPENAI_API_KEY")
         .output()
         .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let listing = String::from_utf8_lossy(&ok.stdout);
-    assert!(
-        listing.contains("sim-chat") && listing.contains("available (simulator)"),
-        "{listing}"
-    );
-    assert!(
-        listing.contains("unavailable: set OPENAI_API_KEY"),
-        "{listing}"
-    );
+    assert!(listing.contains("sim-chat") && listing.contains("available (simulator)"), "{listing}");
+    assert!(listing.contains("unavailable: set OPENAI_API_KEY"), "{listing}");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
-    std::fs::write(
-        &file,
-        "[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"typo\"\n",
-    )
-    .unwrap();
-    let bad = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("check-config")
-        .arg("--config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"typo\"\n").unwrap();
+    let bad =
+        Command::new(env!("CARGO_BIN_EXE_switchyard")).arg("check-config").arg("--config").arg(&file).output().unwrap();
     assert!(!bad.status.success());
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("lisen"),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
-    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lisen"), "{}", String::from_utf8_lossy(&bad.stderr));
     let env_bad = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("check-config")
         .env("SWITCHYARD__SERVER__NOPE", "1")
@@ -229,10 +173,7 @@ fn python() -> Option<PathBuf> {
 #[tokio::test]
 async fn the_official_openai_python_sdk_works_unchanged() {
     let Some(python) = python() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the OpenAI SDK test: run `make test`"
-        );
+        assert!(std::env::var_os("CI").is_none(), "CI must run the OpenAI SDK test: run `make test`");
         eprintln!("SKIPPED: the OpenAI Python SDK test needs `make test` (it installs the SDK into .cache/venv)");
         return;
     };

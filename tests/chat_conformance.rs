@@ -21,12 +21,7 @@ async fn setup() -> (MockServer, Gateway) {
 
 async fn answers_whole(model: &str, path: &str) {
     let (mock, gw) = setup().await;
-    let response = gw
-        .post("/api/v1/task")
-        .json(&chat(model, "hello there", false))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.post("/api/v1/task").json(&chat(model, "hello there", false)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-switchyard-overhead-us"));
     let body: Value = response.json().await.unwrap();
@@ -34,10 +29,7 @@ async fn answers_whole(model: &str, path: &str) {
     assert!(body["id"].as_str().unwrap().starts_with("task_"));
     assert_eq!(body["model"], model);
     assert_eq!(body["choices"][0]["message"]["role"], "assistant");
-    assert_eq!(
-        body["choices"][0]["message"]["content"],
-        mock::reply_text("hello there", 12)
-    );
+    assert_eq!(body["choices"][0]["message"]["content"], mock::reply_text("hello there", 12));
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(body["usage"]["completion_tokens"], 12);
     assert_eq!(body["usage"]["prompt_tokens"], 4);
@@ -49,35 +41,20 @@ async fn answers_whole(model: &str, path: &str) {
 
 async fn streams(model: &str) {
     let (mock, gw) = setup().await;
-    let response = gw
-        .post("/api/v1/task")
-        .json(&chat(model, "hello there", true))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.post("/api/v1/task").json(&chat(model, "hello there", true)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let data = sse_data(&response.text().await.unwrap());
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    assert!(chunks
-        .iter()
-        .all(|c| c["object"] == "task.completion.chunk"));
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert!(chunks.iter().all(|c| c["object"] == "task.completion.chunk"));
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(text, mock::reply_text("hello there", 12));
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], "stop");
     assert_eq!(last["usage"]["completion_tokens"], 12);
     assert_eq!(last["usage"]["prompt_tokens"], 4);
-    assert!(chunks[..chunks.len() - 1]
-        .iter()
-        .all(|c| c.get("usage").is_none()));
+    assert!(chunks[..chunks.len() - 1].iter().all(|c| c.get("usage").is_none()));
     let _ = mock;
     gw.stop().await;
 }
@@ -86,15 +63,7 @@ async fn max_tokens_cuts_with_length(model: &str) {
     let (_mock, gw) = setup().await;
     let mut body = chat(model, "hi", false);
     body["max_tokens"] = json!(3);
-    let body: Value = gw
-        .post("/api/v1/task")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = gw.post("/api/v1/task").json(&body).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["choices"][0]["finish_reason"], "length");
     assert_eq!(body["usage"]["completion_tokens"], 3);
     gw.stop().await;
@@ -102,19 +71,8 @@ async fn max_tokens_cuts_with_length(model: &str) {
 
 async fn upstream_429_is_not_ours(model: &str) {
     let (mock, gw) = setup().await;
-    mock.set_fault(
-        Fault::Status {
-            status: 429,
-            retry_after: Some(7),
-        },
-        Some(1),
-    );
-    let response = gw
-        .post("/api/v1/task")
-        .json(&chat(model, "hi", false))
-        .send()
-        .await
-        .unwrap();
+    mock.set_fault(Fault::Status { status: 429, retry_after: Some(7) }, Some(1));
+    let response = gw.post("/api/v1/task").json(&chat(model, "hi", false)).send().await.unwrap();
     assert_eq!(response.headers()["retry-after"], "7");
     assert_eq!(error_code(response).await, (503, "overloaded".to_owned()));
     gw.stop().await;
@@ -122,59 +80,26 @@ async fn upstream_429_is_not_ours(model: &str) {
 
 async fn upstream_500_is_a_provider_error(model: &str, stream: bool) {
     let (mock, gw) = setup().await;
-    mock.set_fault(
-        Fault::Status {
-            status: 500,
-            retry_after: None,
-        },
-        Some(1),
-    );
-    let response = gw
-        .post("/api/v1/task")
-        .json(&chat(model, "hi", stream))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (502, "provider_error".to_owned())
-    );
+    mock.set_fault(Fault::Status { status: 500, retry_after: None }, Some(1));
+    let response = gw.post("/api/v1/task").json(&chat(model, "hi", stream)).send().await.unwrap();
+    assert_eq!(error_code(response).await, (502, "provider_error".to_owned()));
     gw.stop().await;
 }
 
 async fn reset_is_a_provider_error(model: &str) {
     let (mock, gw) = setup().await;
     mock.set_fault(Fault::Reset, Some(1));
-    let response = gw
-        .post("/api/v1/task")
-        .json(&chat(model, "hi", false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (502, "provider_error".to_owned())
-    );
+    let response = gw.post("/api/v1/task").json(&chat(model, "hi", false)).send().await.unwrap();
+    assert_eq!(error_code(response).await, (502, "provider_error".to_owned()));
     gw.stop().await;
 }
 
 async fn stall_times_out(model: &str) {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let gw = Gateway::start(common::mock_env(&mock), |c| {
-        c.upstream.first_byte_timeout_ms = 300
-    })
-    .await;
+    let gw = Gateway::start(common::mock_env(&mock), |c| c.upstream.first_byte_timeout_ms = 300).await;
     mock.set_fault(Fault::Stall(Duration::from_secs(5)), Some(1));
-    let response = gw
-        .post("/api/v1/task")
-        .json(&chat(model, "hi", true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (504, "provider_timeout".to_owned())
-    );
+    let response = gw.post("/api/v1/task").json(&chat(model, "hi", true)).send().await.unwrap();
+    assert_eq!(error_code(response).await, (504, "provider_timeout".to_owned()));
     gw.stop().await;
 }
 
@@ -182,12 +107,7 @@ async fn stall_times_out(model: &str) {
 async fn cut_stream_ends_with_one_error_frame(model: &str, fault: Fault) {
     let (mock, gw) = setup().await;
     mock.set_fault(fault, Some(1));
-    let response = gw
-        .post("/api/v1/task")
-        .json(&chat(model, "hi", true))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.post("/api/v1/task").json(&chat(model, "hi", true)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let data = sse_data(&response.text().await.unwrap());
     assert!(!data.iter().any(|d| d == "[DONE]"), "{data:?}");
@@ -198,17 +118,9 @@ async fn cut_stream_ends_with_one_error_frame(model: &str, fault: Fault) {
     let text: String = data
         .iter()
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(
-        text.split_whitespace().count(),
-        3,
-        "three tokens before the fault: {text:?}"
-    );
+    assert_eq!(text.split_whitespace().count(), 3, "three tokens before the fault: {text:?}");
     gw.stop().await;
 }
 
@@ -222,12 +134,7 @@ async fn disconnect_cancels_upstream(model: &str) {
     .await
     .unwrap();
     let gw = Gateway::with_mock(&mock).await;
-    let mut response = gw
-        .post("/api/v1/task")
-        .json(&chat(model, "hi", true))
-        .send()
-        .await
-        .unwrap();
+    let mut response = gw.post("/api/v1/task").json(&chat(model, "hi", true)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let _ = response.chunk().await.unwrap();
     assert!(mock.open_connections() >= 1);
@@ -240,10 +147,7 @@ async fn disconnect_cancels_upstream(model: &str) {
             break;
         }
     }
-    assert!(
-        closed,
-        "upstream connection still open after the client left"
-    );
+    assert!(closed, "upstream connection still open after the client left");
     assert_eq!(gw.state.metrics.streams_in_flight.get(), 0);
     gw.stop().await;
 }
@@ -295,29 +199,17 @@ macro_rules! conformance {
 
             #[actix_web::test]
             async fn stream_cut_part_way_ends_with_an_error_frame() {
-                super::cut_stream_ends_with_one_error_frame(
-                    $model,
-                    Fault::CutStream { after_tokens: 3 },
-                )
-                .await;
+                super::cut_stream_ends_with_one_error_frame($model, Fault::CutStream { after_tokens: 3 }).await;
             }
 
             #[actix_web::test]
             async fn malformed_chunk_ends_with_an_error_frame() {
-                super::cut_stream_ends_with_one_error_frame(
-                    $model,
-                    Fault::MalformedChunk { after_tokens: 3 },
-                )
-                .await;
+                super::cut_stream_ends_with_one_error_frame($model, Fault::MalformedChunk { after_tokens: 3 }).await;
             }
 
             #[actix_web::test]
             async fn error_event_mid_stream_ends_with_an_error_frame() {
-                super::cut_stream_ends_with_one_error_frame(
-                    $model,
-                    Fault::MidStreamError { after_tokens: 3 },
-                )
-                .await;
+                super::cut_stream_ends_with_one_error_frame($model, Fault::MidStreamError { after_tokens: 3 }).await;
             }
 
             #[actix_web::test]
@@ -335,12 +227,7 @@ conformance!(mistral, "mixtral-8x7b", "/v1/chat/completions");
 #[actix_web::test]
 async fn openai_request_asks_for_usage_and_sends_the_key() {
     let (mock, gw) = setup().await;
-    let response = gw
-        .post("/api/v1/task")
-        .json(&chat("gpt-4", "hi", true))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.post("/api/v1/task").json(&chat("gpt-4", "hi", true)).send().await.unwrap();
     let _ = response.text().await.unwrap();
     let sent = mock.last_request().unwrap();
     assert_eq!(sent.body["stream_options"]["include_usage"], true);
@@ -353,12 +240,7 @@ async fn openai_request_asks_for_usage_and_sends_the_key() {
 #[actix_web::test]
 async fn anthropic_request_maps_the_system_prompt_and_version() {
     let (mock, gw) = setup().await;
-    let _ = gw
-        .post("/api/v1/task")
-        .json(&chat("claude-3-haiku", "hi", false))
-        .send()
-        .await
-        .unwrap();
+    let _ = gw.post("/api/v1/task").json(&chat("claude-3-haiku", "hi", false)).send().await.unwrap();
     let sent = mock.last_request().unwrap();
     assert_eq!(sent.header("x-api-key"), Some("test-anthropic"));
     assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
@@ -372,38 +254,16 @@ async fn anthropic_request_maps_the_system_prompt_and_version() {
 #[actix_web::test]
 async fn simulator_streams_deterministic_text() {
     let gw = Gateway::start(Default::default(), |_| {}).await;
-    let whole: Value = gw
-        .post("/api/v1/task")
-        .json(&chat("sim-chat", "hi", false))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let body = gw
-        .post("/api/v1/task")
-        .json(&chat("sim-chat", "hi", true))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let whole: Value =
+        gw.post("/api/v1/task").json(&chat("sim-chat", "hi", false)).send().await.unwrap().json().await.unwrap();
+    let body = gw.post("/api/v1/task").json(&chat("sim-chat", "hi", true)).send().await.unwrap().text().await.unwrap();
     let data = sse_data(&body);
     assert_eq!(data.last().unwrap(), "[DONE]");
     let text: String = data[..data.len() - 1]
         .iter()
         .map(|d| serde_json::from_str::<Value>(d).unwrap())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(
-        text,
-        whole["choices"][0]["message"]["content"].as_str().unwrap()
-    );
+    assert_eq!(text, whole["choices"][0]["message"]["content"].as_str().unwrap());
     gw.stop().await;
 }

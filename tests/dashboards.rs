@@ -12,9 +12,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     let mut rest = text;
     while let Some(start) = rest.find("switchyard_") {
         let tail = &rest[start..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
         names.insert(tail[..end].to_owned());
         rest = &tail[end..];
     }
@@ -25,52 +23,17 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 async fn every_dashboard_query_names_an_exported_metric() {
     let gw = Gateway::start(Default::default(), |_| {}).await;
     let chat = json!({"model": "sim-chat", "messages": [{"role": "user", "content": "hi"}], "stream": true});
-    let _ = gw
-        .post("/api/v1/task")
-        .json(&chat)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let _ = gw.post("/api/v1/task").json(&chat).send().await.unwrap().text().await.unwrap();
     let whole = json!({"model": "sim-chat", "messages": [{"role": "user", "content": "hi"}]});
-    let _ = gw
-        .post("/api/v1/task")
-        .json(&whole)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let _ = gw.post("/api/v1/task").json(&whole).send().await.unwrap().text().await.unwrap();
     // A model without its provider key records an upstream error.
     let unavailable = json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]});
-    let _ = gw
-        .post("/api/v1/task")
-        .json(&unavailable)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let exported = gw
-        .client
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let _ = gw.post("/api/v1/task").json(&unavailable).send().await.unwrap().text().await.unwrap();
+    let exported = gw.client.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
     let exported = metric_names(&exported);
     let root = env!("CARGO_MANIFEST_DIR");
     let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!(
-            "{root}/grafana/dashboards/switchyard-overview.json"
-        ))
-        .unwrap(),
+        &std::fs::read_to_string(format!("{root}/grafana/dashboards/switchyard-overview.json")).unwrap(),
     )
     .unwrap();
     let mut queried = BTreeSet::new();
@@ -82,10 +45,7 @@ async fn every_dashboard_query_names_an_exported_metric() {
     assert!(queried.len() >= 6);
     for name in &queried {
         // A histogram is exported as _bucket, _sum and _count.
-        assert!(
-            exported.contains(name),
-            "dashboard queries {name}, which /metrics does not export"
-        );
+        assert!(exported.contains(name), "dashboard queries {name}, which /metrics does not export");
     }
     gw.stop().await;
 }
@@ -93,23 +53,12 @@ async fn every_dashboard_query_names_an_exported_metric() {
 #[test]
 fn prometheus_config_is_valid() {
     let Ok(output) = std::process::Command::new("promtool")
-        .args([
-            "check",
-            "config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config/prometheus.yml"),
-        ])
+        .args(["check", "config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/prometheus.yml")])
         .output()
     else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have promtool: `make test` installs it"
-        );
+        assert!(std::env::var_os("CI").is_none(), "CI must have promtool: `make test` installs it");
         eprintln!("SKIPPED: promtool is not installed (`make test` installs it)");
         return;
     };
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
 }

@@ -146,16 +146,12 @@ impl Catalogue {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let file: CatalogueFile =
-            toml::from_str(text).map_err(|e| format!("model catalogue: {e}"))?;
+        let file: CatalogueFile = toml::from_str(text).map_err(|e| format!("model catalogue: {e}"))?;
         let mut models = file.models;
         for (name, model) in models.iter_mut() {
             model.name = name.clone();
         }
-        let catalogue = Catalogue {
-            providers: file.providers,
-            models,
-        };
+        let catalogue = Catalogue { providers: file.providers, models };
         catalogue.validate()?;
         Ok(catalogue)
     }
@@ -163,10 +159,7 @@ impl Catalogue {
     fn validate(&self) -> Result<(), String> {
         for (name, model) in &self.models {
             if !self.providers.contains_key(&model.provider) {
-                return Err(format!(
-                    "model catalogue: model `{name}` names unknown provider `{}`",
-                    model.provider
-                ));
+                return Err(format!("model catalogue: model `{name}` names unknown provider `{}`", model.provider));
             }
             if model.default_max_tokens == 0 || model.default_max_tokens > model.max_output_tokens {
                 return Err(format!(
@@ -174,20 +167,14 @@ impl Catalogue {
                 ));
             }
             if model.max_output_tokens > model.context_window {
-                return Err(format!(
-                    "model catalogue: model `{name}`: max_output_tokens exceeds context_window"
-                ));
+                return Err(format!("model catalogue: model `{name}`: max_output_tokens exceeds context_window"));
             }
             for fallback in &model.fallback {
                 if fallback == name {
-                    return Err(format!(
-                        "model catalogue: model `{name}` lists itself as its fallback"
-                    ));
+                    return Err(format!("model catalogue: model `{name}` lists itself as its fallback"));
                 }
                 if !self.models.contains_key(fallback) {
-                    return Err(format!(
-                        "model catalogue: model `{name}` falls back to unknown model `{fallback}`"
-                    ));
+                    return Err(format!("model catalogue: model `{name}` falls back to unknown model `{fallback}`"));
                 }
             }
         }
@@ -221,13 +208,8 @@ mod tests {
             "mixtral-8x22b",
             "sim-chat",
         ] {
-            let model = catalogue
-                .model(name)
-                .unwrap_or_else(|| panic!("{name} missing"));
-            assert!(
-                !model.fallback.is_empty() || name == "sim-chat",
-                "{name} has no fallback"
-            );
+            let model = catalogue.model(name).unwrap_or_else(|| panic!("{name} missing"));
+            assert!(!model.fallback.is_empty() || name == "sim-chat", "{name} has no fallback");
         }
     }
 
@@ -243,13 +225,9 @@ mod tests {
             max_output_tokens = 5
             default_max_tokens = 5
         "#;
-        assert!(Catalogue::parse(text)
-            .unwrap_err()
-            .contains("unknown provider `q`"));
+        assert!(Catalogue::parse(text).unwrap_err().contains("unknown provider `q`"));
         let text = text.replace("\"q\"", "\"p\"") + "fallback = [\"zzz\"]\n";
-        assert!(Catalogue::parse(&text)
-            .unwrap_err()
-            .contains("unknown model `zzz`"));
+        assert!(Catalogue::parse(&text).unwrap_err().contains("unknown model `zzz`"));
     }
 
     #[test]
@@ -268,14 +246,8 @@ mod tests {
             key_required: true,
             description: String::new(),
         };
-        assert_eq!(
-            spec.resolve_base_url(&|_| None).as_deref(),
-            Some("https://api.openai.com/v1")
-        );
+        assert_eq!(spec.resolve_base_url(&|_| None).as_deref(), Some("https://api.openai.com/v1"));
         let set = |_: &str| Some("http://127.0.0.1:9/v1/".to_owned());
-        assert_eq!(
-            spec.resolve_base_url(&set).as_deref(),
-            Some("http://127.0.0.1:9/v1")
-        );
+        assert_eq!(spec.resolve_base_url(&set).as_deref(), Some("http://127.0.0.1:9/v1"));
     }
 }

@@ -33,13 +33,8 @@ impl Credits {
         if frac.len() > 3 {
             return Err(format!("`{text}` has more than 3 decimals"));
         }
-        let whole: i64 = if whole.is_empty() {
-            0
-        } else {
-            whole
-                .parse()
-                .map_err(|_| format!("`{text}` is too large"))?
-        };
+        let whole: i64 =
+            if whole.is_empty() { 0 } else { whole.parse().map_err(|_| format!("`{text}` is too large"))? };
         let mut milli_frac = 0i64;
         for (i, b) in frac.bytes().enumerate() {
             milli_frac += i64::from(b - b'0') * 10i64.pow(2 - i as u32);
@@ -87,11 +82,7 @@ impl<'de> Deserialize<'de> for Credits {
         let text = match &value {
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::String(s) => s.clone(),
-            other => {
-                return Err(serde::de::Error::custom(format!(
-                    "expected a number of credits, got {other}"
-                )))
-            }
+            other => return Err(serde::de::Error::custom(format!("expected a number of credits, got {other}"))),
         };
         Credits::parse(&text).map_err(serde::de::Error::custom)
     }

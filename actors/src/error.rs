@@ -29,40 +29,21 @@ pub enum ProviderError {
     Unavailable { provider: String, variable: String },
     /// The provider answered 429.
     #[error("provider `{provider}` is rate limiting requests (upstream 429): {message}")]
-    RateLimited {
-        provider: String,
-        retry_after: Option<Duration>,
-        message: String,
-    },
+    RateLimited { provider: String, retry_after: Option<Duration>, message: String },
     /// The provider refused the request as invalid (upstream 400/404/413/422).
     #[error("provider `{provider}` rejected the request: {message}")]
-    Rejected {
-        provider: String,
-        status: u16,
-        message: String,
-    },
+    Rejected { provider: String, status: u16, message: String },
     /// The provider refused our credentials (upstream 401/403): an operator problem, not the caller's.
     #[error("provider `{provider}` rejected the gateway's credentials (upstream {status}); check {variable}")]
-    BadCredentials {
-        provider: String,
-        status: u16,
-        variable: String,
-    },
+    BadCredentials { provider: String, status: u16, variable: String },
     /// The provider failed (5xx, 529, or an error event inside a stream).
     #[error("provider `{provider}` failed (upstream {status}): {message}")]
-    Upstream {
-        provider: String,
-        status: u16,
-        message: String,
-    },
+    Upstream { provider: String, status: u16, message: String },
     /// The connection could not be made or broke.
     #[error("provider `{provider}` connection failed: {message}")]
     Connection { provider: String, message: String },
     #[error("provider `{provider}` timed out ({} timeout)", phase.as_str())]
-    Timeout {
-        provider: String,
-        phase: TimeoutPhase,
-    },
+    Timeout { provider: String, phase: TimeoutPhase },
     /// The provider sent something that does not follow its own wire format.
     #[error("provider `{provider}` sent a malformed response: {message}")]
     Protocol { provider: String, message: String },

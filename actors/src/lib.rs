@@ -8,9 +8,7 @@ pub mod error;
 pub mod providers;
 
 pub use catalogue::{Catalogue, ModelSpec, ProviderKind, ProviderSpec};
-pub use chat::{
-    ChatEvent, ChatRequest, ChatResponse, ChatStream, FinishReason, Message, Role, Usage,
-};
+pub use chat::{ChatEvent, ChatRequest, ChatResponse, ChatStream, FinishReason, Message, Role, Usage};
 pub use credits::Credits;
 pub use error::ProviderError;
 pub use providers::{ProviderSet, Timeouts};

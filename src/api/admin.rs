@@ -14,10 +14,7 @@ use utoipa::ToSchema;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/admin/workspaces").route(web::post().to(create_workspace)))
         .service(super::resource("/admin/workspaces/{id}").route(web::get().to(get_workspace)))
-        .service(
-            super::resource("/admin/workspaces/{id}/keys")
-                .route(web::post().to(create_workspace_key)),
-        )
+        .service(super::resource("/admin/workspaces/{id}/keys").route(web::post().to(create_workspace_key)))
         .service(super::resource("/admin/workspaces/{id}/credits").route(web::post().to(top_up)))
         .service(super::resource("/admin/keys/{id}").route(web::delete().to(revoke_key)));
 }
@@ -25,9 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Lets the request through only with the admin key. With the admin API off, the routes do not exist (404).
 fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     let Some(admin_hash) = state.admin_key else {
-        return Err(ApiError::not_found(
-            "The admin API is off: set SWITCHYARD_ADMIN_KEY to turn it on",
-        ));
+        return Err(ApiError::not_found("The admin API is off: set SWITCHYARD_ADMIN_KEY to turn it on"));
     };
     let key = presented_key(req).ok_or_else(ApiError::missing_api_key)?;
     if bool::from(auth::hash_key(key).ct_eq(&admin_hash)) {
@@ -111,10 +106,7 @@ pub struct Revoked {
 
 fn check_name(name: &str) -> Result<(), ApiError> {
     if name.trim().is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(
-            "name",
-            "`name` must be 1 to 100 printable characters",
-        ));
+        return Err(ApiError::invalid_field("name", "`name` must be 1 to 100 printable characters"));
     }
     Ok(())
 }
@@ -126,21 +118,14 @@ fn check_plan(plan: &Plan) -> Result<(), ApiError> {
         ("plan.tokens_per_minute", plan.tokens_per_minute),
     ] {
         if value == 0 {
-            return Err(ApiError::invalid_field(
-                field,
-                format!("`{field}` must be at least 1"),
-            ));
+            return Err(ApiError::invalid_field(field, format!("`{field}` must be at least 1")));
         }
     }
     Ok(())
 }
 
 async fn workspace_view(state: &AppState, workspace: Workspace) -> Result<WorkspaceView, ApiError> {
-    let keys = state
-        .store
-        .keys(Some(&workspace.id))
-        .await
-        .map_err(ApiError::store)?;
+    let keys = state.store.keys(Some(&workspace.id)).await.map_err(ApiError::store)?;
     Ok(WorkspaceView {
         id: workspace.id,
         name: workspace.name,
@@ -174,10 +159,7 @@ pub async fn create_workspace(
     let body: CreateWorkspace = from_object(parse_object(&body)?)?;
     check_name(&body.name)?;
     if body.credits.milli() < 0 {
-        return Err(ApiError::invalid_field(
-            "credits",
-            "`credits` must not be negative",
-        ));
+        return Err(ApiError::invalid_field("credits", "`credits` must not be negative"));
     }
     let b = &state.config.bootstrap;
     let plan = body.plan.unwrap_or(Plan {
@@ -186,18 +168,9 @@ pub async fn create_workspace(
         tokens_per_minute: b.tokens_per_minute,
     });
     check_plan(&plan)?;
-    let workspace = Workspace {
-        id: auth::new_id("ws"),
-        name: body.name,
-        credits: body.credits,
-        plan,
-        created_at: now_unix(),
-    };
-    state
-        .store
-        .insert_workspace(&workspace)
-        .await
-        .map_err(ApiError::store)?;
+    let workspace =
+        Workspace { id: auth::new_id("ws"), name: body.name, credits: body.credits, plan, created_at: now_unix() };
+    state.store.insert_workspace(&workspace).await.map_err(ApiError::store)?;
     tracing::info!(workspace = %workspace.id, "workspace created");
     Ok(HttpResponse::Created().json(workspace_view(&state, workspace).await?))
 }
@@ -231,9 +204,7 @@ pub async fn create_workspace_key(
     check_name(&body.name)?;
     let workspace = state.store.workspace(&id).await.map_err(ApiError::store)?;
     let workspace = workspace.ok_or_else(|| ApiError::not_found(format!("No workspace `{id}`")))?;
-    let (record, key) = create_key(&state.store, &workspace.id, &body.name)
-        .await
-        .map_err(ApiError::store)?;
+    let (record, key) = create_key(&state.store, &workspace.id, &body.name).await.map_err(ApiError::store)?;
     state.keys.insert(&record, &workspace);
     tracing::info!(workspace = %workspace.id, key = %record.id, "API key created");
     Ok(HttpResponse::Created().json(NewKey {
@@ -258,22 +229,12 @@ pub async fn top_up(
     let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
     let body: TopUp = from_object(parse_object(&body)?)?;
     if body.credits.milli() <= 0 {
-        return Err(ApiError::invalid_field(
-            "credits",
-            "`credits` must be more than 0",
-        ));
+        return Err(ApiError::invalid_field("credits", "`credits` must be more than 0"));
     }
-    let balance = state
-        .store
-        .add_credits(&id, body.credits)
-        .await
-        .map_err(ApiError::store)?;
+    let balance = state.store.add_credits(&id, body.credits).await.map_err(ApiError::store)?;
     let balance = balance.ok_or_else(|| ApiError::not_found(format!("No workspace `{id}`")))?;
     tracing::info!(workspace = %id, credits = %body.credits, "credits added");
-    Ok(HttpResponse::Ok().json(Balance {
-        id: id.into_inner(),
-        credits: balance,
-    }))
+    Ok(HttpResponse::Ok().json(Balance { id: id.into_inner(), credits: balance }))
 }
 
 #[utoipa::path(delete, path = "/admin/keys/{id}", tag = "admin",
@@ -285,16 +246,9 @@ pub async fn revoke_key(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
-    let record = state
-        .store
-        .revoke_key(&id, now_unix())
-        .await
-        .map_err(ApiError::store)?;
+    let record = state.store.revoke_key(&id, now_unix()).await.map_err(ApiError::store)?;
     let record = record.ok_or_else(|| ApiError::not_found(format!("No API key `{id}`")))?;
     state.keys.remove(&record.key_hash);
     tracing::info!(key = %record.id, "API key revoked");
-    Ok(HttpResponse::Ok().json(Revoked {
-        id: record.id,
-        revoked: true,
-    }))
+    Ok(HttpResponse::Ok().json(Revoked { id: record.id, revoked: true }))
 }

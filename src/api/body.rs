@@ -8,11 +8,7 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 /// Reads a JSON body within `limit` bytes.
-pub async fn read_json(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<bytes::Bytes, ApiError> {
+pub async fn read_json(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<bytes::Bytes, ApiError> {
     if let Some(content_type) = req.headers().get(actix_web::http::header::CONTENT_TYPE) {
         let text = content_type.to_str().unwrap_or("");
         let essence = text.split(';').next().unwrap_or("").trim();
@@ -30,8 +26,7 @@ pub async fn read_json(
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::invalid_json(format!("could not read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::invalid_json(format!("could not read the request body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::payload_too_large(limit));
         }
@@ -43,9 +38,7 @@ pub async fn read_json(
 /// Parses a body that must be a JSON object.
 pub fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid_json(
-            "Request body is empty: send a JSON object",
-        ));
+        return Err(ApiError::invalid_json("Request body is empty: send a JSON object"));
     }
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
@@ -55,9 +48,7 @@ pub fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::V
 }
 
 /// Deserializes a parsed object into `T`, naming the offending field on failure.
-pub fn from_object<T: DeserializeOwned>(
-    object: serde_json::Map<String, serde_json::Value>,
-) -> Result<T, ApiError> {
+pub fn from_object<T: DeserializeOwned>(object: serde_json::Map<String, serde_json::Value>) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(serde_json::Value::Object(object)).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
@@ -85,18 +76,10 @@ fn classify(path: &str, message: &str) -> ApiError {
     }
     if let Some(field) = message.strip_prefix("unknown field ").and_then(quoted) {
         // The path already ends at the unknown field.
-        let param = if path == "." || path.is_empty() {
-            field.to_owned()
-        } else {
-            path.to_owned()
-        };
+        let param = if path == "." || path.is_empty() { field.to_owned() } else { path.to_owned() };
         return ApiError::unknown_field(&param);
     }
-    let param = if path == "." {
-        "body".to_owned()
-    } else {
-        path.to_owned()
-    };
+    let param = if path == "." { "body".to_owned() } else { path.to_owned() };
     ApiError::invalid_field(&param, format!("Invalid value for `{param}`: {message}"))
 }
 
@@ -130,20 +113,11 @@ mod tests {
         assert_eq!(parse("[1]").unwrap_err().code(), "invalid_json");
         assert_eq!(parse("").unwrap_err().code(), "invalid_json");
         let missing = parse("{}").unwrap_err();
-        assert_eq!(
-            (missing.code(), missing.detail.param.as_deref()),
-            ("missing_field", Some("name"))
-        );
+        assert_eq!((missing.code(), missing.detail.param.as_deref()), ("missing_field", Some("name")));
         let unknown = parse(r#"{"name":"a","nmae":1}"#).unwrap_err();
-        assert_eq!(
-            (unknown.code(), unknown.detail.param.as_deref()),
-            ("unknown_field", Some("nmae"))
-        );
+        assert_eq!((unknown.code(), unknown.detail.param.as_deref()), ("unknown_field", Some("nmae")));
         let wrong = parse(r#"{"name":"a","inner":{"count":"x"}}"#).unwrap_err();
-        assert_eq!(
-            (wrong.code(), wrong.detail.param.as_deref()),
-            ("invalid_field", Some("inner.count"))
-        );
+        assert_eq!((wrong.code(), wrong.detail.param.as_deref()), ("invalid_field", Some("inner.count")));
         let nested_missing = parse(r#"{"name":"a","inner":{}}"#).unwrap_err();
         assert_eq!(nested_missing.detail.param.as_deref(), Some("inner.count"));
     }

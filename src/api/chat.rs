@@ -10,10 +10,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
-use switchyard_actors::providers::ChatProvider;
 use switchyard_actors::{
-    ChatEvent, ChatRequest, ChatResponse, ChatStream, Message, ModelSpec, ProviderError, Role,
-    Usage,
+    ChatEvent, ChatRequest, ChatResponse, ChatStream, Message, ModelSpec, ProviderError, Role, Usage,
 };
 use utoipa::ToSchema;
 
@@ -93,10 +91,7 @@ pub struct ChatInput {
 /// Checks a chat request against the model's limits and turns it into the engine's request.
 pub fn prepare(model: &ModelSpec, input: ChatInput) -> Result<ChatRequest, ApiError> {
     if input.messages.is_empty() {
-        return Err(ApiError::invalid_field(
-            "messages",
-            "`messages` must hold at least one message",
-        ));
+        return Err(ApiError::invalid_field("messages", "`messages` must hold at least one message"));
     }
     let mut messages = Vec::with_capacity(input.messages.len());
     for (i, m) in input.messages.into_iter().enumerate() {
@@ -122,9 +117,7 @@ pub fn prepare(model: &ModelSpec, input: ChatInput) -> Result<ChatRequest, ApiEr
                         (kind, _) => {
                             return Err(ApiError::invalid_field(
                                 &format!("messages[{i}].content"),
-                                format!(
-                                "Unsupported content part `{kind}`: only text parts are accepted"
-                            ),
+                                format!("Unsupported content part `{kind}`: only text parts are accepted"),
                             ))
                         }
                     }
@@ -135,44 +128,27 @@ pub fn prepare(model: &ModelSpec, input: ChatInput) -> Result<ChatRequest, ApiEr
         messages.push(Message { role, content });
     }
     if !messages.iter().any(|m| m.role != Role::System) {
-        return Err(ApiError::invalid_field(
-            "messages",
-            "`messages` needs at least one user or assistant message",
-        ));
+        return Err(ApiError::invalid_field("messages", "`messages` needs at least one user or assistant message"));
     }
     let max_tokens = match input.max_tokens {
         None => model.default_max_tokens,
-        Some(0) => {
-            return Err(ApiError::invalid_field(
-                "max_tokens",
-                "`max_tokens` must be at least 1",
-            ))
-        }
+        Some(0) => return Err(ApiError::invalid_field("max_tokens", "`max_tokens` must be at least 1")),
         Some(n) if n > model.max_output_tokens => {
             return Err(ApiError::invalid_field(
                 "max_tokens",
-                format!(
-                    "`max_tokens` is {n}, but {} allows at most {}",
-                    model.name, model.max_output_tokens
-                ),
+                format!("`max_tokens` is {n}, but {} allows at most {}", model.name, model.max_output_tokens),
             ))
         }
         Some(n) => n,
     };
     if let Some(t) = input.temperature {
         if !(0.0..=2.0).contains(&t) {
-            return Err(ApiError::invalid_field(
-                "temperature",
-                "`temperature` must be between 0 and 2",
-            ));
+            return Err(ApiError::invalid_field("temperature", "`temperature` must be between 0 and 2"));
         }
     }
     if let Some(p) = input.top_p {
         if !(0.0..=1.0).contains(&p) {
-            return Err(ApiError::invalid_field(
-                "top_p",
-                "`top_p` must be between 0 and 1",
-            ));
+            return Err(ApiError::invalid_field("top_p", "`top_p` must be between 0 and 1"));
         }
     }
     let stop = match input.stop {
@@ -181,18 +157,9 @@ pub fn prepare(model: &ModelSpec, input: ChatInput) -> Result<ChatRequest, ApiEr
         Some(StopIn::Many(v)) => v,
     };
     if stop.len() > 4 || stop.iter().any(String::is_empty) {
-        return Err(ApiError::invalid_field(
-            "stop",
-            "`stop` takes up to 4 non-empty sequences",
-        ));
+        return Err(ApiError::invalid_field("stop", "`stop` takes up to 4 non-empty sequences"));
     }
-    Ok(ChatRequest {
-        messages,
-        max_tokens,
-        temperature: input.temperature,
-        top_p: input.top_p,
-        stop,
-    })
+    Ok(ChatRequest { messages, max_tokens, temperature: input.temperature, top_p: input.top_p, stop })
 }
 
 /// The time spent upstream, left on the response for the overhead measurement.
@@ -208,11 +175,7 @@ pub struct UsageOut {
 
 impl From<Usage> for UsageOut {
     fn from(u: Usage) -> Self {
-        UsageOut {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u.total(),
-        }
+        UsageOut { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total() }
     }
 }
 
@@ -289,7 +252,7 @@ pub async fn respond(
         .ok_or_else(|| ApiError::internal(format!("model {} has no provider", model.name)))?;
     let upstream_started = Instant::now();
     if !delivery.stream {
-        let result = provider.chat(model, &request).await;
+        let result = provider.chat(0, model, &request).await;
         let upstream = upstream_started.elapsed();
         observe_upstream(state, model, upstream);
         let answer = result.map_err(|e| upstream_error(state, e))?;
@@ -298,37 +261,20 @@ pub async fn respond(
         response.extensions_mut().insert(UpstreamTime(upstream));
         return Ok(response);
     }
-    let mut events = provider
-        .chat_stream(model, &request)
-        .await
-        .map_err(|e| upstream_error(state, e))?;
+    let mut events = provider.chat_stream(0, model, &request).await.map_err(|e| upstream_error(state, e))?;
     // Wait for the first event before answering, so a failure up to here is still a plain error response
     // (and, later, a fallback): nothing has reached the client yet.
     let first = match events.next().await {
         Some(Ok(event)) => event,
         Some(Err(e)) => return Err(upstream_error(state, e)),
         None => {
-            let e = ProviderError::Protocol {
-                provider: model.provider.clone(),
-                message: "empty stream".into(),
-            };
+            let e = ProviderError::Protocol { provider: model.provider.clone(), message: "empty stream".into() };
             return Err(upstream_error(state, e));
         }
     };
     observe_upstream(state, model, upstream_started.elapsed());
-    state
-        .metrics
-        .ttft
-        .with_label_values(&[&model.name])
-        .observe(started.elapsed().as_secs_f64());
-    let body = sse_body(
-        state.clone(),
-        face,
-        model.name.clone(),
-        first,
-        events,
-        delivery,
-    );
+    state.metrics.ttft.with_label_values(&[&model.name]).observe(started.elapsed().as_secs_f64());
+    let body = sse_body(state.clone(), face, model.name.clone(), first, events, delivery);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
@@ -337,11 +283,7 @@ pub async fn respond(
 }
 
 fn observe_upstream(state: &AppState, model: &ModelSpec, elapsed: Duration) {
-    state
-        .metrics
-        .upstream_duration
-        .with_label_values(&[&model.provider, &model.name])
-        .observe(elapsed.as_secs_f64());
+    state.metrics.upstream_duration.with_label_values(&[&model.provider, &model.name]).observe(elapsed.as_secs_f64());
 }
 
 fn upstream_error(state: &AppState, e: ProviderError) -> ApiError {
@@ -355,11 +297,7 @@ fn upstream_error(state: &AppState, e: ProviderError) -> ApiError {
         | ProviderError::Timeout { provider, .. }
         | ProviderError::Protocol { provider, .. } => provider.clone(),
     };
-    state
-        .metrics
-        .upstream_errors
-        .with_label_values(&[&provider, e.kind()])
-        .inc();
+    state.metrics.upstream_errors.with_label_values(&[&provider, e.kind()]).inc();
     tracing::warn!(provider = %provider, kind = e.kind(), error = %e, "upstream call failed");
     ApiError::from(e)
 }
@@ -372,10 +310,7 @@ fn completion(face: Face, model: &ModelSpec, answer: ChatResponse) -> Completion
         model: model.name.clone(),
         choices: vec![Choice {
             index: 0,
-            message: AssistantMessage {
-                role: "assistant",
-                content: answer.text,
-            },
+            message: AssistantMessage { role: "assistant", content: answer.text },
             finish_reason: answer.finish_reason.as_str(),
         }],
         usage: answer.usage.into(),
@@ -387,7 +322,9 @@ fn frame<T: Serialize>(value: &T) -> Bytes {
     buffer.extend_from_slice(b"data: ");
     if serde_json::to_writer(&mut buffer, value).is_err() {
         buffer.truncate(6);
-        buffer.extend_from_slice(br#"{"error":{"message":"serialization failed","type":"api_error","code":"internal_error","param":null}}"#);
+        buffer.extend_from_slice(
+            br#"{"error":{"message":"serialization failed","type":"api_error","code":"internal_error","param":null}}"#,
+        );
     }
     buffer.extend_from_slice(b"\n\n");
     Bytes::from(buffer)

@@ -46,22 +46,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        kind: ErrorType,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        ApiError {
-            status,
-            detail: ErrorDetail {
-                message: message.into(),
-                kind,
-                code,
-                param: None,
-            },
-            retry_after: None,
-        }
+    pub fn new(status: StatusCode, kind: ErrorType, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, detail: ErrorDetail { message: message.into(), kind, code, param: None }, retry_after: None }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -74,12 +60,7 @@ impl ApiError {
     }
 
     fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorType::InvalidRequestError,
-            code,
-            message,
-        )
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, code, message)
     }
 
     pub fn invalid_json(message: impl Into<String>) -> Self {
@@ -99,11 +80,7 @@ impl ApiError {
     }
 
     pub fn unsupported_model(model: &str) -> Self {
-        ApiError::bad(
-            "unsupported_model",
-            format!("Unsupported task type: {model}"),
-        )
-        .with_param("model")
+        ApiError::bad("unsupported_model", format!("Unsupported task type: {model}")).with_param("model")
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
@@ -152,12 +129,7 @@ impl ApiError {
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorType::NotFoundError,
-            "not_found",
-            message,
-        )
+        ApiError::new(StatusCode::NOT_FOUND, ErrorType::NotFoundError, "not_found", message)
     }
 
     pub fn method_not_allowed() -> Self {
@@ -185,9 +157,7 @@ impl ApiError {
     }
 
     pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            error: self.detail.clone(),
-        }
+        ErrorBody { error: self.detail.clone() }
     }
 }
 
@@ -202,55 +172,33 @@ impl From<ProviderError> for ApiError {
                 message,
             ),
             ProviderError::RateLimited { retry_after, .. } => {
-                let mut error = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorType::UnavailableError,
-                    "overloaded",
-                    message,
-                );
+                let mut error =
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::UnavailableError, "overloaded", message);
                 error.retry_after = Some(retry_after.map_or(1, |d| d.as_secs().max(1)));
                 error
             }
-            ProviderError::Rejected { status: 404, .. } => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                ErrorType::UpstreamError,
-                "provider_error",
-                message,
-            ),
-            ProviderError::Rejected { .. } => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorType::InvalidRequestError,
-                "provider_rejected",
-                message,
-            ),
+            ProviderError::Rejected { status: 404, .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorType::UpstreamError, "provider_error", message)
+            }
+            ProviderError::Rejected { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, "provider_rejected", message)
+            }
             ProviderError::BadCredentials { .. }
             | ProviderError::Upstream { .. }
             | ProviderError::Connection { .. }
-            | ProviderError::Protocol { .. } => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                ErrorType::UpstreamError,
-                "provider_error",
-                message,
-            ),
-            ProviderError::Timeout { .. } => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                ErrorType::UpstreamError,
-                "provider_timeout",
-                message,
-            ),
+            | ProviderError::Protocol { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorType::UpstreamError, "provider_error", message)
+            }
+            ProviderError::Timeout { .. } => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, ErrorType::UpstreamError, "provider_timeout", message)
+            }
         }
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.detail.code,
-            self.detail.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.detail.code, self.detail.message)
     }
 }
 
@@ -283,29 +231,23 @@ mod tests {
         assert_eq!(limited.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(limited.code(), "overloaded");
         assert_eq!(limited.retry_after, Some(7));
-        let failed = ApiError::from(ProviderError::Upstream {
-            provider: "openai".into(),
-            status: 500,
-            message: "x".into(),
-        });
+        let failed =
+            ApiError::from(ProviderError::Upstream { provider: "openai".into(), status: 500, message: "x".into() });
         assert_eq!(failed.status, StatusCode::BAD_GATEWAY);
         assert_eq!(failed.code(), "provider_error");
     }
 
     #[test]
     fn unavailable_names_the_variable() {
-        let error = ApiError::from(ProviderError::Unavailable {
-            provider: "openai".into(),
-            variable: "OPENAI_API_KEY".into(),
-        });
+        let error =
+            ApiError::from(ProviderError::Unavailable { provider: "openai".into(), variable: "OPENAI_API_KEY".into() });
         assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(error.detail.message.contains("OPENAI_API_KEY"));
     }
 
     #[test]
     fn envelope_has_the_four_fields() {
-        let body =
-            serde_json::to_value(ApiError::unsupported_model("invalid-model").body()).unwrap();
+        let body = serde_json::to_value(ApiError::unsupported_model("invalid-model").body()).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"error": {"message": "Unsupported task type: invalid-model",

@@ -15,9 +15,7 @@ use errors::ApiError;
 
 /// A resource whose other methods answer 405 in the error envelope.
 pub fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async {
-        HttpResponse::from_error(ApiError::method_not_allowed())
-    }))
+    web::resource(path).default_service(web::to(|| async { HttpResponse::from_error(ApiError::method_not_allowed()) }))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -36,9 +34,6 @@ pub fn path_error(e: actix_web::error::PathError, _: &actix_web::HttpRequest) ->
     ApiError::invalid_field("path", format!("Invalid path parameter: {e}")).into()
 }
 
-pub fn query_error(
-    e: actix_web::error::QueryPayloadError,
-    _: &actix_web::HttpRequest,
-) -> actix_web::Error {
+pub fn query_error(e: actix_web::error::QueryPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
     ApiError::invalid_field("query", format!("Invalid query string: {e}")).into()
 }

@@ -64,10 +64,7 @@ pub async fn chat_completions(
     let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
     let object = parse_object(&body)?;
     let body: ChatCompletionRequest = from_object(object)?;
-    let model = state
-        .catalogue
-        .model(&body.model)
-        .ok_or_else(|| ApiError::unsupported_model(&body.model))?;
+    let model = state.catalogue.model(&body.model).ok_or_else(|| ApiError::unsupported_model(&body.model))?;
     if body.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid_field("n", "Only `n = 1` is supported"));
     }
@@ -80,10 +77,7 @@ pub async fn chat_completions(
     };
     let request = chat::prepare(model, input)?;
     let usage_chunk = body.stream_options.is_some_and(|o| o.include_usage);
-    let delivery = Delivery {
-        stream: body.stream,
-        usage_chunk,
-    };
+    let delivery = Delivery { stream: body.stream, usage_chunk };
     chat::respond(&state, Face::OpenAi, model, request, delivery, started).await
 }
 
@@ -137,8 +131,7 @@ pub async fn list_models(state: web::Data<AppState>, _principal: Principal) -> H
                 owned_by: m.provider.clone(),
                 modality: m.modality.as_str(),
                 available: provider.is_some_and(|p| p.is_available()),
-                unavailable_reason: missing
-                    .map(|v| format!("provider `{}` is not configured: set {v}", m.provider)),
+                unavailable_reason: missing.map(|v| format!("provider `{}` is not configured: set {v}", m.provider)),
                 simulator: provider.is_some_and(|p| p.is_simulator()),
                 context_window: m.context_window,
                 max_output_tokens: m.max_output_tokens,
@@ -146,8 +139,5 @@ pub async fn list_models(state: web::Data<AppState>, _principal: Principal) -> H
             }
         })
         .collect();
-    HttpResponse::Ok().json(ModelList {
-        object: "list",
-        data,
-    })
+    HttpResponse::Ok().json(ModelList { object: "list", data })
 }

@@ -73,10 +73,7 @@ pub async fn create_task(
         Some(_) => return Err(ApiError::invalid_field("model", "`model` must be a string")),
         None => return Err(ApiError::missing_field("model")),
     };
-    let model = state
-        .catalogue
-        .model(&model_name)
-        .ok_or_else(|| ApiError::unsupported_model(&model_name))?;
+    let model = state.catalogue.model(&model_name).ok_or_else(|| ApiError::unsupported_model(&model_name))?;
     match model.modality {
         Modality::Chat => {
             let body: TaskChatRequest = from_object(object)?;
@@ -88,10 +85,7 @@ pub async fn create_task(
                 stop: body.stop,
             };
             let request = chat::prepare(model, input)?;
-            let delivery = Delivery {
-                stream: body.stream,
-                usage_chunk: false,
-            };
+            let delivery = Delivery { stream: body.stream, usage_chunk: false };
             chat::respond(&state, Face::Task, model, request, delivery, started).await
         }
     }

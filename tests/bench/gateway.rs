@@ -36,9 +36,9 @@ type Result<T> = std::result::Result<T, Error>;
 
 const MOCK_BIN: &str = env!("CARGO_BIN_EXE_switchyard-mock");
 const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-const BODY: &str =
-    r#"{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":16}"#;
-const STREAM_BODY: &str = r#"{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"stream":true}"#;
+const BODY: &str = r#"{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":16}"#;
+const STREAM_BODY: &str =
+    r#"{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"stream":true}"#;
 const P99_LIMIT: Duration = Duration::from_millis(5);
 /// Requests per block in the one-connection phases; blocks alternate between the targets (ABBA), so slow drifts
 /// of the machine (the other tenant compiling) hit both alike.
@@ -70,20 +70,13 @@ struct Settings {
 }
 
 fn env_or<T: FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
 
 impl Settings {
     fn from_env(has_taskset: bool) -> Settings {
         let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        let default_rates = if quick {
-            "1000,4000"
-        } else {
-            "1000,2000,4000,8000"
-        };
+        let default_rates = if quick { "1000,4000" } else { "1000,2000,4000,8000" };
         let rates: Vec<u64> = std::env::var("BENCH_RATES")
             .unwrap_or_else(|_| default_rates.to_owned())
             .split(',')
@@ -150,15 +143,9 @@ fn child_command(bin: &str, cpu: Option<&str>) -> Command {
 }
 
 /// Spawns `cmd` with stdout read line by line on a thread (so a silent child cannot hang us) and stderr to `log`.
-fn spawn(
-    children: &mut Children,
-    mut cmd: Command,
-    log: &Path,
-) -> Result<std_mpsc::Receiver<String>> {
+fn spawn(children: &mut Children, mut cmd: Command, log: &Path) -> Result<std_mpsc::Receiver<String>> {
     let log = std::fs::File::create(log)?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
     let mut child = cmd.spawn()?;
     let stdout = child.stdout.take().ok_or("child without stdout")?;
     children.0.push(child);
@@ -191,10 +178,19 @@ fn wait_for(rx: &std_mpsc::Receiver<String>, marker: &str, what: &str) -> Result
     }
 }
 
+/// Moves every thread of a running process onto `cpu`.
+fn repin(pid: u32, cpu: &str) -> Result<()> {
+    let status =
+        Command::new("taskset").args(["-a", "-p", "-c", cpu, &pid.to_string()]).stdout(Stdio::null()).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("taskset could not move process {pid} to CPU {cpu}").into())
+    }
+}
+
 fn parse_url(url: &str) -> Result<SocketAddr> {
-    let hostport = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("not an http URL: {url}"))?;
+    let hostport = url.strip_prefix("http://").ok_or_else(|| format!("not an http URL: {url}"))?;
     Ok(hostport.trim_end_matches('/').parse()?)
 }
 
@@ -286,10 +282,7 @@ impl Conn {
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         stream.set_nodelay(true)?;
-        Ok(Conn {
-            stream,
-            buf: BytesMut::with_capacity(32 * 1024),
-        })
+        Ok(Conn { stream, buf: BytesMut::with_capacity(32 * 1024) })
     }
 
     async fn more(&mut self) -> std::io::Result<()> {
@@ -319,38 +312,25 @@ impl Conn {
 
     /// Sends one request and reads the whole response (Content-Length or chunked). `keep` keeps the body;
     /// `watch` notes when the first non-empty content delta arrived.
-    async fn exchange(
-        &mut self,
-        request: &[u8],
-        keep: bool,
-        watch: bool,
-    ) -> std::io::Result<Reply> {
+    async fn exchange(&mut self, request: &[u8], keep: bool, watch: bool) -> std::io::Result<Reply> {
         self.stream.write_all(request).await?;
         let end = self.until(b"\r\n\r\n").await?;
         let mut reply = Reply::default();
         let mut length = None;
         let mut chunked = false;
         {
-            let head =
-                std::str::from_utf8(&self.buf[..end]).map_err(|_| invalid("head not UTF-8"))?;
+            let head = std::str::from_utf8(&self.buf[..end]).map_err(|_| invalid("head not UTF-8"))?;
             let mut lines = head.split("\r\n");
             let status_line = lines.next().unwrap_or("");
-            reply.status = status_line
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| invalid("bad status line"))?;
+            reply.status =
+                status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| invalid("bad status line"))?;
             for line in lines {
                 let Some((name, value)) = line.split_once(':') else {
                     continue;
                 };
                 let (name, value) = (name.trim(), value.trim());
                 if name.eq_ignore_ascii_case("content-length") {
-                    length = Some(
-                        value
-                            .parse::<usize>()
-                            .map_err(|_| invalid("bad content-length"))?,
-                    );
+                    length = Some(value.parse::<usize>().map_err(|_| invalid("bad content-length"))?);
                 } else if name.eq_ignore_ascii_case("transfer-encoding") {
                     chunked = value.to_ascii_lowercase().contains("chunked");
                 } else if name.eq_ignore_ascii_case("connection") {
@@ -366,8 +346,7 @@ impl Conn {
             loop {
                 let line_end = self.until(b"\r\n").await?;
                 let size = {
-                    let line = std::str::from_utf8(&self.buf[..line_end])
-                        .map_err(|_| invalid("bad chunk line"))?;
+                    let line = std::str::from_utf8(&self.buf[..line_end]).map_err(|_| invalid("bad chunk line"))?;
                     let hex = line.split(';').next().unwrap_or("").trim();
                     usize::from_str_radix(hex, 16).map_err(|_| invalid("bad chunk size"))?
                 };
@@ -434,6 +413,8 @@ struct Samples {
     /// Nanoseconds, sorted once finished.
     lat: Vec<u64>,
     overhead_us: Vec<u64>,
+    /// Open loop: how late each request left against its due time (ns, 0 when early), sorted once finished.
+    late: Vec<u64>,
     errors: u64,
     first_error: Option<String>,
 }
@@ -447,6 +428,7 @@ impl Samples {
     fn finish(&mut self) {
         self.lat.sort_unstable();
         self.overhead_us.sort_unstable();
+        self.late.sort_unstable();
     }
 
     fn p(&self, q: f64) -> Option<u64> {
@@ -469,10 +451,7 @@ async fn sequential(
     stream: bool,
     budget: Duration,
 ) -> Result<[Samples; 2]> {
-    let mut conns = [
-        Conn::open(targets[0].addr).await?,
-        Conn::open(targets[1].addr).await?,
-    ];
+    let mut conns = [Conn::open(targets[0].addr).await?, Conn::open(targets[1].addr).await?];
     let mut out = [Samples::default(), Samples::default()];
     let deadline = Instant::now() + budget;
     for (i, t) in targets.iter().enumerate() {
@@ -505,21 +484,13 @@ async fn sequential(
 
 /// One timed request on `conn` (reopened after an error or `connection: close`).
 async fn one(target: &Target, conn: &mut Conn, stream: bool, out: &mut Samples) -> Result<()> {
-    let request = if stream {
-        &target.stream
-    } else {
-        &target.plain
-    };
+    let request = if stream { &target.stream } else { &target.plain };
     let start = Instant::now();
     let result = conn.exchange(request, false, stream).await;
     let done = Instant::now();
     match result {
         Ok(reply) if reply.status == 200 => {
-            let end = if stream {
-                reply.first_content
-            } else {
-                Some(done)
-            };
+            let end = if stream { reply.first_content } else { Some(done) };
             match end {
                 Some(end) => out.lat.push(ns(end - start)),
                 None => out.error(format!("{}: stream without a content delta", target.name)),
@@ -541,11 +512,7 @@ async fn one(target: &Target, conn: &mut Conn, stream: bool, out: &mut Samples) 
         }
     }
     if out.errors > 100 {
-        return Err(format!(
-            "too many errors; first: {}",
-            out.first_error.clone().unwrap_or_default()
-        )
-        .into());
+        return Err(format!("too many errors; first: {}", out.first_error.clone().unwrap_or_default()).into());
     }
     Ok(())
 }
@@ -564,39 +531,21 @@ impl RateRun {
     fn passed(&self) -> bool {
         self.samples.errors == 0
             && self.unsent == 0
-            && self
-                .samples
-                .p(0.99)
-                .is_some_and(|p| u128::from(p) < P99_LIMIT.as_micros())
+            && self.samples.p(0.99).is_some_and(|p| u128::from(p) < P99_LIMIT.as_micros())
     }
 }
 
-/// Sends the intended send times on schedule. A plain thread, because tokio's timer has 1 ms resolution: it
-/// sleeps to shortly before each due time (the kernel's timer slack is 50 µs) and hands the time over; a request
-/// sent early is timed from its actual send, one sent late from its due time.
-#[allow(clippy::disallowed_methods)]
-fn pace(start: Instant, rate: u64, n: u64, tx: mpsc::UnboundedSender<Instant>) {
-    const EARLY: Duration = Duration::from_micros(60);
-    let period = 1e9 / rate as f64;
-    for i in 0..n {
-        let due = start + Duration::from_nanos((i as f64 * period) as u64);
-        let now = Instant::now();
-        if due > now + EARLY {
-            std::thread::sleep(due - now - EARLY);
-        }
-        if tx.send(due).is_err() {
-            return;
-        }
-    }
-}
-
-type Outcome = Option<std::result::Result<u64, String>>;
+/// Latency and send lateness (ns), or an error.
+type Outcome = Option<std::result::Result<(u64, u64), String>>;
 /// A connection given back to the dispatcher (None: lost) with the outcome of its last request.
 type Back = (Option<Conn>, Outcome);
 
 fn record(outcome: Outcome, s: &mut Samples) {
     match outcome {
-        Some(Ok(lat)) => s.lat.push(lat),
+        Some(Ok((lat, late))) => {
+            s.lat.push(lat);
+            s.late.push(late);
+        }
         Some(Err(e)) => s.error(e),
         None => {}
     }
@@ -607,11 +556,10 @@ fn record(outcome: Outcome, s: &mut Samples) {
 async fn open_loop(target: &Target, pool: &mut Vec<Conn>, rate: u64, secs: f64) -> RateRun {
     let n = ((rate as f64 * secs).round() as u64).max(1);
     let size = pool.len();
-    let start = Instant::now() + Duration::from_millis(5);
-    let hard_deadline =
-        start + Duration::from_secs_f64(secs) + Duration::from_secs_f64((secs * 0.5).max(1.0));
-    let (due_tx, mut due_rx) = mpsc::unbounded_channel();
-    let pacer = std::thread::spawn(move || pace(start, rate, n, due_tx));
+    let period = 1e9 / rate as f64;
+    let start = Instant::now() + Duration::from_millis(2);
+    let due_of = |i: u64| start + Duration::from_nanos((i as f64 * period) as u64);
+    let hard_deadline = start + Duration::from_secs_f64(secs) + Duration::from_secs_f64((secs * 0.5).max(1.0));
     let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Back>();
     for conn in pool.drain(..) {
         let _ = back_tx.send((Some(conn), None));
@@ -619,22 +567,33 @@ async fn open_loop(target: &Target, pool: &mut Vec<Conn>, rate: u64, secs: f64) 
     let mut samples = Samples::default();
     let mut sent = 0u64;
     let mut out_there = size;
-    'dispatch: while let Ok(Some(due)) =
-        tokio::time::timeout_at(hard_deadline.into(), due_rx.recv()).await
-    {
+    'dispatch: for i in 0..n {
+        let due = due_of(i);
+        // Wait for the due time without sleeping: tokio's timer has 1 ms resolution, and a sleeping thread
+        // wakes ~100 µs late on this VM. Each turn lets the runtime handle responses (`yield_now` polls the I/O
+        // driver) and lets the kernel run the mock, which may share this CPU (`sched_yield`).
+        while Instant::now() < due {
+            std::thread::yield_now();
+            tokio::task::yield_now().await;
+        }
+        if Instant::now() > hard_deadline {
+            break;
+        }
         let conn = loop {
             if out_there == 0 {
                 break 'dispatch;
             }
-            match tokio::time::timeout_at(hard_deadline.into(), back_rx.recv()).await {
-                Ok(Some((conn, outcome))) => {
-                    record(outcome, &mut samples);
-                    match conn {
-                        Some(conn) => break conn,
-                        None => out_there -= 1,
-                    }
-                }
-                _ => break 'dispatch,
+            let back = match back_rx.try_recv() {
+                Ok(back) => Some(back),
+                Err(_) => tokio::time::timeout_at(hard_deadline.into(), back_rx.recv()).await.ok().flatten(),
+            };
+            let Some((conn, outcome)) = back else {
+                break 'dispatch;
+            };
+            record(outcome, &mut samples);
+            match conn {
+                Some(conn) => break conn,
+                None => out_there -= 1,
             }
         };
         sent += 1;
@@ -648,27 +607,21 @@ async fn open_loop(target: &Target, pool: &mut Vec<Conn>, rate: u64, secs: f64) 
             let result = conn.exchange(&request, false, false).await;
             let done = Instant::now();
             let (outcome, keep) = match result {
-                Ok(r) if r.status == 200 => (Ok(ns(done - from)), !r.close),
+                Ok(r) if r.status == 200 => {
+                    (Ok((ns(done - from), ns(sent_at.saturating_duration_since(due)))), !r.close)
+                }
                 Ok(r) => (Err(format!("{name}: status {}", r.status)), !r.close),
                 Err(e) => (Err(format!("{name}: {e}")), false),
             };
-            let conn = if keep {
-                Some(conn)
-            } else {
-                Conn::open(addr).await.ok()
-            };
+            let conn = if keep { Some(conn) } else { Conn::open(addr).await.ok() };
             let _ = tx.send((conn, Some(outcome)));
         });
     }
     // Whatever was not sent by the deadline counts at its lateness so far.
     let end = Instant::now();
-    drop(due_rx);
-    let _ = pacer.join();
     let unsent = n.saturating_sub(sent);
-    let period = 1e9 / rate as f64;
     for i in sent..n {
-        let due = start + Duration::from_nanos((i as f64 * period) as u64);
-        samples.lat.push(ns(end.saturating_duration_since(due)));
+        samples.lat.push(ns(end.saturating_duration_since(due_of(i))));
     }
     // Take the connections back (bounded wait for stragglers).
     let collect_deadline = Instant::now() + Duration::from_secs(10);
@@ -690,11 +643,7 @@ async fn open_loop(target: &Target, pool: &mut Vec<Conn>, rate: u64, secs: f64) 
         }
     }
     samples.finish();
-    RateRun {
-        rate,
-        samples,
-        unsent,
-    }
+    RateRun { rate, samples, unsent }
 }
 
 async fn pause(ms: u64) {
@@ -745,6 +694,8 @@ async fn search(
 
 struct Setup {
     settings: Settings,
+    /// Set with the split placement: the gateway's process, to move it between CPUs.
+    gateway_pid: Option<u32>,
     cpus: usize,
     pin_note: String,
     command: String,
@@ -810,37 +761,28 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
         }
     }
 
-    eprintln!(
-        "bench: 1 connection, {} requests per target",
-        s.seq_requests
-    );
-    let seq = sequential(
-        &targets,
-        s.seq_warmup,
-        s.seq_requests,
-        false,
-        Duration::from_secs(40),
-    )
-    .await?;
+    // With the split placement, the one-connection test also runs with the gateway moved onto the load
+    // generator's CPU: the difference is the cost of cross-CPU wake-ups on this VM, not of the gateway's work.
+    let same_cpu = match setup.gateway_pid {
+        Some(pid) => {
+            eprintln!("bench: 1 connection, {} requests per target, gateway moved to CPU 0", s.seq_requests);
+            repin(pid, "0")?;
+            let seq = sequential(&targets, s.seq_warmup, s.seq_requests, false, Duration::from_secs(40)).await;
+            repin(pid, "1")?;
+            let seq = seq?;
+            describe("1 conn, same CPU", &targets, &seq);
+            Some(seq)
+        }
+        None => None,
+    };
+    eprintln!("bench: 1 connection, {} requests per target", s.seq_requests);
+    let seq = sequential(&targets, s.seq_warmup, s.seq_requests, false, Duration::from_secs(40)).await?;
     describe("1 conn", &targets, &seq);
-    eprintln!(
-        "bench: streaming, 1 connection, {} requests per target",
-        s.stream_requests
-    );
-    let ttft = sequential(
-        &targets,
-        s.stream_warmup,
-        s.stream_requests,
-        true,
-        Duration::from_secs(60),
-    )
-    .await?;
+    eprintln!("bench: streaming, 1 connection, {} requests per target", s.stream_requests);
+    let ttft = sequential(&targets, s.stream_warmup, s.stream_requests, true, Duration::from_secs(60)).await?;
 
     describe("stream TTFT", &targets, &ttft);
-    eprintln!(
-        "bench: open loop at {:?} req/s, {} s each, {} connections",
-        s.rates, s.rate_secs, s.conns
-    );
+    eprintln!("bench: open loop at {:?} req/s, {} s each, {} connections", s.rates, s.rate_secs, s.conns);
     let mut pools: [Vec<Conn>; 2] = [Vec::new(), Vec::new()];
     for (i, t) in targets.iter().enumerate() {
         for _ in 0..s.conns {
@@ -855,11 +797,13 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
             pause(300).await;
             let run = open_loop(t, &mut pools[i], rate, s.rate_secs).await;
             eprintln!(
-                "bench:   {} @ {rate}: p50 {} p99 {} µs{}",
+                "bench:   {} @ {rate}: p50 {} p99 {} µs{}; sent late by p50 {} p99 {} µs",
                 t.name,
                 fmt_us(run.samples.p(0.5)),
                 fmt_us(run.samples.p(0.99)),
-                err_note(&run.samples, run.unsent)
+                err_note(&run.samples, run.unsent),
+                fmt_us(pct_us(&run.samples.late, 0.5)),
+                fmt_us(pct_us(&run.samples.late, 0.99)),
             );
             fixed[i].push(run);
         }
@@ -868,8 +812,7 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
     eprintln!("bench: searching the highest rate with p99 < 5 ms");
     let mut max = Vec::new();
     for (i, t) in targets.iter().enumerate() {
-        let (rate, bounded, runs) =
-            search(t, &mut pools[i], &fixed[i], s.search_probes, s.search_secs).await;
+        let (rate, bounded, runs) = search(t, &mut pools[i], &fixed[i], s.search_probes, s.search_secs).await;
         for r in &runs {
             eprintln!(
                 "bench:   {} probe {}: p99 {} µs{} → {}",
@@ -886,10 +829,7 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
 
     // The table.
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "| measurement | direct to mock | through gateway | added |"
-    );
+    let _ = writeln!(o, "| measurement | direct to mock | through gateway | added |");
     let _ = writeln!(o, "|---|---|---|---|");
     for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
         let (d, g) = (seq[0].p(q), seq[1].p(q));
@@ -903,13 +843,23 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
             fmt_added(d, g)
         );
     }
-    for (d, g) in fixed[0].iter().zip(&fixed[1]) {
-        let (d50, d99, g50, g99) = (
-            d.samples.p(0.5),
-            d.samples.p(0.99),
-            g.samples.p(0.5),
-            g.samples.p(0.99),
+    if let Some(same) = &same_cpu {
+        let (d50, d99, g50, g99) = (same[0].p(0.5), same[0].p(0.99), same[1].p(0.5), same[1].p(0.99));
+        let _ = writeln!(
+            o,
+            "| 1 conn p50 / p99, gateway moved onto CPU 0 too (µs) | {} / {}{} | {} / {}{} | {} / {} |",
+            fmt_us(d50),
+            fmt_us(d99),
+            err_note(&same[0], 0),
+            fmt_us(g50),
+            fmt_us(g99),
+            err_note(&same[1], 0),
+            fmt_added(d50, g50),
+            fmt_added(d99, g99)
         );
+    }
+    for (d, g) in fixed[0].iter().zip(&fixed[1]) {
+        let (d50, d99, g50, g99) = (d.samples.p(0.5), d.samples.p(0.99), g.samples.p(0.5), g.samples.p(0.99));
         let _ = writeln!(
             o,
             "| {} req/s p50 / p99 (µs) | {} / {}{} | {} / {}{} | {} / {} |",
@@ -931,23 +881,10 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
             format!("≥ {rate}")
         }
     };
-    let ratio = if max[0].0 > 0 {
-        format!("{:.2}× of direct", max[1].0 as f64 / max[0].0 as f64)
-    } else {
-        "–".into()
-    };
-    let _ = writeln!(
-        o,
-        "| max rate with p99 < 5 ms (req/s) | {} | {} | {ratio} |",
-        shown(max[0]),
-        shown(max[1])
-    );
-    let (d50, d99, g50, g99) = (
-        ttft[0].p(0.5),
-        ttft[0].p(0.99),
-        ttft[1].p(0.5),
-        ttft[1].p(0.99),
-    );
+    let ratio =
+        if max[0].0 > 0 { format!("{:.2}× of direct", max[1].0 as f64 / max[0].0 as f64) } else { "–".into() };
+    let _ = writeln!(o, "| max rate with p99 < 5 ms (req/s) | {} | {} | {ratio} |", shown(max[0]), shown(max[1]));
+    let (d50, d99, g50, g99) = (ttft[0].p(0.5), ttft[0].p(0.99), ttft[1].p(0.5), ttft[1].p(0.99));
     let _ = writeln!(
         o,
         "| stream TTFT p50 / p99 (µs) | {} / {}{} | {} / {}{} | {} / {} |",
@@ -1047,27 +984,17 @@ fn run(dir: &Path) -> Result<String> {
         Pin::None => (None, None, None),
     };
     let pin_note = match settings.pin {
-        Pin::Split => {
-            "pinned with taskset: load generator + mock on CPU 0, gateway on CPU 1".to_owned()
-        }
+        Pin::Split => "pinned with taskset: load generator + mock on CPU 0, gateway on CPU 1".to_owned(),
         Pin::One => "pinned with taskset: everything on CPU 0".to_owned(),
         Pin::None if has_taskset => "no pinning (BENCH_PIN=none)".to_owned(),
         Pin::None => "no pinning (taskset not found)".to_owned(),
     };
     // Pin this process (all its threads, including those created later) before any runtime exists.
     if let Some(cpu) = self_cpu {
-        let status = Command::new("taskset")
-            .args(["-a", "-p", "-c", cpu, &std::process::id().to_string()])
-            .stdout(Stdio::null())
-            .status()?;
-        if !status.success() {
-            return Err("taskset could not pin the load generator".into());
-        }
+        repin(std::process::id(), cpu)?;
     }
     let mut command = String::new();
-    let mut vars: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("BENCH_"))
-        .collect();
+    let mut vars: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("BENCH_")).collect();
     vars.sort();
     for (k, v) in vars {
         let _ = write!(command, "{k}={v} ");
@@ -1076,8 +1003,7 @@ fn run(dir: &Path) -> Result<String> {
 
     let mut children = Children::default();
     let mut mock = child_command(MOCK_BIN, mock_cpu);
-    mock.args(["--listen", "127.0.0.1:0", "--token-interval-us"])
-        .arg(settings.token_interval_us.to_string());
+    mock.args(["--listen", "127.0.0.1:0", "--token-interval-us"]).arg(settings.token_interval_us.to_string());
     let mock_out = spawn(&mut children, mock, &dir.join("mock.log"))?;
     let mock_addr = parse_url(&wait_for(&mock_out, "listening on ", "switchyard-mock")?)?;
 
@@ -1096,16 +1022,8 @@ fn run(dir: &Path) -> Result<String> {
         .env("SWITCHYARD__BOOTSTRAP__TOKENS_PER_MINUTE", "2000000000")
         .env("SWITCHYARD__BOOTSTRAP__CREDITS", "1000000000");
     let gw_out = spawn(&mut children, gw, &dir.join("gateway.log"))?;
-    let key = wait_for(
-        &gw_out,
-        "API key (shown once, keep it): ",
-        "switchyard serve",
-    )?;
-    let gw_addr = parse_url(&wait_for(
-        &gw_out,
-        "Switchyard listening on ",
-        "switchyard serve",
-    )?)?;
+    let key = wait_for(&gw_out, "API key (shown once, keep it): ", "switchyard serve")?;
+    let gw_addr = parse_url(&wait_for(&gw_out, "Switchyard listening on ", "switchyard serve")?)?;
 
     let targets = [
         Target {
@@ -1125,15 +1043,9 @@ fn run(dir: &Path) -> Result<String> {
         "bench: mock on {mock_addr}, gateway on {gw_addr}; {pin_note}{}",
         if settings.quick { "; quick run" } else { "" }
     );
-    let setup = Setup {
-        settings,
-        cpus,
-        pin_note,
-        command,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let gateway_pid = children.0.last().map(Child::id).filter(|_| settings.pin == Pin::Split);
+    let setup = Setup { settings, gateway_pid, cpus, pin_note, command };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(bench(targets, &setup));
     drop(runtime);
     drop(children);

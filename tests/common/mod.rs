@@ -22,11 +22,7 @@ pub struct Gateway {
 
 /// The configuration tests start from: defaults, nothing from the process environment.
 pub fn test_config() -> Config {
-    Config::load_with_env(
-        None,
-        figment::providers::Env::prefixed("SWITCHYARD_TESTS_NEVER_SET__"),
-    )
-    .unwrap()
+    Config::load_with_env(None, figment::providers::Env::prefixed("SWITCHYARD_TESTS_NEVER_SET__")).unwrap()
 }
 
 /// Provider variables pointing every HTTP provider at the mock.
@@ -52,9 +48,7 @@ impl Gateway {
         let catalogue = config.catalogue().unwrap();
         let lookup = move |name: &str| env.get(name).cloned();
         let (state, bootstrap) = AppState::build(config, catalogue, &lookup).await.unwrap();
-        let key = bootstrap
-            .expect("a fresh data dir bootstraps a key")
-            .api_key;
+        let key = bootstrap.expect("a fresh data dir bootstraps a key").api_key;
         let state = web::Data::new(state);
         let data = state.clone();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -68,14 +62,7 @@ impl Gateway {
             .run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
-        Gateway {
-            url: format!("http://{addr}"),
-            key,
-            state,
-            client: reqwest::Client::new(),
-            handle,
-            _dir: dir,
-        }
+        Gateway { url: format!("http://{addr}"), key, state, client: reqwest::Client::new(), handle, _dir: dir }
     }
 
     /// A gateway with every provider pointed at `mock`.
@@ -84,21 +71,15 @@ impl Gateway {
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(&self.key)
+        self.client.post(format!("{}{path}", self.url)).bearer_auth(&self.key)
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.key)
+        self.client.get(format!("{}{path}", self.url)).bearer_auth(&self.key)
     }
 
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(ADMIN_KEY)
+        self.client.request(method, format!("{}{path}", self.url)).bearer_auth(ADMIN_KEY)
     }
 
     pub async fn stop(self) {
@@ -109,12 +90,7 @@ impl Gateway {
 /// The `data:` payloads of an SSE body, in order.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
-        .filter_map(|event| {
-            event
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .map(str::to_owned)
-        })
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned))
         .collect()
 }
 
@@ -122,19 +98,10 @@ pub fn sse_data(body: &str) -> Vec<String> {
 pub async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.unwrap();
-    let code = body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error envelope: {body}"))
-        .to_owned();
+    let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("no error envelope: {body}")).to_owned();
     for field in ["message", "type", "code"] {
-        assert!(
-            body["error"][field].is_string(),
-            "envelope lacks {field}: {body}"
-        );
+        assert!(body["error"][field].is_string(), "envelope lacks {field}: {body}");
     }
-    assert!(
-        body["error"].get("param").is_some(),
-        "envelope lacks param: {body}"
-    );
+    assert!(body["error"].get("param").is_some(), "envelope lacks param: {body}");
     (status, code)
 }

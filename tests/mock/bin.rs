@@ -17,9 +17,7 @@ fn invalid(msg: String) -> std::io::Error {
 }
 
 fn number(flag: &str, value: &str) -> std::io::Result<u64> {
-    value
-        .parse::<u64>()
-        .map_err(|_| invalid(format!("{flag}: not a number: {value}")))
+    value.parse::<u64>().map_err(|_| invalid(format!("{flag}: not a number: {value}")))
 }
 
 #[allow(clippy::print_stdout)]
@@ -45,36 +43,24 @@ fn main() -> std::io::Result<()> {
         let value = match inline {
             Some(v) => v,
             None => {
-                let v = args
-                    .get(i)
-                    .cloned()
-                    .ok_or_else(|| invalid(format!("{flag} needs a value")))?;
+                let v = args.get(i).cloned().ok_or_else(|| invalid(format!("{flag} needs a value")))?;
                 i += 1;
                 v
             }
         };
         match flag.as_str() {
             "--listen" => listen = value,
-            "--reply-words" => {
-                config.reply_words = usize::try_from(number(&flag, &value)?).unwrap_or(usize::MAX)
-            }
+            "--reply-words" => config.reply_words = usize::try_from(number(&flag, &value)?).unwrap_or(usize::MAX),
             "--ttft-ms" => config.ttft = Duration::from_millis(number(&flag, &value)?),
-            "--token-interval-us" => {
-                config.token_interval = Duration::from_micros(number(&flag, &value)?)
-            }
+            "--token-interval-us" => config.token_interval = Duration::from_micros(number(&flag, &value)?),
             "--threads" => threads = usize::try_from(number(&flag, &value)?).unwrap_or(1),
             _ => return Err(invalid(format!("unknown argument: {flag}"))),
         }
     }
     let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
     };
     runtime.block_on(async {
         let server = server::MockServer::start_on(&listen, config).await?;

@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 
 /// Words the deterministic reply is made of.
 pub const WORDS: [&str; 16] = [
-    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett",
-    "kilo", "lima", "mike", "november", "oscar", "papa",
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo", "lima",
+    "mike", "november", "oscar", "papa",
 ];
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -35,11 +35,7 @@ pub struct MockConfig {
 
 impl Default for MockConfig {
     fn default() -> Self {
-        Self {
-            reply_words: 12,
-            ttft: Duration::ZERO,
-            token_interval: Duration::ZERO,
-        }
+        Self { reply_words: 12, ttft: Duration::ZERO, token_interval: Duration::ZERO }
     }
 }
 
@@ -106,11 +102,7 @@ impl Shared {
             Some(0) => Fault::None,
             Some(n) => {
                 let out = f.0.clone();
-                *f = if n == 1 {
-                    (Fault::None, None)
-                } else {
-                    (out.clone(), Some(n - 1))
-                };
+                *f = if n == 1 { (Fault::None, None) } else { (out.clone(), Some(n - 1)) };
                 out
             }
         }
@@ -158,12 +150,8 @@ impl MockServer {
                 sh.open.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let guard = OpenGuard(sh.clone());
-                    let mut conn = Conn {
-                        stream,
-                        buf: BytesMut::with_capacity(8192),
-                        out: Vec::with_capacity(8192),
-                        sh,
-                    };
+                    let mut conn =
+                        Conn { stream, buf: BytesMut::with_capacity(8192), out: Vec::with_capacity(8192), sh };
                     let _ = conn.serve().await;
                     drop(conn);
                     drop(guard);
@@ -244,10 +232,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 fn esc(s: &str) -> String {
@@ -255,10 +240,7 @@ fn esc(s: &str) -> String {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn reason(status: u16) -> &'static str {
@@ -301,10 +283,7 @@ fn content_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Array(parts) => {
-            let texts: Vec<&str> = parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect();
+            let texts: Vec<&str> = parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect();
             texts.join(" ")
         }
         _ => String::new(),
@@ -323,11 +302,7 @@ struct Plan {
 }
 
 fn plan(body: &Value, provider: Provider, cfg: &MockConfig) -> Plan {
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     let mut prompt_tokens = 0;
     let mut last_user = String::new();
     for m in messages {
@@ -353,40 +328,24 @@ fn plan(body: &Value, provider: Provider, cfg: &MockConfig) -> Plan {
             cut = Some(None);
         }
     }
-    let stops: Vec<String> = match body.get(if provider == Provider::OpenAi {
-        "stop"
-    } else {
-        "stop_sequences"
-    }) {
+    let stops: Vec<String> = match body.get(if provider == Provider::OpenAi { "stop" } else { "stop_sequences" }) {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
         _ => Vec::new(),
     };
     let mut deltas = reply_deltas(&last_user, n);
-    if let Some((i, s)) = deltas.iter().enumerate().find_map(|(i, d)| {
-        stops
-            .iter()
-            .find(|s| !s.is_empty() && d.contains(s.as_str()))
-            .map(|s| (i, s))
-    }) {
+    if let Some((i, s)) = deltas
+        .iter()
+        .enumerate()
+        .find_map(|(i, d)| stops.iter().find(|s| !s.is_empty() && d.contains(s.as_str())).map(|s| (i, s)))
+    {
         cut = Some(Some(s.clone()));
         deltas.truncate(i);
     }
     Plan {
-        model: body
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or("mock-model")
-            .to_string(),
+        model: body.get("model").and_then(Value::as_str).unwrap_or("mock-model").to_string(),
         stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        include_usage: body
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        include_usage: body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false),
         deltas,
         prompt_tokens: prompt_tokens.max(1),
         cut,
@@ -420,30 +379,15 @@ fn error_body(provider: Provider, status: u16, message: Option<&str>) -> String 
             let (ty, msg) = match status {
                 400 => ("invalid_request_error", "Invalid request (mock)."),
                 401 => ("authentication_error", "invalid x-api-key"),
-                403 => (
-                    "permission_error",
-                    "Your API key does not have permission to use the specified resource.",
-                ),
-                404 => (
-                    "not_found_error",
-                    "The requested resource could not be found.",
-                ),
-                413 => (
-                    "request_too_large",
-                    "Request exceeds the maximum allowed number of bytes.",
-                ),
-                429 => (
-                    "rate_limit_error",
-                    "Number of requests has exceeded your rate limit (mock).",
-                ),
+                403 => ("permission_error", "Your API key does not have permission to use the specified resource."),
+                404 => ("not_found_error", "The requested resource could not be found."),
+                413 => ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+                429 => ("rate_limit_error", "Number of requests has exceeded your rate limit (mock)."),
                 529 => ("overloaded_error", "Overloaded"),
                 s if s >= 500 => ("api_error", "Internal server error"),
                 _ => ("invalid_request_error", "Request failed (mock)."),
             };
-            format!(
-                r#"{{"type":"error","error":{{"type":"{ty}","message":{}}}}}"#,
-                esc(message.unwrap_or(msg))
-            )
+            format!(r#"{{"type":"error","error":{{"type":"{ty}","message":{}}}}}"#, esc(message.unwrap_or(msg)))
         }
     }
 }
@@ -507,11 +451,7 @@ impl Conn {
                 return Err(bad("head too large"));
             }
             if self.read_more().await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(std::io::ErrorKind::UnexpectedEof.into())
-                };
+                return if self.buf.is_empty() { Ok(None) } else { Err(std::io::ErrorKind::UnexpectedEof.into()) };
             }
         };
         let head = std::str::from_utf8(&self.buf[..end]).map_err(|_| bad("head not utf-8"))?;
@@ -532,19 +472,16 @@ impl Conn {
         };
         self.buf.advance(end + 4);
         if find_header(&headers, "expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
-            self.stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await?;
+            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         }
-        let chunked = find_header(&headers, "transfer-encoding")
-            .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
+        let chunked =
+            find_header(&headers, "transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
         let body = if chunked {
             let mut body = Vec::new();
             loop {
                 let line = self.read_line().await?;
                 let size_str = line.split(';').next().unwrap_or("").trim();
-                let size =
-                    usize::from_str_radix(size_str, 16).map_err(|_| bad("bad chunk size"))?;
+                let size = usize::from_str_radix(size_str, 16).map_err(|_| bad("bad chunk size"))?;
                 if size == 0 {
                     while !self.read_line().await?.is_empty() {}
                     break body;
@@ -567,13 +504,7 @@ impl Conn {
             self.fill(len).await?;
             self.buf.split_to(len).to_vec()
         };
-        Ok(Some(Request {
-            method,
-            path,
-            headers,
-            body,
-            keep_alive,
-        }))
+        Ok(Some(Request { method, path, headers, body, keep_alive }))
     }
 
     /// Sends what is buffered in `out`.
@@ -619,18 +550,12 @@ impl Conn {
     ) {
         use std::io::Write;
         let o = &mut self.out;
-        let _ = write!(
-            o,
-            "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\n",
-            reason(status)
-        );
+        let _ = write!(o, "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\n", reason(status));
         match len {
             Some(n) => {
                 let _ = write!(o, "content-length: {n}\r\n");
             }
-            None => {
-                o.extend_from_slice(b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n")
-            }
+            None => o.extend_from_slice(b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n"),
         }
         for (k, v) in extra {
             let _ = write!(o, "{k}: {v}\r\n");
@@ -648,13 +573,7 @@ impl Conn {
         body: &str,
         keep_alive: bool,
     ) -> std::io::Result<bool> {
-        self.head(
-            status,
-            "application/json",
-            extra,
-            Some(body.len()),
-            keep_alive,
-        );
+        self.head(status, "application/json", extra, Some(body.len()), keep_alive);
         self.out.extend_from_slice(body.as_bytes());
         self.flush().await?;
         Ok(keep_alive)
@@ -687,9 +606,7 @@ impl Conn {
         });
         let hdr = |n: &str| find_header(&req.headers, n).filter(|v| !v.is_empty());
         let provider = if path.starts_with("/v1/messages")
-            || (path == "/v1/models"
-                && hdr("x-api-key").is_some()
-                && hdr("authorization").is_none())
+            || (path == "/v1/models" && hdr("x-api-key").is_some() && hdr("authorization").is_none())
         {
             Provider::Anthropic
         } else {
@@ -702,10 +619,7 @@ impl Conn {
         let seq = self.sh.seq.fetch_add(1, Ordering::Relaxed);
         let extra = [(id_hdr, format!("req_mock{seq:012}"))];
         let is_chat = req.method == "POST"
-            && matches!(
-                path.as_str(),
-                "/v1/chat/completions" | "/chat/completions" | "/v1/messages"
-            );
+            && matches!(path.as_str(), "/v1/chat/completions" | "/chat/completions" | "/v1/messages");
         let is_models = req.method == "GET" && path == "/v1/models";
         if !is_chat && !is_models {
             let body = match provider {
@@ -717,51 +631,35 @@ impl Conn {
             };
             return self.respond(404, &extra, &body, ka).await;
         }
-        let fault = if is_chat {
-            self.sh.take_fault()
-        } else {
-            Fault::None
-        };
+        let fault = if is_chat { self.sh.take_fault() } else { Fault::None };
         match fault {
             Fault::Reset => {
                 let _ = self.stream.set_zero_linger();
                 return Ok(false);
             }
             Fault::Stall(d) => self.pause(d).await?,
-            Fault::Status {
-                status,
-                retry_after,
-            } => {
+            Fault::Status { status, retry_after } => {
                 let mut extra = extra.to_vec();
                 if let Some(s) = retry_after {
                     extra.push(("retry-after", s.to_string()));
                 }
-                return self
-                    .respond(status, &extra, &error_body(provider, status, None), ka)
-                    .await;
+                return self.respond(status, &extra, &error_body(provider, status, None), ka).await;
             }
             _ => {}
         }
         // Authentication, as the providers check it.
         let auth_ok = match provider {
             Provider::OpenAi => hdr("authorization")
-                .and_then(|a| {
-                    a.strip_prefix("Bearer ")
-                        .or_else(|| a.strip_prefix("bearer "))
-                })
+                .and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")))
                 .is_some_and(|t| !t.trim().is_empty()),
             Provider::Anthropic => hdr("x-api-key").is_some(),
         };
         if !auth_ok {
-            return self
-                .respond(401, &extra, &error_body(provider, 401, None), ka)
-                .await;
+            return self.respond(401, &extra, &error_body(provider, 401, None), ka).await;
         }
         if provider == Provider::Anthropic && hdr("anthropic-version").is_none() {
             let msg = "anthropic-version: header is required";
-            return self
-                .respond(400, &extra, &error_body(provider, 400, Some(msg)), ka)
-                .await;
+            return self.respond(400, &extra, &error_body(provider, 400, Some(msg)), ka).await;
         }
         if is_models {
             return self.respond(200, &extra, &models_body(provider), ka).await;
@@ -771,26 +669,18 @@ impl Conn {
                 Provider::OpenAi => "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
                 Provider::Anthropic => "There was an error parsing the body of your request as JSON.",
             };
-            return self
-                .respond(400, &extra, &error_body(provider, 400, Some(msg)), ka)
-                .await;
+            return self.respond(400, &extra, &error_body(provider, 400, Some(msg)), ka).await;
         };
         let missing = match provider {
-            Provider::OpenAi => ["model", "messages"]
-                .into_iter()
-                .find(|k| body.get(*k).is_none()),
-            Provider::Anthropic => ["model", "max_tokens", "messages"]
-                .into_iter()
-                .find(|k| body.get(*k).is_none()),
+            Provider::OpenAi => ["model", "messages"].into_iter().find(|k| body.get(*k).is_none()),
+            Provider::Anthropic => ["model", "max_tokens", "messages"].into_iter().find(|k| body.get(*k).is_none()),
         };
         if let Some(field) = missing {
             let b = match provider {
                 Provider::OpenAi => format!(
                     r#"{{"error":{{"message":"Missing required parameter: '{field}'.","type":"invalid_request_error","param":"{field}","code":"missing_required_parameter"}}}}"#
                 ),
-                Provider::Anthropic => {
-                    error_body(provider, 400, Some(&format!("{field}: Field required")))
-                }
+                Provider::Anthropic => error_body(provider, 400, Some(&format!("{field}: Field required"))),
             };
             return self.respond(400, &extra, &b, ka).await;
         }
@@ -798,20 +688,14 @@ impl Conn {
         let p = plan(&body, provider, &cfg);
         self.pause(cfg.ttft).await?;
         if p.stream {
-            return self
-                .stream_reply(provider, &p, &fault, &extra, cfg.token_interval, seq, ka)
-                .await;
+            return self.stream_reply(provider, &p, &fault, &extra, cfg.token_interval, seq, ka).await;
         }
         let text = p.deltas.concat();
         let c = p.deltas.len();
         let (model, pt) = (esc(&p.model), p.prompt_tokens);
         let body = match provider {
             Provider::OpenAi => {
-                let fr = if p.cut == Some(None) {
-                    "length"
-                } else {
-                    "stop"
-                };
+                let fr = if p.cut == Some(None) { "length" } else { "stop" };
                 format!(
                     r#"{{"id":"chatcmpl-mock{seq:012}","object":"chat.completion","created":{},"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{},"refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"{fr}"}}],"usage":{{"prompt_tokens":{pt},"completion_tokens":{c},"total_tokens":{}}},"system_fingerprint":"fp_mock"}}"#,
                     now_secs(),
@@ -829,8 +713,7 @@ impl Conn {
         };
         if let Fault::CutStream { .. } = fault {
             self.head(200, "application/json", &extra, Some(body.len()), ka);
-            self.out
-                .extend_from_slice(&body.as_bytes()[..body.len() / 2]);
+            self.out.extend_from_slice(&body.as_bytes()[..body.len() / 2]);
             self.flush().await?;
             return Ok(false);
         }
@@ -852,11 +735,7 @@ impl Conn {
         let model = esc(&p.model);
         let c = p.deltas.len();
         let pt = p.prompt_tokens;
-        let usage_null = if p.include_usage {
-            r#","usage":null"#
-        } else {
-            ""
-        };
+        let usage_null = if p.include_usage { r#","usage":null"# } else { "" };
         let prefix = format!(
             r#"{{"id":"chatcmpl-mock{seq:012}","object":"chat.completion.chunk","created":{},"model":{model},"system_fingerprint":"fp_mock","choices":[{{"index":0,"delta":"#,
             now_secs()
@@ -893,9 +772,7 @@ impl Conn {
                 Fault::MidStreamError { after_tokens } if after_tokens == i => {
                     match provider {
                         Provider::OpenAi => self.event(None, &error_body(provider, 500, None)),
-                        Provider::Anthropic => {
-                            self.event(Some("error"), &error_body(provider, 529, None))
-                        }
+                        Provider::Anthropic => self.event(Some("error"), &error_body(provider, 529, None)),
                     }
                     self.out.extend_from_slice(b"0\r\n\r\n");
                     self.flush().await?;
@@ -910,9 +787,8 @@ impl Conn {
             let t = esc(delta);
             match provider {
                 Provider::OpenAi => {
-                    let d = format!(
-                        r#"{prefix}{{"content":{t}}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
-                    );
+                    let d =
+                        format!(r#"{prefix}{{"content":{t}}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#);
                     self.event(None, &d);
                 }
                 Provider::Anthropic => {
@@ -925,14 +801,8 @@ impl Conn {
         }
         match provider {
             Provider::OpenAi => {
-                let fr = if p.cut == Some(None) {
-                    "length"
-                } else {
-                    "stop"
-                };
-                let d = format!(
-                    r#"{prefix}{{}},"logprobs":null,"finish_reason":"{fr}"}}]{usage_null}}}"#
-                );
+                let fr = if p.cut == Some(None) { "length" } else { "stop" };
+                let d = format!(r#"{prefix}{{}},"logprobs":null,"finish_reason":"{fr}"}}]{usage_null}}}"#);
                 self.event(None, &d);
                 if p.include_usage {
                     let d = format!(
@@ -946,10 +816,7 @@ impl Conn {
             }
             Provider::Anthropic => {
                 let (sr, ss) = anthropic_stop(&p.cut);
-                self.event(
-                    Some("content_block_stop"),
-                    r#"{"type":"content_block_stop","index":0}"#,
-                );
+                self.event(Some("content_block_stop"), r#"{"type":"content_block_stop","index":0}"#);
                 let d = format!(
                     r#"{{"type":"message_delta","delta":{{"stop_reason":"{sr}","stop_sequence":{ss}}},"usage":{{"output_tokens":{c}}}}}"#
                 );
@@ -970,29 +837,16 @@ impl Conn {
                 self.respond(200, &[], &b.to_string(), ka).await
             }
             ("POST", "fault") => {
-                let parsed = serde_json::from_slice::<Value>(&req.body)
-                    .ok()
-                    .and_then(|v| parse_fault(&v));
+                let parsed = serde_json::from_slice::<Value>(&req.body).ok().and_then(|v| parse_fault(&v));
                 match parsed {
                     Some((f, times)) => {
                         *lock(&self.sh.fault) = (f, times);
                         self.respond(200, &[], r#"{"ok":true}"#, ka).await
                     }
-                    None => {
-                        self.respond(400, &[], r#"{"ok":false,"error":"bad fault"}"#, ka)
-                            .await
-                    }
+                    None => self.respond(400, &[], r#"{"ok":false,"error":"bad fault"}"#, ka).await,
                 }
             }
-            _ => {
-                self.respond(
-                    404,
-                    &[],
-                    r#"{"ok":false,"error":"unknown control endpoint"}"#,
-                    ka,
-                )
-                .await
-            }
+            _ => self.respond(404, &[], r#"{"ok":false,"error":"unknown control endpoint"}"#, ka).await,
         }
     }
 }
@@ -1006,15 +860,13 @@ fn anthropic_stop(cut: &Option<Option<String>>) -> (&'static str, String) {
 }
 
 fn models_body(provider: Provider) -> String {
-    let ids = [
-        "gpt-4o-mini",
-        "gpt-4o",
-        "claude-sonnet-4-5",
-        "claude-haiku-4-5",
-    ];
+    let ids = ["gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5", "claude-haiku-4-5"];
     match provider {
         Provider::OpenAi => {
-            let data: Vec<Value> = ids.iter().map(|id| json!({"id": id, "object": "model", "created": 1_700_000_000u64, "owned_by": "mock"})).collect();
+            let data: Vec<Value> = ids
+                .iter()
+                .map(|id| json!({"id": id, "object": "model", "created": 1_700_000_000u64, "owned_by": "mock"}))
+                .collect();
             json!({"object": "list", "data": data}).to_string()
         }
         Provider::Anthropic => {
@@ -1029,40 +881,20 @@ fn models_body(provider: Provider) -> String {
 
 /// Parses the control endpoint's fault JSON: `{"fault":"status","status":429,"retry_after":1,"times":2}`.
 pub fn parse_fault(v: &Value) -> Option<(Fault, Option<u32>)> {
-    let after = || {
-        v.get("after_tokens")
-            .and_then(Value::as_u64)
-            .and_then(|n| usize::try_from(n).ok())
-            .unwrap_or(0)
-    };
+    let after = || v.get("after_tokens").and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
     let fault = match v.get("fault")?.as_str()? {
         "none" => Fault::None,
         "status" => Fault::Status {
-            status: v
-                .get("status")
-                .and_then(Value::as_u64)
-                .and_then(|s| u16::try_from(s).ok())
-                .unwrap_or(500),
+            status: v.get("status").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
             retry_after: v.get("retry_after").and_then(Value::as_u64),
         },
         "reset" => Fault::Reset,
-        "stall" => Fault::Stall(Duration::from_millis(
-            v.get("ms").and_then(Value::as_u64).unwrap_or(5000),
-        )),
-        "cut_stream" => Fault::CutStream {
-            after_tokens: after(),
-        },
-        "malformed_chunk" => Fault::MalformedChunk {
-            after_tokens: after(),
-        },
-        "mid_stream_error" => Fault::MidStreamError {
-            after_tokens: after(),
-        },
+        "stall" => Fault::Stall(Duration::from_millis(v.get("ms").and_then(Value::as_u64).unwrap_or(5000))),
+        "cut_stream" => Fault::CutStream { after_tokens: after() },
+        "malformed_chunk" => Fault::MalformedChunk { after_tokens: after() },
+        "mid_stream_error" => Fault::MidStreamError { after_tokens: after() },
         _ => return None,
     };
-    let times = v
-        .get("times")
-        .and_then(Value::as_u64)
-        .and_then(|t| u32::try_from(t).ok());
+    let times = v.get("times").and_then(Value::as_u64).and_then(|t| u32::try_from(t).ok());
     Some((fault, times))
 }

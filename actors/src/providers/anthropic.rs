@@ -20,20 +20,10 @@ impl Anthropic {
         Anthropic { upstream }
     }
 
-    fn request(
-        &self,
-        model: &ModelSpec,
-        request: &ChatRequest,
-        stream: bool,
-    ) -> reqwest::RequestBuilder {
+    fn request(&self, model: &ModelSpec, request: &ChatRequest, stream: bool) -> reqwest::RequestBuilder {
         let body = to_wire(model, request, stream);
         let url = format!("{}/v1/messages", self.upstream.base_url);
-        let builder = self
-            .upstream
-            .client
-            .post(url)
-            .header("anthropic-version", API_VERSION)
-            .json(&body);
+        let builder = self.upstream.client.post(url).header("anthropic-version", API_VERSION).json(&body);
         match &self.upstream.key {
             Some(key) => builder.header("x-api-key", key),
             None => builder,
@@ -60,10 +50,7 @@ fn to_wire<'a>(model: &'a ModelSpec, request: &'a ChatRequest, stream: bool) -> 
                 last.content.push_str("\n\n");
                 last.content.push_str(&message.content);
             }
-            _ => messages.push(WireMessage {
-                role,
-                content: message.content.clone(),
-            }),
+            _ => messages.push(WireMessage { role, content: message.content.clone() }),
         }
     }
     WireRequest {
@@ -79,48 +66,24 @@ fn to_wire<'a>(model: &'a ModelSpec, request: &'a ChatRequest, stream: bool) -> 
 }
 
 impl ChatProvider for Anthropic {
-    async fn chat(
-        &self,
-        model: &ModelSpec,
-        request: &ChatRequest,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, model: &ModelSpec, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let deadline = self.upstream.deadline();
-        let response = self
-            .upstream
-            .send(self.request(model, request, false), deadline, error_message)
-            .await?;
+        let response = self.upstream.send(self.request(model, request, false), deadline, error_message).await?;
         let body = self.upstream.body(response, deadline).await?;
-        let wire: WireResponse = serde_json::from_slice(&body)
-            .map_err(|e| self.upstream.protocol(format!("bad message JSON: {e}")))?;
-        let text: String = wire
-            .content
-            .into_iter()
-            .filter_map(|block| block.text)
-            .collect();
+        let wire: WireResponse =
+            serde_json::from_slice(&body).map_err(|e| self.upstream.protocol(format!("bad message JSON: {e}")))?;
+        let text: String = wire.content.into_iter().filter_map(|block| block.text).collect();
         Ok(ChatResponse {
             text,
             finish_reason: stop_reason(wire.stop_reason.as_deref()),
-            usage: Usage {
-                prompt_tokens: wire.usage.input_tokens,
-                completion_tokens: wire.usage.output_tokens,
-            },
+            usage: Usage { prompt_tokens: wire.usage.input_tokens, completion_tokens: wire.usage.output_tokens },
         })
     }
 
-    async fn chat_stream(
-        &self,
-        model: &ModelSpec,
-        request: &ChatRequest,
-    ) -> Result<ChatStream, ProviderError> {
+    async fn chat_stream(&self, model: &ModelSpec, request: &ChatRequest) -> Result<ChatStream, ProviderError> {
         let deadline = self.upstream.deadline();
-        let response = self
-            .upstream
-            .send(self.request(model, request, true), deadline, error_message)
-            .await?;
-        let events = sse::events(
-            self.upstream.chunks(response, deadline),
-            self.upstream.name.clone(),
-        );
+        let response = self.upstream.send(self.request(model, request, true), deadline, error_message).await?;
+        let events = sse::events(self.upstream.chunks(response, deadline), self.upstream.name.clone());
         let state = StreamState {
             events,
             provider: self.upstream.name.clone(),
@@ -141,25 +104,17 @@ struct StreamState {
 }
 
 impl StreamState {
-    fn fail(
-        mut self,
-        error: ProviderError,
-    ) -> Option<(Result<ChatEvent, ProviderError>, StreamState)> {
+    fn fail(mut self, error: ProviderError) -> Option<(Result<ChatEvent, ProviderError>, StreamState)> {
         self.done = true;
         Some((Err(error), self))
     }
 
     fn protocol(&self, message: String) -> ProviderError {
-        ProviderError::Protocol {
-            provider: self.provider.clone(),
-            message,
-        }
+        ProviderError::Protocol { provider: self.provider.clone(), message }
     }
 }
 
-async fn next_event(
-    mut st: StreamState,
-) -> Option<(Result<ChatEvent, ProviderError>, StreamState)> {
+async fn next_event(mut st: StreamState) -> Option<(Result<ChatEvent, ProviderError>, StreamState)> {
     if st.done {
         return None;
     }
@@ -178,10 +133,7 @@ async fn next_event(
         let wire: WireEvent = match serde_json::from_str(&event.data) {
             Ok(wire) => wire,
             Err(e) => {
-                let error = st.protocol(format!(
-                    "bad `{}` event: {e}",
-                    event.event.as_deref().unwrap_or("?")
-                ));
+                let error = st.protocol(format!("bad `{}` event: {e}", event.event.as_deref().unwrap_or("?")));
                 return st.fail(error);
             }
         };
@@ -208,23 +160,12 @@ async fn next_event(
             }
             WireEvent::MessageStop {} => {
                 st.done = true;
-                let event = ChatEvent::Finish {
-                    reason: st.finish.unwrap_or(FinishReason::Stop),
-                    usage: st.usage,
-                };
+                let event = ChatEvent::Finish { reason: st.finish.unwrap_or(FinishReason::Stop), usage: st.usage };
                 return Some((Ok(event), st));
             }
             WireEvent::Error { error } => {
-                let status = if error.kind == "overloaded_error" {
-                    529
-                } else {
-                    500
-                };
-                let error = ProviderError::Upstream {
-                    provider: st.provider.clone(),
-                    status,
-                    message: error.message,
-                };
+                let status = if error.kind == "overloaded_error" { 529 } else { 500 };
+                let error = ProviderError::Upstream { provider: st.provider.clone(), status, message: error.message };
                 return st.fail(error);
             }
             WireEvent::Ping {}
@@ -362,10 +303,7 @@ mod tests {
     fn system_messages_move_to_the_top_and_turns_alternate() {
         let catalogue = Catalogue::builtin().unwrap();
         let model = catalogue.model("claude-3-haiku").unwrap();
-        let msg = |role, content: &str| Message {
-            role,
-            content: content.to_owned(),
-        };
+        let msg = |role, content: &str| Message { role, content: content.to_owned() };
         let request = ChatRequest {
             messages: vec![
                 msg(Role::System, "be brief"),
@@ -389,15 +327,8 @@ mod tests {
     fn unknown_events_are_ignored() {
         let event: WireEvent = serde_json::from_str(r#"{"type":"something_new","x":1}"#).unwrap();
         assert!(matches!(event, WireEvent::Other));
-        let start =
-            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
-        assert!(matches!(
-            serde_json::from_str(start).unwrap(),
-            WireEvent::ContentBlockStart {}
-        ));
-        assert!(matches!(
-            serde_json::from_str(r#"{"type":"message_stop"}"#).unwrap(),
-            WireEvent::MessageStop {}
-        ));
+        let start = r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
+        assert!(matches!(serde_json::from_str(start).unwrap(), WireEvent::ContentBlockStart {}));
+        assert!(matches!(serde_json::from_str(r#"{"type":"message_stop"}"#).unwrap(), WireEvent::MessageStop {}));
     }
 }

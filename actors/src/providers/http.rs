@@ -17,32 +17,19 @@ pub(crate) struct Upstream {
     pub client: reqwest::Client,
 }
 
-impl Upstream {
-    pub fn new(
-        name: &str,
-        base_url: String,
-        key: Option<String>,
-        key_variable: String,
-        timeouts: Timeouts,
-    ) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(timeouts.connect)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("provider `{name}`: cannot build HTTP client: {e}"))?;
-        Ok(Upstream {
-            name: name.to_owned(),
-            base_url,
-            key,
-            key_variable,
-            timeouts,
-            client,
-        })
-    }
+/// The one pooled client a provider's upstreams share.
+pub(crate) fn client(name: &str, timeouts: Timeouts) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(timeouts.connect)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("provider `{name}`: cannot build HTTP client: {e}"))
+}
 
+impl Upstream {
     /// Sends the request and waits for the response head, within the first-byte bound. A non-success status is
     /// turned into an error using `parse_message` to read the provider's error body.
     pub async fn send(
@@ -52,11 +39,8 @@ impl Upstream {
         parse_message: fn(&[u8]) -> Option<String>,
     ) -> Result<reqwest::Response, ProviderError> {
         let first_byte = Instant::now() + self.timeouts.first_byte;
-        let (limit, phase) = if first_byte < deadline {
-            (first_byte, TimeoutPhase::FirstByte)
-        } else {
-            (deadline, TimeoutPhase::Total)
-        };
+        let (limit, phase) =
+            if first_byte < deadline { (first_byte, TimeoutPhase::FirstByte) } else { (deadline, TimeoutPhase::Total) };
         let response = match tokio::time::timeout_at(limit, request.send()).await {
             Err(_) => return Err(self.timeout(phase)),
             Ok(Err(e)) => return Err(self.transport_error(&e)),
@@ -67,27 +51,17 @@ impl Upstream {
             return Ok(response);
         }
         let retry_after = retry_after(response.headers());
-        let body = tokio::time::timeout_at(deadline, response.bytes())
-            .await
-            .ok()
-            .and_then(Result::ok);
+        let body = tokio::time::timeout_at(deadline, response.bytes()).await.ok().and_then(Result::ok);
         let message = body
             .as_deref()
             .and_then(parse_message)
-            .or_else(|| {
-                body.as_deref()
-                    .map(|b| String::from_utf8_lossy(b).chars().take(300).collect())
-            })
+            .or_else(|| body.as_deref().map(|b| String::from_utf8_lossy(b).chars().take(300).collect()))
             .unwrap_or_default();
         Err(self.status_error(status.as_u16(), retry_after, message))
     }
 
     /// Reads a whole body within the deadline.
-    pub async fn body(
-        &self,
-        response: reqwest::Response,
-        deadline: Instant,
-    ) -> Result<Bytes, ProviderError> {
+    pub async fn body(&self, response: reqwest::Response, deadline: Instant) -> Result<Bytes, ProviderError> {
         match tokio::time::timeout_at(deadline, response.bytes()).await {
             Err(_) => Err(self.timeout(TimeoutPhase::Total)),
             Ok(Err(e)) => Err(self.transport_error(&e)),
@@ -115,24 +89,12 @@ impl Upstream {
                     (deadline, TimeoutPhase::Total)
                 };
                 match tokio::time::timeout_at(limit, body.next()).await {
-                    Err(_) => Some((
-                        Err(ProviderError::Timeout {
-                            provider: name,
-                            phase,
-                        }),
-                        None,
-                    )),
+                    Err(_) => Some((Err(ProviderError::Timeout { provider: name, phase }), None)),
                     Ok(None) => None,
                     Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
                     Ok(Some(Err(e))) => {
                         let message = format!("stream broke: {}", error_chain(&e));
-                        Some((
-                            Err(ProviderError::Connection {
-                                provider: name,
-                                message,
-                            }),
-                            None,
-                        ))
+                        Some((Err(ProviderError::Connection { provider: name, message }), None))
                     }
                 }
             }
@@ -145,80 +107,39 @@ impl Upstream {
     }
 
     pub fn timeout(&self, phase: TimeoutPhase) -> ProviderError {
-        ProviderError::Timeout {
-            provider: self.name.clone(),
-            phase,
-        }
+        ProviderError::Timeout { provider: self.name.clone(), phase }
     }
 
     pub fn protocol(&self, message: impl Into<String>) -> ProviderError {
-        ProviderError::Protocol {
-            provider: self.name.clone(),
-            message: message.into(),
-        }
+        ProviderError::Protocol { provider: self.name.clone(), message: message.into() }
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> ProviderError {
         if e.is_timeout() {
-            return self.timeout(if e.is_connect() {
-                TimeoutPhase::Connect
-            } else {
-                TimeoutPhase::FirstByte
-            });
+            return self.timeout(if e.is_connect() { TimeoutPhase::Connect } else { TimeoutPhase::FirstByte });
         }
-        ProviderError::Connection {
-            provider: self.name.clone(),
-            message: error_chain(e),
-        }
+        ProviderError::Connection { provider: self.name.clone(), message: error_chain(e) }
     }
 
     /// The one map from an upstream status to our error kinds.
-    pub fn status_error(
-        &self,
-        status: u16,
-        retry_after: Option<Duration>,
-        message: String,
-    ) -> ProviderError {
+    pub fn status_error(&self, status: u16, retry_after: Option<Duration>, message: String) -> ProviderError {
         let provider = self.name.clone();
         match status {
-            429 => ProviderError::RateLimited {
-                provider,
-                retry_after,
-                message,
-            },
-            401 | 403 => ProviderError::BadCredentials {
-                provider,
-                status,
-                variable: self.key_variable.clone(),
-            },
-            400..=499 => ProviderError::Rejected {
-                provider,
-                status,
-                message,
-            },
-            _ => ProviderError::Upstream {
-                provider,
-                status,
-                message,
-            },
+            429 => ProviderError::RateLimited { provider, retry_after, message },
+            401 | 403 => ProviderError::BadCredentials { provider, status, variable: self.key_variable.clone() },
+            400..=499 => ProviderError::Rejected { provider, status, message },
+            _ => ProviderError::Upstream { provider, status, message },
         }
     }
 }
 
 /// `Retry-After` in seconds (or `retry-after-ms`); HTTP dates are not worth honouring here.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(ms) = value("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         return Some(Duration::from_millis(ms.max(0.0) as u64));
     }
-    value("retry-after")
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_secs)
+    value("retry-after").and_then(|v| v.parse::<u64>().ok()).map(Duration::from_secs)
 }
 
 /// An error with its sources, without the URL (which may carry secrets in query strings).
@@ -241,9 +162,7 @@ impl WithoutUrl for reqwest::Error {
     fn without_url_ref(&self) -> String {
         let text = self.to_string();
         match self.url() {
-            Some(url) => text
-                .replace(&format!(" ({url})"), "")
-                .replace(url.as_str(), "<upstream>"),
+            Some(url) => text.replace(&format!(" ({url})"), "").replace(url.as_str(), "<upstream>"),
             None => text,
         }
     }

@@ -40,24 +40,16 @@ impl Default for Timeouts {
 /// The contract every provider fulfils. Requests are already validated; `model.upstream` is the id to send.
 #[allow(async_fn_in_trait)]
 pub trait ChatProvider {
-    async fn chat(
-        &self,
-        model: &ModelSpec,
-        request: &ChatRequest,
-    ) -> Result<ChatResponse, ProviderError>;
+    async fn chat(&self, model: &ModelSpec, request: &ChatRequest) -> Result<ChatResponse, ProviderError>;
     /// Resolves once the upstream has accepted the request (its response head arrived), so a failure here
     /// happens before the first byte reaches the client and a fallback can still serve.
-    async fn chat_stream(
-        &self,
-        model: &ModelSpec,
-        request: &ChatRequest,
-    ) -> Result<ChatStream, ProviderError>;
+    async fn chat_stream(&self, model: &ModelSpec, request: &ChatRequest) -> Result<ChatStream, ProviderError>;
 }
 
-/// One configured provider.
+/// One configured provider, with its upstreams (several keys or base URLs share one pooled client).
 pub enum Provider {
-    OpenAi(openai::OpenAi),
-    Anthropic(anthropic::Anthropic),
+    OpenAi(Vec<openai::OpenAi>),
+    Anthropic(Vec<anthropic::Anthropic>),
     Simulator(simulator::Simulator),
     /// Configured in the catalogue but missing its key: every call answers `ProviderError::Unavailable`.
     Unavailable {
@@ -83,36 +75,56 @@ impl Provider {
         matches!(self, Provider::Simulator(_))
     }
 
-    fn unavailable(name: &str, variable: &str) -> ProviderError {
-        ProviderError::Unavailable {
-            provider: name.to_owned(),
-            variable: variable.to_owned(),
+    /// How many upstreams (base URL and key pairs) the provider balances over.
+    pub fn upstream_count(&self) -> usize {
+        match self {
+            Provider::OpenAi(u) => u.len(),
+            Provider::Anthropic(u) => u.len(),
+            Provider::Simulator(_) | Provider::Unavailable { .. } => 1,
         }
     }
-}
 
-impl ChatProvider for Provider {
-    async fn chat(
+    fn unavailable(name: &str, variable: &str) -> ProviderError {
+        ProviderError::Unavailable { provider: name.to_owned(), variable: variable.to_owned() }
+    }
+
+    fn no_upstream(upstream: usize) -> ProviderError {
+        ProviderError::Connection { provider: "?".into(), message: format!("no upstream #{upstream}") }
+    }
+
+    /// A whole answer from upstream number `upstream`.
+    pub async fn chat(
         &self,
+        upstream: usize,
         model: &ModelSpec,
         request: &ChatRequest,
     ) -> Result<ChatResponse, ProviderError> {
         match self {
-            Provider::OpenAi(p) => p.chat(model, request).await,
-            Provider::Anthropic(p) => p.chat(model, request).await,
+            Provider::OpenAi(u) => {
+                u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.chat(model, request).await
+            }
+            Provider::Anthropic(u) => {
+                u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.chat(model, request).await
+            }
             Provider::Simulator(p) => p.chat(model, request).await,
             Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
         }
     }
 
-    async fn chat_stream(
+    /// A streamed answer from upstream number `upstream`.
+    pub async fn chat_stream(
         &self,
+        upstream: usize,
         model: &ModelSpec,
         request: &ChatRequest,
     ) -> Result<ChatStream, ProviderError> {
         match self {
-            Provider::OpenAi(p) => p.chat_stream(model, request).await,
-            Provider::Anthropic(p) => p.chat_stream(model, request).await,
+            Provider::OpenAi(u) => {
+                u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.chat_stream(model, request).await
+            }
+            Provider::Anthropic(u) => {
+                u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.chat_stream(model, request).await
+            }
             Provider::Simulator(p) => p.chat_stream(model, request).await,
             Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
         }
@@ -135,45 +147,55 @@ impl ProviderSet {
     ) -> Result<Self, String> {
         let mut providers = BTreeMap::new();
         for (name, spec) in &catalogue.providers {
-            let key = spec
-                .api_key_env
-                .as_deref()
-                .and_then(env)
-                .filter(|k| !k.trim().is_empty());
+            let key = spec.api_key_env.as_deref().and_then(env).filter(|k| !k.trim().is_empty());
             let provider = match spec.kind {
-                ProviderKind::Simulator => {
-                    Provider::Simulator(simulator::Simulator::new(simulator))
-                }
-                ProviderKind::Openai | ProviderKind::Anthropic
-                    if key.is_none() && spec.key_required =>
-                {
-                    let variable = spec
-                        .api_key_env
-                        .clone()
-                        .unwrap_or_else(|| "an API key".to_owned());
-                    Provider::Unavailable {
-                        name: name.clone(),
-                        variable,
-                    }
+                ProviderKind::Simulator => Provider::Simulator(simulator::Simulator::new(simulator)),
+                ProviderKind::Openai | ProviderKind::Anthropic if key.is_none() && spec.key_required => {
+                    let variable = spec.api_key_env.clone().unwrap_or_else(|| "an API key".to_owned());
+                    Provider::Unavailable { name: name.clone(), variable }
                 }
                 kind @ (ProviderKind::Openai | ProviderKind::Anthropic) => {
-                    let base_url = spec
-                        .resolve_base_url(env)
-                        .ok_or_else(|| format!("provider `{name}` has no base URL"))?;
+                    let base_urls =
+                        spec.resolve_base_url(env).ok_or_else(|| format!("provider `{name}` has no base URL"))?;
                     let key_variable = spec.api_key_env.clone().unwrap_or_default();
-                    let client = http::Upstream::new(name, base_url, key, key_variable, timeouts)?;
+                    let client = http::client(name, timeouts)?;
+                    // Several keys or base URLs, comma-separated, make several upstreams to balance over.
+                    let keys: Vec<Option<String>> = match &key {
+                        Some(keys) => keys
+                            .split(',')
+                            .map(|k| Some(k.trim().to_owned()))
+                            .filter(|k| k.as_deref() != Some(""))
+                            .collect(),
+                        None => vec![None],
+                    };
+                    let mut upstreams = Vec::new();
+                    for base_url in
+                        base_urls.split(',').map(|u| u.trim().trim_end_matches('/')).filter(|u| !u.is_empty())
+                    {
+                        for key in &keys {
+                            upstreams.push(http::Upstream {
+                                name: name.clone(),
+                                base_url: base_url.to_owned(),
+                                key: key.clone(),
+                                key_variable: key_variable.clone(),
+                                timeouts,
+                                client: client.clone(),
+                            });
+                        }
+                    }
+                    if upstreams.is_empty() {
+                        return Err(format!("provider `{name}` has no usable base URL or key"));
+                    }
                     if kind == ProviderKind::Openai {
-                        Provider::OpenAi(openai::OpenAi::new(client))
+                        Provider::OpenAi(upstreams.into_iter().map(openai::OpenAi::new).collect())
                     } else {
-                        Provider::Anthropic(anthropic::Anthropic::new(client))
+                        Provider::Anthropic(upstreams.into_iter().map(anthropic::Anthropic::new).collect())
                     }
                 }
             };
             providers.insert(name.clone(), provider);
         }
-        Ok(ProviderSet {
-            providers: Arc::new(providers),
-        })
+        Ok(ProviderSet { providers: Arc::new(providers) })
     }
 
     pub fn get(&self, name: &str) -> Option<&Provider> {

@@ -4,9 +4,7 @@ use super::http::Upstream;
 use super::sse::{self, SseEvent};
 use super::ChatProvider;
 use crate::catalogue::ModelSpec;
-use crate::chat::{
-    estimate_tokens, ChatEvent, ChatRequest, ChatResponse, ChatStream, FinishReason, Usage,
-};
+use crate::chat::{estimate_tokens, ChatEvent, ChatRequest, ChatResponse, ChatStream, FinishReason, Usage};
 use crate::error::ProviderError;
 use futures::stream::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -20,30 +18,20 @@ impl OpenAi {
         OpenAi { upstream }
     }
 
-    fn request(
-        &self,
-        model: &ModelSpec,
-        request: &ChatRequest,
-        stream: bool,
-    ) -> reqwest::RequestBuilder {
+    fn request(&self, model: &ModelSpec, request: &ChatRequest, stream: bool) -> reqwest::RequestBuilder {
         let body = WireRequest {
             model: &model.upstream,
             messages: request
                 .messages
                 .iter()
-                .map(|m| WireMessage {
-                    role: m.role.as_str(),
-                    content: &m.content,
-                })
+                .map(|m| WireMessage { role: m.role.as_str(), content: &m.content })
                 .collect(),
             max_tokens: request.max_tokens,
             temperature: request.temperature,
             top_p: request.top_p,
             stop: (!request.stop.is_empty()).then_some(&request.stop),
             stream,
-            stream_options: stream.then_some(StreamOptions {
-                include_usage: true,
-            }),
+            stream_options: stream.then_some(StreamOptions { include_usage: true }),
         };
         let url = format!("{}/chat/completions", self.upstream.base_url);
         let builder = self.upstream.client.post(url).json(&body);
@@ -55,53 +43,25 @@ impl OpenAi {
 }
 
 impl ChatProvider for OpenAi {
-    async fn chat(
-        &self,
-        model: &ModelSpec,
-        request: &ChatRequest,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, model: &ModelSpec, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let deadline = self.upstream.deadline();
-        let response = self
-            .upstream
-            .send(self.request(model, request, false), deadline, error_message)
-            .await?;
+        let response = self.upstream.send(self.request(model, request, false), deadline, error_message).await?;
         let body = self.upstream.body(response, deadline).await?;
-        let wire: WireResponse = serde_json::from_slice(&body)
-            .map_err(|e| self.upstream.protocol(format!("bad completion JSON: {e}")))?;
-        let choice = wire
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| self.upstream.protocol("no choices"))?;
+        let wire: WireResponse =
+            serde_json::from_slice(&body).map_err(|e| self.upstream.protocol(format!("bad completion JSON: {e}")))?;
+        let choice = wire.choices.into_iter().next().ok_or_else(|| self.upstream.protocol("no choices"))?;
         let text = choice.message.content.unwrap_or_default();
         let usage = match wire.usage {
-            Some(u) => Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-            },
+            Some(u) => Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens },
             None => estimated_usage(request, &text),
         };
-        Ok(ChatResponse {
-            text,
-            finish_reason: finish_reason(choice.finish_reason.as_deref()),
-            usage,
-        })
+        Ok(ChatResponse { text, finish_reason: finish_reason(choice.finish_reason.as_deref()), usage })
     }
 
-    async fn chat_stream(
-        &self,
-        model: &ModelSpec,
-        request: &ChatRequest,
-    ) -> Result<ChatStream, ProviderError> {
+    async fn chat_stream(&self, model: &ModelSpec, request: &ChatRequest) -> Result<ChatStream, ProviderError> {
         let deadline = self.upstream.deadline();
-        let response = self
-            .upstream
-            .send(self.request(model, request, true), deadline, error_message)
-            .await?;
-        let events = sse::events(
-            self.upstream.chunks(response, deadline),
-            self.upstream.name.clone(),
-        );
+        let response = self.upstream.send(self.request(model, request, true), deadline, error_message).await?;
+        let events = sse::events(self.upstream.chunks(response, deadline), self.upstream.name.clone());
         let state = StreamState {
             events,
             provider: self.upstream.name.clone(),
@@ -125,9 +85,7 @@ struct StreamState {
     done: bool,
 }
 
-async fn next_event(
-    mut st: StreamState,
-) -> Option<(Result<ChatEvent, ProviderError>, StreamState)> {
+async fn next_event(mut st: StreamState) -> Option<(Result<ChatEvent, ProviderError>, StreamState)> {
     if st.done {
         return None;
     }
@@ -141,13 +99,7 @@ async fn next_event(
             None => {
                 st.done = true;
                 let message = "stream ended without [DONE]".to_owned();
-                return Some((
-                    Err(ProviderError::Connection {
-                        provider: st.provider.clone(),
-                        message,
-                    }),
-                    st,
-                ));
+                return Some((Err(ProviderError::Connection { provider: st.provider.clone(), message }), st));
             }
         };
         if event.data == "[DONE]" {
@@ -164,34 +116,16 @@ async fn next_event(
             Err(e) => {
                 st.done = true;
                 let message = format!("bad stream chunk: {e}");
-                return Some((
-                    Err(ProviderError::Protocol {
-                        provider: st.provider.clone(),
-                        message,
-                    }),
-                    st,
-                ));
+                return Some((Err(ProviderError::Protocol { provider: st.provider.clone(), message }), st));
             }
         };
         if let Some(error) = chunk.error {
             st.done = true;
-            let message = error
-                .message
-                .unwrap_or_else(|| "error inside the stream".to_owned());
-            return Some((
-                Err(ProviderError::Upstream {
-                    provider: st.provider.clone(),
-                    status: 500,
-                    message,
-                }),
-                st,
-            ));
+            let message = error.message.unwrap_or_else(|| "error inside the stream".to_owned());
+            return Some((Err(ProviderError::Upstream { provider: st.provider.clone(), status: 500, message }), st));
         }
         if let Some(u) = chunk.usage {
-            st.usage = Some(Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-            });
+            st.usage = Some(Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens });
         }
         let Some(choice) = chunk.choices.into_iter().next() else {
             continue;
@@ -219,18 +153,11 @@ fn finish_reason(reason: Option<&str>) -> FinishReason {
 }
 
 fn prompt_estimate(request: &ChatRequest) -> u64 {
-    request
-        .messages
-        .iter()
-        .map(|m| estimate_tokens(&m.content) + 4)
-        .sum()
+    request.messages.iter().map(|m| estimate_tokens(&m.content) + 4).sum()
 }
 
 fn estimated_usage(request: &ChatRequest, text: &str) -> Usage {
-    Usage {
-        prompt_tokens: prompt_estimate(request),
-        completion_tokens: estimate_tokens(text),
-    }
+    Usage { prompt_tokens: prompt_estimate(request), completion_tokens: estimate_tokens(text) }
 }
 
 /// The message of an OpenAI-shaped error body.

@@ -3,9 +3,7 @@
 
 use super::ChatProvider;
 use crate::catalogue::ModelSpec;
-use crate::chat::{
-    estimate_tokens, ChatEvent, ChatRequest, ChatResponse, ChatStream, FinishReason, Usage,
-};
+use crate::chat::{estimate_tokens, ChatEvent, ChatRequest, ChatResponse, ChatStream, FinishReason, Usage};
 use crate::error::ProviderError;
 use futures::stream::StreamExt;
 use std::time::Duration;
@@ -22,11 +20,7 @@ pub struct SimulatorConfig {
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        SimulatorConfig {
-            ttft: Duration::ZERO,
-            tokens_per_second: 0,
-            reply_tokens: 24,
-        }
+        SimulatorConfig { ttft: Duration::ZERO, tokens_per_second: 0, reply_tokens: 24 }
     }
 }
 
@@ -77,21 +71,12 @@ impl Simulator {
 
     /// The answer's tokens (each a word, later ones with a leading space) and why it stopped.
     fn answer(&self, request: &ChatRequest) -> (Vec<String>, FinishReason, Usage) {
-        let seed = request
-            .messages
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |hash, m| {
-                m.content.bytes().fold(hash, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-                })
-            });
+        let seed = request.messages.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, m| {
+            m.content.bytes().fold(hash, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        });
         let wanted = self.config.reply_tokens.max(1);
         let count = wanted.min(request.max_tokens);
-        let reason = if count < wanted {
-            FinishReason::Length
-        } else {
-            FinishReason::Stop
-        };
+        let reason = if count < wanted { FinishReason::Length } else { FinishReason::Stop };
         let tokens: Vec<String> = (0..count as u64)
             .map(|i| {
                 let word = WORDS[((seed >> 7).wrapping_add(i * 7) % WORDS.len() as u64) as usize];
@@ -102,19 +87,8 @@ impl Simulator {
                 }
             })
             .collect();
-        let prompt_tokens = request
-            .messages
-            .iter()
-            .map(|m| estimate_tokens(&m.content) + 4)
-            .sum();
-        (
-            tokens,
-            reason,
-            Usage {
-                prompt_tokens,
-                completion_tokens: u64::from(count),
-            },
-        )
+        let prompt_tokens = request.messages.iter().map(|m| estimate_tokens(&m.content) + 4).sum();
+        (tokens, reason, Usage { prompt_tokens, completion_tokens: u64::from(count) })
     }
 
     fn interval(&self) -> Duration {
@@ -126,39 +100,25 @@ impl Simulator {
 }
 
 impl ChatProvider for Simulator {
-    async fn chat(
-        &self,
-        _model: &ModelSpec,
-        request: &ChatRequest,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, _model: &ModelSpec, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let (tokens, finish_reason, usage) = self.answer(request);
         let pace = self.config.ttft + self.interval() * (tokens.len().saturating_sub(1) as u32);
         if !pace.is_zero() {
             tokio::time::sleep(pace).await;
         }
-        Ok(ChatResponse {
-            text: tokens.concat(),
-            finish_reason,
-            usage,
-        })
+        Ok(ChatResponse { text: tokens.concat(), finish_reason, usage })
     }
 
-    async fn chat_stream(
-        &self,
-        _model: &ModelSpec,
-        request: &ChatRequest,
-    ) -> Result<ChatStream, ProviderError> {
+    async fn chat_stream(&self, _model: &ModelSpec, request: &ChatRequest) -> Result<ChatStream, ProviderError> {
         let (tokens, reason, usage) = self.answer(request);
         let (ttft, interval) = (self.config.ttft, self.interval());
-        let deltas = futures::stream::iter(tokens.into_iter().enumerate()).then(
-            move |(i, token)| async move {
-                let wait = if i == 0 { ttft } else { interval };
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-                Ok(ChatEvent::Delta(token))
-            },
-        );
+        let deltas = futures::stream::iter(tokens.into_iter().enumerate()).then(move |(i, token)| async move {
+            let wait = if i == 0 { ttft } else { interval };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(ChatEvent::Delta(token))
+        });
         let finish = futures::stream::once(async move { Ok(ChatEvent::Finish { reason, usage }) });
         Ok(deltas.chain(finish).boxed())
     }
@@ -172,10 +132,7 @@ mod tests {
 
     fn request(text: &str, max_tokens: u32) -> ChatRequest {
         ChatRequest {
-            messages: vec![Message {
-                role: Role::User,
-                content: text.to_owned(),
-            }],
+            messages: vec![Message { role: Role::User, content: text.to_owned() }],
             max_tokens,
             temperature: None,
             top_p: None,
@@ -192,10 +149,7 @@ mod tests {
         let b = sim.chat(model, &request("hello", 100)).await.unwrap();
         assert_eq!(a, b);
         assert_eq!(a.usage.completion_tokens, 24);
-        let mut stream = sim
-            .chat_stream(model, &request("hello", 100))
-            .await
-            .unwrap();
+        let mut stream = sim.chat_stream(model, &request("hello", 100)).await.unwrap();
         let mut text = String::new();
         let mut finished = None;
         while let Some(event) = stream.next().await {

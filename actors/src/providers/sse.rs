@@ -137,10 +137,7 @@ mod tests {
     #[test]
     fn handles_crlf_framing() {
         let events = decode_all(b"data: one\r\n\r\ndata: two\r\n\r\n", 3);
-        assert_eq!(
-            events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
-            ["one", "two"]
-        );
+        assert_eq!(events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["one", "two"]);
     }
 
     #[test]
