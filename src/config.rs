@@ -6,6 +6,9 @@ use figment::Figment;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use switchyard_actors::engine::dispatch::RetryPolicy;
+use switchyard_actors::engine::pool::BreakerConfig;
+use switchyard_actors::engine::EngineConfig;
 use switchyard_actors::providers::SimulatorConfig;
 use switchyard_actors::{Catalogue, Credits, Timeouts};
 
@@ -16,6 +19,8 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
+    pub limits: LimitsConfig,
+    pub pool: PoolConfig,
     pub simulator: SimulatorSection,
     pub catalogue: CatalogueConfig,
     pub bootstrap: BootstrapConfig,
@@ -40,6 +45,24 @@ pub struct UpstreamConfig {
     pub first_byte_timeout_ms: u64,
     pub between_chunks_timeout_ms: u64,
     pub total_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub session_idle_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub max_retries: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_backoff_ms: u64,
+    pub max_retry_after_secs: u64,
+    pub breaker_failures: u32,
+    pub breaker_open_secs: u64,
+    pub provider_max_in_flight: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -127,6 +150,25 @@ impl Config {
             first_byte: Duration::from_millis(u.first_byte_timeout_ms),
             between_chunks: Duration::from_millis(u.between_chunks_timeout_ms),
             total: Duration::from_millis(u.total_timeout_ms),
+        }
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        let p = &self.pool;
+        EngineConfig {
+            session_idle: Duration::from_secs(self.limits.session_idle_secs.max(1)),
+            breaker: BreakerConfig {
+                failure_threshold: p.breaker_failures.max(1),
+                open_for: Duration::from_secs(p.breaker_open_secs),
+            },
+            retry: RetryPolicy {
+                max_retries: p.max_retries,
+                base: Duration::from_millis(p.retry_base_ms),
+                max_backoff: Duration::from_millis(p.retry_max_backoff_ms),
+                max_retry_after: Duration::from_secs(p.max_retry_after_secs),
+            },
+            provider_max_in_flight: p.provider_max_in_flight.max(1),
+            writer_capacity: 8192,
         }
     }
 

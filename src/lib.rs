@@ -11,7 +11,7 @@ pub mod store;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{web, App, Error};
+use actix_web::{web, App, Error, HttpMessage};
 use api::chat::UpstreamTime;
 use state::AppState;
 use std::time::Instant;
@@ -30,6 +30,7 @@ pub fn app(
         InitError = (),
     >,
 > {
+    state.start_engine();
     App::new()
         .app_data(state)
         .app_data(web::PathConfig::default().error_handler(api::path_error))
@@ -54,6 +55,14 @@ pub fn app(
                     state.metrics.overhead.with_label_values(&[&route]).observe(overhead.as_secs_f64());
                     if let Ok(value) = HeaderValue::from_str(&overhead.as_micros().to_string()) {
                         response.headers_mut().insert(HeaderName::from_static(OVERHEAD_HEADER), value);
+                    }
+                }
+                let grant = response.request().extensions().get::<switchyard_actors::engine::session::Grant>().copied();
+                if let Some(grant) = grant {
+                    for (name, value) in api::limits::headers(&grant) {
+                        if let Ok(value) = HeaderValue::from_str(&value) {
+                            response.headers_mut().insert(HeaderName::from_static(name), value);
+                        }
                     }
                 }
                 let status = response.status();

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub streams_in_flight: IntGauge,
     pub upstream_errors: IntCounterVec,
+    pub engine: switchyard_actors::engine::metrics::EngineMetrics,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
@@ -64,7 +65,9 @@ impl Metrics {
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(streams_in_flight.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        let engine = switchyard_actors::engine::metrics::EngineMetrics::new(&registry)?;
         Ok(Metrics {
+            engine,
             registry,
             requests,
             request_duration,

@@ -4,8 +4,9 @@ use crate::auth::{self, KeyCache};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{KeyRecord, Plan, Store, Workspace};
-use std::sync::Arc;
-use switchyard_actors::{Catalogue, ProviderSet};
+use std::sync::{Arc, OnceLock};
+use switchyard_actors::engine::Engine;
+use switchyard_actors::{Catalogue, Credits, ProviderSet};
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -16,6 +17,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// SHA-256 of `SWITCHYARD_ADMIN_KEY`; the admin API is off when unset.
     pub admin_key: Option<[u8; 32]>,
+    /// The engine's actors, started on the first HTTP worker's arbiter (see `start_engine`).
+    engine: OnceLock<Engine>,
+    /// Committed balances read at start, handed to the ledger when the engine starts.
+    opening_balances: Vec<(String, Credits)>,
 }
 
 /// What the first start with an empty data directory created, to be printed once.
@@ -39,6 +44,7 @@ impl AppState {
             bootstrap(&store, &config).await.map_err(|e| format!("cannot create the default workspace: {e}"))?;
         let keys = KeyCache::load(&store).await.map_err(|e| format!("cannot load API keys: {e}"))?;
         let metrics = Metrics::new().map_err(|e| format!("cannot build metrics: {e}"))?;
+        let opening_balances = store.balances().await.map_err(|e| format!("cannot load wallets: {e}"))?;
         let admin_key = env("SWITCHYARD_ADMIN_KEY").filter(|k| !k.trim().is_empty()).map(|k| auth::hash_key(k.trim()));
         let state = AppState {
             config: Arc::new(config),
@@ -48,8 +54,31 @@ impl AppState {
             keys,
             metrics,
             admin_key,
+            engine: OnceLock::new(),
+            opening_balances,
         };
         Ok((state, bootstrap))
+    }
+}
+
+impl AppState {
+    /// Starts the engine's actors on the current arbiter, once. `app()` calls it from the first HTTP worker to
+    /// build its app, so with one worker every actor message is a same-thread hand-off.
+    pub fn start_engine(&self) -> &Engine {
+        self.engine.get_or_init(|| {
+            Engine::start(
+                self.config.engine(),
+                &self.catalogue,
+                &self.providers,
+                self.opening_balances.clone(),
+                Arc::new(self.store.clone()),
+                self.metrics.engine.clone(),
+            )
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.start_engine()
     }
 }
 

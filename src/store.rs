@@ -5,6 +5,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
+use switchyard_actors::engine::ledger::{LedgerStore, LedgerWrite, UsageRecord};
 use switchyard_actors::Credits;
 
 const SCHEMA: &str = r#"
@@ -27,6 +28,64 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS api_keys_workspace ON api_keys(workspace_id);
+CREATE TABLE IF NOT EXISTS usage (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    workspace_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    reporting_group TEXT,
+    task TEXT,
+    revision TEXT,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    units INTEGER NOT NULL,
+    credits_milli INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL,
+    ttft_ms INTEGER,
+    status TEXT NOT NULL,
+    fallback_used INTEGER NOT NULL,
+    fallback_reason TEXT,
+    primary_model TEXT,
+    attempts INTEGER NOT NULL,
+    output_bytes INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_workspace_time ON usage(workspace_id, created_at);
+-- The debit and its usage record are one write: a record cannot exist without its charge, nor the reverse.
+CREATE TRIGGER IF NOT EXISTS usage_debit AFTER INSERT ON usage WHEN NEW.credits_milli <> 0
+BEGIN
+    UPDATE workspaces SET credits_milli = credits_milli - NEW.credits_milli WHERE id = NEW.workspace_id;
+END;
+CREATE TABLE IF NOT EXISTS idempotency (
+    workspace_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body_hash BLOB NOT NULL,
+    status INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (workspace_id, key)
+);
+"#;
+
+/// Inserts a whole batch of usage records from one JSON array: a single statement, so a single round trip to
+/// SQLite's thread, atomic with the debits its trigger makes.
+const INSERT_USAGE: &str = r#"
+INSERT INTO usage (id, created_at, workspace_id, key_id, model, provider, endpoint, reporting_group, task, revision,
+    prompt_tokens, completion_tokens, units, credits_milli, latency_ms, ttft_ms, status, fallback_used,
+    fallback_reason, primary_model, attempts, output_bytes)
+SELECT json_extract(value, '$.id'), json_extract(value, '$.created_at'), json_extract(value, '$.workspace_id'),
+    json_extract(value, '$.key_id'), json_extract(value, '$.model'), json_extract(value, '$.provider'),
+    json_extract(value, '$.endpoint'), json_extract(value, '$.reporting_group'), json_extract(value, '$.task'),
+    json_extract(value, '$.revision'), json_extract(value, '$.prompt_tokens'),
+    json_extract(value, '$.completion_tokens'), json_extract(value, '$.units'), json_extract(value, '$.credits_milli'),
+    json_extract(value, '$.latency_ms'), json_extract(value, '$.ttft_ms'), json_extract(value, '$.status'),
+    json_extract(value, '$.fallback_used'), json_extract(value, '$.fallback_reason'),
+    json_extract(value, '$.primary_model'), json_extract(value, '$.attempts'), json_extract(value, '$.output_bytes')
+FROM json_each(?)
 "#;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -86,6 +145,40 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// Every workspace's committed balance, for the ledger at start.
+    pub async fn balances(&self) -> StoreResult<Vec<(String, Credits)>> {
+        let rows = sqlx::query("SELECT id, credits_milli FROM workspaces").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("id")?, Credits::from_milli(r.try_get("credits_milli")?)))).collect()
+    }
+
+    async fn commit_batch(&self, batch: Vec<LedgerWrite>) -> Result<(), String> {
+        let mut usage: Vec<UsageRecord> = Vec::new();
+        let mut top_ups = Vec::new();
+        for write in batch {
+            match write {
+                LedgerWrite::Usage(record) => usage.push(*record),
+                LedgerWrite::TopUp { workspace_id, amount } => top_ups.push((workspace_id, amount)),
+            }
+        }
+        if !usage.is_empty() {
+            let json = serde_json::to_string(&usage).map_err(|e| e.to_string())?;
+            sqlx::query(INSERT_USAGE).bind(json).execute(&self.pool).await.map_err(|e| e.to_string())?;
+        }
+        for (workspace_id, amount) in top_ups {
+            sqlx::query("UPDATE workspaces SET credits_milli = credits_milli + ? WHERE id = ?")
+                .bind(amount.milli())
+                .bind(workspace_id)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
@@ -130,17 +223,6 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(workspace_from_row).collect()
-    }
-
-    /// Adds credits; answers the new balance, or `None` when the workspace does not exist.
-    pub async fn add_credits(&self, id: &str, credits: Credits) -> StoreResult<Option<Credits>> {
-        let row =
-            sqlx::query("UPDATE workspaces SET credits_milli = credits_milli + ? WHERE id = ? RETURNING credits_milli")
-                .bind(credits.milli())
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| r.try_get::<i64, _>(0).map(Credits::from_milli)).transpose()
     }
 
     pub async fn insert_key(&self, k: &KeyRecord) -> StoreResult<()> {
@@ -228,4 +310,11 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<KeyRecord> {
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
     })
+}
+
+impl LedgerStore for Store {
+    fn commit(&self, batch: Vec<LedgerWrite>) -> futures::future::BoxFuture<'static, Result<(), String>> {
+        let store = self.clone();
+        Box::pin(async move { store.commit_batch(batch).await })
+    }
 }

@@ -19,6 +19,19 @@ async fn setup() -> (MockServer, Gateway) {
     (mock, gateway)
 }
 
+/// A gateway that neither retries nor lets circuits open, so each upstream failure reaches the caller as it is
+/// mapped (every model of the chain hits the same faulty mock).
+async fn setup_without_retries() -> (MockServer, Gateway) {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let gateway = Gateway::start(common::mock_env(&mock), |c| {
+        c.pool.max_retries = 0;
+        c.pool.breaker_failures = 1000;
+        c.upstream.first_byte_timeout_ms = 300;
+    })
+    .await;
+    (mock, gateway)
+}
+
 async fn answers_whole(model: &str, path: &str) {
     let (mock, gw) = setup().await;
     let response = gw.post("/api/v1/task").json(&chat(model, "hello there", false)).send().await.unwrap();
@@ -70,8 +83,8 @@ async fn max_tokens_cuts_with_length(model: &str) {
 }
 
 async fn upstream_429_is_not_ours(model: &str) {
-    let (mock, gw) = setup().await;
-    mock.set_fault(Fault::Status { status: 429, retry_after: Some(7) }, Some(1));
+    let (mock, gw) = setup_without_retries().await;
+    mock.set_fault(Fault::Status { status: 429, retry_after: Some(7) }, None);
     let response = gw.post("/api/v1/task").json(&chat(model, "hi", false)).send().await.unwrap();
     assert_eq!(response.headers()["retry-after"], "7");
     assert_eq!(error_code(response).await, (503, "overloaded".to_owned()));
@@ -79,25 +92,24 @@ async fn upstream_429_is_not_ours(model: &str) {
 }
 
 async fn upstream_500_is_a_provider_error(model: &str, stream: bool) {
-    let (mock, gw) = setup().await;
-    mock.set_fault(Fault::Status { status: 500, retry_after: None }, Some(1));
+    let (mock, gw) = setup_without_retries().await;
+    mock.set_fault(Fault::Status { status: 500, retry_after: None }, None);
     let response = gw.post("/api/v1/task").json(&chat(model, "hi", stream)).send().await.unwrap();
     assert_eq!(error_code(response).await, (502, "provider_error".to_owned()));
     gw.stop().await;
 }
 
 async fn reset_is_a_provider_error(model: &str) {
-    let (mock, gw) = setup().await;
-    mock.set_fault(Fault::Reset, Some(1));
+    let (mock, gw) = setup_without_retries().await;
+    mock.set_fault(Fault::Reset, None);
     let response = gw.post("/api/v1/task").json(&chat(model, "hi", false)).send().await.unwrap();
     assert_eq!(error_code(response).await, (502, "provider_error".to_owned()));
     gw.stop().await;
 }
 
 async fn stall_times_out(model: &str) {
-    let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let gw = Gateway::start(common::mock_env(&mock), |c| c.upstream.first_byte_timeout_ms = 300).await;
-    mock.set_fault(Fault::Stall(Duration::from_secs(5)), Some(1));
+    let (mock, gw) = setup_without_retries().await;
+    mock.set_fault(Fault::Stall(Duration::from_secs(5)), None);
     let response = gw.post("/api/v1/task").json(&chat(model, "hi", true)).send().await.unwrap();
     assert_eq!(error_code(response).await, (504, "provider_timeout".to_owned()));
     gw.stop().await;

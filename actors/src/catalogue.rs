@@ -251,3 +251,27 @@ mod tests {
         assert_eq!(spec.resolve_base_url(&set).as_deref(), Some("http://127.0.0.1:9/v1"));
     }
 }
+
+impl Pricing {
+    /// What `prompt` and `completion` tokens cost, rounded up to the millicredit.
+    pub fn cost(&self, prompt: u64, completion: u64) -> Credits {
+        let milli = u128::from(prompt) * self.prompt_per_1k.milli().max(0) as u128
+            + u128::from(completion) * self.completion_per_1k.milli().max(0) as u128;
+        Credits(i64::try_from(milli.div_ceil(1000)).unwrap_or(i64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod pricing_tests {
+    use super::*;
+
+    #[test]
+    fn cost_is_integer_and_rounds_up() {
+        let p = Pricing { prompt_per_1k: Credits(30_000), completion_per_1k: Credits(60_000) };
+        assert_eq!(p.cost(1000, 1000), Credits(90_000));
+        assert_eq!(p.cost(1, 0), Credits(30));
+        let cheap = Pricing { prompt_per_1k: Credits(500), completion_per_1k: Credits(1500) };
+        assert_eq!(cheap.cost(1, 1), Credits(2));
+        assert_eq!(cheap.cost(0, 0), Credits(0));
+    }
+}

@@ -4,6 +4,7 @@
 pub mod catalogue;
 pub mod chat;
 pub mod credits;
+pub mod engine;
 pub mod error;
 pub mod providers;
 

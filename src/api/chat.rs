@@ -2,16 +2,23 @@
 //! bodies, validation against the catalogue, the upstream call, and the response objects, whole or streamed.
 
 use super::errors::ApiError;
+use super::limits;
+use crate::auth::Principal;
 use crate::metrics::StreamGauge;
 use crate::state::{now_unix, AppState};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
+use switchyard_actors::engine::dispatch::{dispatch, Answer, DispatchError};
+use switchyard_actors::engine::ledger::{HoldId, LedgerError, UsageRecord};
+use switchyard_actors::engine::pool::{Lease, Outcome, PoolRejection};
+use switchyard_actors::engine::session::Permit;
+use switchyard_actors::engine::Engine;
 use switchyard_actors::{
-    ChatEvent, ChatRequest, ChatResponse, ChatStream, Message, ModelSpec, ProviderError, Role, Usage,
+    ChatEvent, ChatRequest, ChatResponse, ChatStream, Credits, Message, ModelSpec, ProviderError, Role, Usage,
 };
 use utoipa::ToSchema;
 
@@ -192,6 +199,33 @@ pub struct Choice {
     pub finish_reason: &'static str,
 }
 
+/// What happened to the request: who answered, what it cost, whether a fallback served.
+#[derive(Clone, Serialize, ToSchema)]
+pub struct Metadata {
+    /// The model that answered.
+    pub model: String,
+    pub provider: String,
+    /// Credits charged for this request (at most 3 decimals).
+    #[schema(value_type = f64)]
+    pub credits_charged: Credits,
+    pub latency_ms: u64,
+    /// Upstream attempts made (retries and fallbacks included); the request is charged once.
+    pub attempts: u32,
+    pub fallback: FallbackOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reporting_group: Option<String>,
+}
+
+#[derive(Clone, Serialize, ToSchema)]
+pub struct FallbackOut {
+    pub used: bool,
+    /// Why the primary model was not used: `manual`, `rate_limited`, `upstream`, `timeout`, `connection`,
+    /// `unavailable`, `circuit_open`, `overloaded`, `protocol`, `bad_credentials`.
+    pub reason: Option<String>,
+    pub primary_model: String,
+    pub model: String,
+}
+
 /// `task.completion` (or `chat.completion` on the OpenAI face).
 #[derive(Serialize, ToSchema)]
 pub struct Completion {
@@ -201,6 +235,7 @@ pub struct Completion {
     pub model: String,
     pub choices: Vec<Choice>,
     pub usage: UsageOut,
+    pub metadata: Metadata,
 }
 
 #[derive(Serialize)]
@@ -212,6 +247,8 @@ struct Chunk<'a> {
     choices: &'a [ChunkChoice<'a>],
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<UsageOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a Metadata>,
 }
 
 #[derive(Serialize)]
@@ -237,53 +274,207 @@ pub struct Delivery {
     pub usage_chunk: bool,
 }
 
-/// Runs a prepared chat request and answers it, whole or as an SSE stream.
+/// Everything a chat call needs beyond the prepared request.
+pub struct ChatCall<'a> {
+    pub face: Face,
+    pub principal: &'a Principal,
+    pub model: &'a ModelSpec,
+    pub request: ChatRequest,
+    pub delivery: Delivery,
+    pub reporting_group: Option<String>,
+    pub use_fallback: bool,
+    pub started: Instant,
+    pub endpoint: &'static str,
+}
+
+/// `reporting_group`: 1 to 128 printable characters.
+pub fn check_reporting_group(group: Option<String>) -> Result<Option<String>, ApiError> {
+    match group {
+        Some(g) if g.is_empty() || g.chars().count() > 128 || g.chars().any(char::is_control) => {
+            Err(ApiError::invalid_field("reporting_group", "`reporting_group` must be 1 to 128 printable characters"))
+        }
+        other => Ok(other),
+    }
+}
+
+/// A bound no tokenizer exceeds: a token is at least one character, plus a few per message for the framing.
+fn prompt_bound(request: &ChatRequest) -> u64 {
+    request.messages.iter().map(|m| m.content.chars().count() as u64 + 8).sum()
+}
+
+fn prompt_estimate(request: &ChatRequest) -> u64 {
+    request.messages.iter().map(|m| switchyard_actors::chat::estimate_tokens(&m.content) + 4).sum()
+}
+
+/// Admits, reserves, runs the request through the pool and answers it, whole or as an SSE stream; the charge is
+/// settled (and its usage record committed) before the response that reports it completes.
 pub async fn respond(
     state: &web::Data<AppState>,
-    face: Face,
-    model: &ModelSpec,
-    request: ChatRequest,
-    delivery: Delivery,
-    started: Instant,
+    req: &HttpRequest,
+    call: ChatCall<'_>,
 ) -> Result<HttpResponse, ApiError> {
-    let provider = state
-        .providers
-        .for_model(model)
-        .ok_or_else(|| ApiError::internal(format!("model {} has no provider", model.name)))?;
-    let upstream_started = Instant::now();
-    if !delivery.stream {
-        let result = provider.chat(0, model, &request).await;
-        let upstream = upstream_started.elapsed();
-        observe_upstream(state, model, upstream);
-        let answer = result.map_err(|e| upstream_error(state, e))?;
-        state.metrics.record_tokens(&model.name, &answer.usage);
-        let mut response = HttpResponse::Ok().json(completion(face, model, answer));
-        response.extensions_mut().insert(UpstreamTime(upstream));
-        return Ok(response);
+    let model = call.model;
+    if call.use_fallback && model.fallback.is_empty() {
+        return Err(ApiError::invalid_field(
+            "use_fallback_model",
+            format!("Model {} has no fallback model", model.name),
+        ));
     }
-    let mut events = provider.chat_stream(0, model, &request).await.map_err(|e| upstream_error(state, e))?;
-    // Wait for the first event before answering, so a failure up to here is still a plain error response
-    // (and, later, a fallback): nothing has reached the client yet.
-    let first = match events.next().await {
-        Some(Ok(event)) => event,
-        Some(Err(e)) => return Err(upstream_error(state, e)),
-        None => {
-            let e = ProviderError::Protocol { provider: model.provider.clone(), message: "empty stream".into() };
-            return Err(upstream_error(state, e));
+    let engine = state.engine();
+    let estimate = prompt_estimate(&call.request);
+    let mut permit = limits::admit(state, req, call.principal, estimate + u64::from(call.request.max_tokens)).await?;
+    // The most the request can cost: the dearest model of its chain at the full output allowance.
+    let bound = prompt_bound(&call.request);
+    let chain = (!call.use_fallback)
+        .then_some(model)
+        .into_iter()
+        .chain(model.fallback.iter().filter_map(|n| state.catalogue.model(n)));
+    let most = chain
+        .map(|m| m.pricing.cost(bound, u64::from(call.request.max_tokens.min(m.max_output_tokens))))
+        .max()
+        .unwrap_or(Credits::ZERO);
+    let hold = match engine.reserve(&call.principal.workspace_id, most).await {
+        Ok(hold) => hold,
+        Err(LedgerError::Insufficient { .. }) => {
+            engine.metrics.rejections.with_label_values(&["insufficient_credits"]).inc();
+            return Err(ApiError::insufficient_credits());
+        }
+        Err(e) => return Err(ApiError::internal(format!("ledger: {e}"))),
+    };
+    let mut record = UsageRecord {
+        id: call.face.new_id(),
+        created_at: now_millis(),
+        workspace_id: call.principal.workspace_id.clone(),
+        key_id: call.principal.key_id.clone(),
+        model: model.name.clone(),
+        provider: model.provider.clone(),
+        endpoint: call.endpoint.to_owned(),
+        reporting_group: call.reporting_group.clone(),
+        ..Default::default()
+    };
+    let upstream_started = Instant::now();
+    let dispatched = dispatch(
+        engine,
+        &state.catalogue,
+        &state.providers,
+        model,
+        call.use_fallback,
+        &call.request,
+        call.delivery.stream,
+    )
+    .await;
+    let upstream = upstream_started.elapsed();
+    let served = match dispatched {
+        Ok(served) => served,
+        Err(failed) => {
+            record.status = "error".into();
+            record.attempts = failed.attempts;
+            record.latency_ms = call.started.elapsed().as_millis() as u64;
+            engine.release(hold, Some(record));
+            permit.record_tokens(0);
+            return Err(dispatch_error(state, failed.error));
         }
     };
-    observe_upstream(state, model, upstream_started.elapsed());
-    state.metrics.ttft.with_label_values(&[&model.name]).observe(started.elapsed().as_secs_f64());
-    let body = sse_body(state.clone(), face, model.name.clone(), first, events, delivery);
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("Cache-Control", "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+    observe_upstream(state, &served.model, upstream);
+    record.model = served.model.name.clone();
+    record.provider = served.model.provider.clone();
+    record.attempts = served.attempts;
+    record.fallback_used = served.fallback.is_some();
+    record.fallback_reason = served.fallback.as_ref().map(|f| f.reason.clone());
+    record.primary_model = Some(model.name.clone());
+    let mut metadata = Metadata {
+        model: served.model.name.clone(),
+        provider: served.model.provider.clone(),
+        credits_charged: Credits::ZERO,
+        latency_ms: 0,
+        attempts: served.attempts,
+        fallback: FallbackOut {
+            used: served.fallback.is_some(),
+            reason: served.fallback.as_ref().map(|f| f.reason.clone()),
+            primary_model: model.name.clone(),
+            model: served.model.name.clone(),
+        },
+        reporting_group: call.reporting_group.clone(),
+    };
+    let served_model = served.model.clone();
+    match served.answer {
+        Answer::Whole(answer) => {
+            served.lease.report(Outcome::Success);
+            let usage = answer.usage;
+            state.metrics.record_tokens(&served_model.name, &usage);
+            let cost = served_model.pricing.cost(usage.prompt_tokens, usage.completion_tokens);
+            record.prompt_tokens = usage.prompt_tokens;
+            record.completion_tokens = usage.completion_tokens;
+            record.status = "ok".into();
+            record.latency_ms = call.started.elapsed().as_millis() as u64;
+            record.output_bytes = answer.text.len() as u64;
+            let charged =
+                engine.settle(hold, cost, record).await.map_err(|e| ApiError::internal(format!("ledger: {e}")))?;
+            permit.record_tokens(usage.total());
+            metadata.credits_charged = charged;
+            metadata.latency_ms = call.started.elapsed().as_millis() as u64;
+            let body = completion(call.face, &served_model, answer, metadata);
+            let mut response =
+                HttpResponse::Ok().insert_header(("x-switchyard-model", served_model.name.as_str())).json(body);
+            response.extensions_mut().insert(UpstreamTime(upstream));
+            Ok(response)
+        }
+        Answer::Stream { first, rest } => {
+            state.metrics.ttft.with_label_values(&[&served_model.name]).observe(call.started.elapsed().as_secs_f64());
+            record.ttft_ms = Some(call.started.elapsed().as_millis() as u64);
+            let billing = StreamBilling {
+                engine: engine.clone(),
+                hold: Some(hold),
+                record,
+                pricing_model: served_model.clone(),
+                prompt_estimate: estimate,
+                delivered: String::new(),
+                deltas: 0,
+                permit: Some(permit),
+                lease: Some(served.lease),
+                started: call.started,
+            };
+            let body = sse_body(
+                state.clone(),
+                call.face,
+                served_model.name.clone(),
+                first,
+                rest,
+                call.delivery,
+                billing,
+                metadata,
+            );
+            Ok(HttpResponse::Ok()
+                .content_type("text/event-stream")
+                .insert_header(("Cache-Control", "no-cache"))
+                .insert_header(("X-Accel-Buffering", "no"))
+                .insert_header(("x-switchyard-model", served_model.name.as_str()))
+                .streaming(body))
+        }
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn observe_upstream(state: &AppState, model: &ModelSpec, elapsed: Duration) {
     state.metrics.upstream_duration.with_label_values(&[&model.provider, &model.name]).observe(elapsed.as_secs_f64());
+}
+
+fn dispatch_error(state: &AppState, error: DispatchError) -> ApiError {
+    match error {
+        DispatchError::Provider(e) => upstream_error(state, e),
+        DispatchError::Pool { provider, rejection } => match rejection {
+            PoolRejection::Overloaded => {
+                ApiError::overloaded(format!("Provider `{provider}` has as many requests in flight as it allows"))
+            }
+            PoolRejection::CircuitOpen => ApiError::overloaded(format!(
+                "Provider `{provider}` is failing: its circuit breaker is open; retry shortly"
+            )),
+            PoolRejection::UnknownProvider => ApiError::internal(format!("unknown provider {provider}")),
+        },
+    }
 }
 
 fn upstream_error(state: &AppState, e: ProviderError) -> ApiError {
@@ -302,7 +493,7 @@ fn upstream_error(state: &AppState, e: ProviderError) -> ApiError {
     ApiError::from(e)
 }
 
-fn completion(face: Face, model: &ModelSpec, answer: ChatResponse) -> Completion {
+fn completion(face: Face, model: &ModelSpec, answer: ChatResponse, metadata: Metadata) -> Completion {
     Completion {
         id: face.new_id(),
         object: face.object(),
@@ -314,6 +505,7 @@ fn completion(face: Face, model: &ModelSpec, answer: ChatResponse) -> Completion
             finish_reason: answer.finish_reason.as_str(),
         }],
         usage: answer.usage.into(),
+        metadata,
     }
 }
 
@@ -330,9 +522,66 @@ fn frame<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(buffer)
 }
 
-/// The SSE body: a role chunk, one chunk per delta, the finishing chunk with usage, then `[DONE]`. A failure
-/// part way sends one error frame and ends without `[DONE]`. If the client leaves, this stream is dropped, and
-/// with it the upstream request.
+/// A stream's bill. However the stream ends, the hold is settled once: for the whole answer when it finishes,
+/// for what was delivered when it breaks, and, if the client leaves (the stream is dropped), by `Drop`.
+struct StreamBilling {
+    engine: Engine,
+    hold: Option<HoldId>,
+    record: UsageRecord,
+    pricing_model: ModelSpec,
+    prompt_estimate: u64,
+    delivered: String,
+    deltas: u64,
+    permit: Option<Permit>,
+    lease: Option<Lease>,
+    started: Instant,
+}
+
+impl StreamBilling {
+    fn delivered(&mut self, text: &str) {
+        self.delivered.push_str(text);
+        self.deltas += 1;
+    }
+
+    /// The usage so far when the stream did not finish: the prompt estimate and what reached the client.
+    fn partial_usage(&self) -> Usage {
+        let completion = self.deltas.max(switchyard_actors::chat::estimate_tokens(&self.delivered));
+        Usage { prompt_tokens: self.prompt_estimate, completion_tokens: completion }
+    }
+
+    /// Takes the hold with the record to settle it: `None` once already settled.
+    fn close(&mut self, usage: Usage, status: &str, outcome: Outcome) -> Option<(HoldId, Credits, UsageRecord)> {
+        let hold = self.hold.take()?;
+        if let Some(lease) = self.lease.take() {
+            lease.report(outcome);
+        }
+        if let Some(permit) = self.permit.as_mut() {
+            permit.record_tokens(usage.total());
+        }
+        let mut record = std::mem::take(&mut self.record);
+        record.prompt_tokens = usage.prompt_tokens;
+        record.completion_tokens = usage.completion_tokens;
+        record.status = status.to_owned();
+        record.latency_ms = self.started.elapsed().as_millis() as u64;
+        record.output_bytes = self.delivered.len() as u64;
+        let cost = self.pricing_model.pricing.cost(usage.prompt_tokens, usage.completion_tokens);
+        Some((hold, cost, record))
+    }
+}
+
+impl Drop for StreamBilling {
+    fn drop(&mut self) {
+        let usage = self.partial_usage();
+        if let Some((hold, cost, record)) = self.close(usage, "abandoned", Outcome::Neutral) {
+            self.engine.settle_detached(hold, cost, record);
+        }
+    }
+}
+
+/// The SSE body: a role chunk, one chunk per delta, the finishing chunk with usage and metadata, then `[DONE]`.
+/// A failure part way sends one error frame and ends without `[DONE]`. If the client leaves, this stream is
+/// dropped, and with it the upstream request; the bill is settled for what was generated.
+#[allow(clippy::too_many_arguments)]
 fn sse_body(
     state: web::Data<AppState>,
     face: Face,
@@ -340,16 +589,18 @@ fn sse_body(
     first: ChatEvent,
     mut events: ChatStream,
     delivery: Delivery,
+    mut billing: StreamBilling,
+    mut metadata: Metadata,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
     async_stream::stream! {
         let _in_flight = StreamGauge::new(&state.metrics.streams_in_flight);
         let id = face.new_id();
         let created = now_unix();
-        let chunk = |choices: &[ChunkChoice<'_>], usage: Option<UsageOut>| {
-            frame(&Chunk { id: &id, object: face.chunk_object(), created, model: &model, choices, usage })
+        let chunk = |choices: &[ChunkChoice<'_>], usage: Option<UsageOut>, metadata: Option<&Metadata>| {
+            frame(&Chunk { id: &id, object: face.chunk_object(), created, model: &model, choices, usage, metadata })
         };
         let role = ChunkChoice { index: 0, delta: Delta { role: Some("assistant"), content: Some("") }, finish_reason: None };
-        yield Ok(chunk(&[role], None));
+        yield Ok(chunk(&[role], None, None));
         let mut next = Some(Ok(first));
         loop {
             let event = match next.take() {
@@ -365,21 +616,38 @@ fn sse_body(
             match event {
                 Ok(ChatEvent::Delta(text)) => {
                     let choice = ChunkChoice { index: 0, delta: Delta { role: None, content: Some(&text) }, finish_reason: None };
-                    yield Ok(chunk(&[choice], None));
+                    let frame = chunk(&[choice], None, None);
+                    billing.delivered(&text);
+                    yield Ok(frame);
                 }
                 Ok(ChatEvent::Finish { reason, usage }) => {
                     state.metrics.record_tokens(&model, &usage);
+                    if let Some((hold, cost, record)) = billing.close(usage, "ok", Outcome::Success) {
+                        match billing.engine.settle(hold, cost, record).await {
+                            Ok(charged) => metadata.credits_charged = charged,
+                            Err(e) => {
+                                let error = ApiError::internal(format!("ledger: {e}"));
+                                yield Ok(frame(&error.body()));
+                                break;
+                            }
+                        }
+                    }
+                    metadata.latency_ms = billing.started.elapsed().as_millis() as u64;
                     let done = ChunkChoice { index: 0, delta: Delta { role: None, content: None }, finish_reason: Some(reason.as_str()) };
                     if delivery.usage_chunk {
-                        yield Ok(chunk(&[done], None));
-                        yield Ok(chunk(&[], Some(usage.into())));
+                        yield Ok(chunk(&[done], None, None));
+                        yield Ok(chunk(&[], Some(usage.into()), Some(&metadata)));
                     } else {
-                        yield Ok(chunk(&[done], Some(usage.into())));
+                        yield Ok(chunk(&[done], Some(usage.into()), Some(&metadata)));
                     }
                     yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
                     break;
                 }
                 Err(e) => {
+                    let usage = billing.partial_usage();
+                    if let Some((hold, cost, record)) = billing.close(usage, "cut", Outcome::Failure) {
+                        let _ = billing.engine.settle(hold, cost, record).await;
+                    }
                     let error = upstream_error(&state, e);
                     yield Ok(frame(&error.body()));
                     break;

@@ -128,6 +128,43 @@ impl ApiError {
         )
     }
 
+    /// A 429 in the seed's wording, with `Retry-After`.
+    pub fn rate_limited(code: &'static str, reset: u64, now: u64) -> Self {
+        let when = time::OffsetDateTime::from_unix_timestamp(reset as i64)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| reset.to_string());
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorType::RateLimitError,
+            code,
+            format!("Rate limit exceeded. Reset at {when}"),
+        );
+        error.retry_after =
+            Some(if code == "concurrency_limit_exceeded" { 1 } else { reset.saturating_sub(now).max(1) });
+        error
+    }
+
+    pub fn insufficient_credits() -> Self {
+        ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            ErrorType::InsufficientCreditsError,
+            "insufficient_credits",
+            "Insufficient credits for this operation",
+        )
+    }
+
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        let mut error =
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::UnavailableError, "overloaded", message);
+        error.retry_after = Some(1);
+        error
+    }
+
+    pub fn idempotency_conflict(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::CONFLICT, ErrorType::ConflictError, "idempotency_conflict", message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, ErrorType::NotFoundError, "not_found", message)
     }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod body;
 pub mod chat;
 pub mod errors;
+pub mod limits;
 pub mod openai;
 pub mod openapi;
 pub mod ops;

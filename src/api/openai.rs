@@ -1,7 +1,7 @@
 //! The OpenAI-compatible face: `POST /v1/chat/completions` and `GET /v1/models`, so OpenAI SDKs work unchanged.
 
 use super::body::{from_object, parse_object, read_json};
-use super::chat::{self, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
+use super::chat::{self, ChatCall, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
 use super::errors::{ApiError, ErrorBody};
 use crate::auth::Principal;
 use crate::state::AppState;
@@ -47,6 +47,8 @@ pub struct StreamOptions {
         (status = 200, description = "`chat.completion`, or an SSE stream of `chat.completion.chunk`", body = Completion),
         (status = 400, description = "invalid_json, missing_field, invalid_field, unsupported_model", body = ErrorBody),
         (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
+        (status = 402, description = "insufficient_credits", body = ErrorBody),
+        (status = 429, description = "rate_limit_exceeded, concurrency_limit_exceeded, token_limit_exceeded", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 502, description = "provider_error", body = ErrorBody),
         (status = 503, description = "provider_unavailable, overloaded", body = ErrorBody),
@@ -56,7 +58,8 @@ pub struct StreamOptions {
 )]
 pub async fn chat_completions(
     state: web::Data<AppState>,
-    _principal: Principal,
+    principal: Principal,
+    query: web::Query<super::task::RoutingQuery>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -78,7 +81,19 @@ pub async fn chat_completions(
     let request = chat::prepare(model, input)?;
     let usage_chunk = body.stream_options.is_some_and(|o| o.include_usage);
     let delivery = Delivery { stream: body.stream, usage_chunk };
-    chat::respond(&state, Face::OpenAi, model, request, delivery, started).await
+    let query = query.into_inner();
+    let call = ChatCall {
+        face: Face::OpenAi,
+        principal: &principal,
+        model,
+        request,
+        delivery,
+        reporting_group: chat::check_reporting_group(query.reporting_group)?,
+        use_fallback: query.use_fallback_model.unwrap_or(false),
+        started,
+        endpoint: "/v1/chat/completions",
+    };
+    chat::respond(&state, &req, call).await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -116,7 +131,12 @@ pub struct ModelEntry {
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn list_models(state: web::Data<AppState>, _principal: Principal) -> HttpResponse {
+pub async fn list_models(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
     let data = state
         .catalogue
         .models
@@ -139,5 +159,5 @@ pub async fn list_models(state: web::Data<AppState>, _principal: Principal) -> H
             }
         })
         .collect();
-    HttpResponse::Ok().json(ModelList { object: "list", data })
+    Ok(HttpResponse::Ok().json(ModelList { object: "list", data }))
 }

@@ -1,7 +1,7 @@
 //! `POST /api/v1/task`: the model-based Tasks API (001). Chat for now; the model's modality picks the body shape.
 
 use super::body::{from_object, parse_object, read_json};
-use super::chat::{self, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
+use super::chat::{self, ChatCall, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
 use super::errors::{ApiError, ErrorBody};
 use crate::auth::Principal;
 use crate::state::AppState;
@@ -36,15 +36,28 @@ pub struct TaskChatRequest {
     pub use_fallback_model: Option<bool>,
 }
 
+/// Query parameters every model call accepts (000): body fields of the same name win.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct RoutingQuery {
+    /// Kept on the usage record for segmented analytics.
+    pub reporting_group: Option<String>,
+    /// Go straight to the model's fallback.
+    pub use_fallback_model: Option<bool>,
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/task",
     tag = "tasks",
     request_body(content = TaskChatRequest, description = "A chat task"),
+    params(RoutingQuery, ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
     responses(
         (status = 200, description = "The completion; with `stream: true`, an SSE stream of `task.completion.chunk`", body = Completion),
         (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody),
         (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
+        (status = 402, description = "insufficient_credits", body = ErrorBody),
+        (status = 409, description = "idempotency_conflict", body = ErrorBody),
+        (status = 429, description = "rate_limit_exceeded, concurrency_limit_exceeded, token_limit_exceeded", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 502, description = "provider_error", body = ErrorBody),
@@ -55,7 +68,8 @@ pub struct TaskChatRequest {
 )]
 pub async fn create_task(
     state: web::Data<AppState>,
-    _principal: Principal,
+    principal: Principal,
+    query: web::Query<RoutingQuery>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -86,7 +100,19 @@ pub async fn create_task(
             };
             let request = chat::prepare(model, input)?;
             let delivery = Delivery { stream: body.stream, usage_chunk: false };
-            chat::respond(&state, Face::Task, model, request, delivery, started).await
+            let query = query.into_inner();
+            let call = ChatCall {
+                face: Face::Task,
+                principal: &principal,
+                model,
+                request,
+                delivery,
+                reporting_group: chat::check_reporting_group(body.reporting_group.or(query.reporting_group))?,
+                use_fallback: body.use_fallback_model.unwrap_or(false) || query.use_fallback_model.unwrap_or(false),
+                started,
+                endpoint: "/api/v1/task",
+            };
+            chat::respond(&state, &req, call).await
         }
     }
 }

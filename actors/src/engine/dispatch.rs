@@ -1,0 +1,200 @@
+//! One chat request's way through the pool: the fallback chain, retries with backoff and jitter, circuit
+//! breakers. All of it happens before the first byte reaches the client; after that, nothing is retried.
+
+use super::pool::{Lease, Outcome, PoolRejection};
+use super::Engine;
+use crate::catalogue::{Catalogue, ModelSpec};
+use crate::chat::{ChatEvent, ChatRequest, ChatResponse, ChatStream};
+use crate::error::ProviderError;
+use crate::providers::ProviderSet;
+use futures::StreamExt;
+use rand::Rng;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries on the same model after the first attempt.
+    pub max_retries: u32,
+    pub base: Duration,
+    pub max_backoff: Duration,
+    /// A `Retry-After` longer than this moves on to the fallback instead of waiting.
+    pub max_retry_after: Duration,
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with full jitter (half fixed, half random), at least `retry_after`.
+    pub fn backoff(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << retry.min(16)).min(self.max_backoff);
+        let half = exp / 2;
+        let jitter = rand::thread_rng().gen_range(0..=half.as_micros() as u64);
+        let wait = half + Duration::from_micros(jitter);
+        retry_after.map_or(wait, |ra| wait.max(ra))
+    }
+}
+
+pub enum Answer {
+    Whole(ChatResponse),
+    /// The first event already arrived; `rest` follows.
+    Stream {
+        first: ChatEvent,
+        rest: ChatStream,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FallbackUsed {
+    pub reason: String,
+    pub primary_model: String,
+}
+
+/// The answer and who gave it.
+pub struct Served {
+    pub model: ModelSpec,
+    pub answer: Answer,
+    pub lease: Lease,
+    pub fallback: Option<FallbackUsed>,
+    pub attempts: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum DispatchError {
+    Provider(ProviderError),
+    Pool { provider: String, rejection: PoolRejection },
+}
+
+pub struct Failed {
+    pub error: DispatchError,
+    pub attempts: u32,
+}
+
+/// Why a model was left for the next in the chain (a metric label and the `fallback.reason` field).
+fn reason(error: &DispatchError) -> &'static str {
+    match error {
+        DispatchError::Provider(e) => e.kind(),
+        DispatchError::Pool { rejection: PoolRejection::CircuitOpen, .. } => "circuit_open",
+        DispatchError::Pool { rejection: PoolRejection::Overloaded, .. } => "overloaded",
+        DispatchError::Pool { rejection: PoolRejection::UnknownProvider, .. } => "unknown_provider",
+    }
+}
+
+/// Runs the request on the first model of its chain that answers. `manual_fallback` skips the primary.
+pub async fn dispatch(
+    engine: &Engine,
+    catalogue: &Catalogue,
+    providers: &ProviderSet,
+    primary: &ModelSpec,
+    manual_fallback: bool,
+    request: &ChatRequest,
+    stream: bool,
+) -> Result<Served, Failed> {
+    let mut chain: Vec<&ModelSpec> = Vec::with_capacity(1 + primary.fallback.len());
+    if !manual_fallback {
+        chain.push(primary);
+    }
+    chain.extend(primary.fallback.iter().filter_map(|name| catalogue.model(name)));
+    let mut attempts = 0;
+    let mut first_error: Option<DispatchError> = None;
+    let mut first_reason: Option<&'static str> = manual_fallback.then_some("manual");
+    for model in chain {
+        let Some(provider) = providers.for_model(model) else { continue };
+        let mut request = request.clone();
+        request.max_tokens = request.max_tokens.min(model.max_output_tokens);
+        let mut retry = 0;
+        loop {
+            attempts += 1;
+            let error = match engine.pick(&model.provider).await {
+                Err(rejection) => DispatchError::Pool { provider: model.provider.clone(), rejection },
+                Ok(upstream) => {
+                    let lease = Lease::new(engine.pool.clone(), model.provider.clone(), upstream);
+                    let result = if stream {
+                        match provider.chat_stream(upstream, model, &request).await {
+                            Ok(mut rest) => match rest.next().await {
+                                Some(Ok(first)) => Ok(Answer::Stream { first, rest }),
+                                Some(Err(e)) => Err(e),
+                                None => Err(ProviderError::Protocol {
+                                    provider: model.provider.clone(),
+                                    message: "empty stream".into(),
+                                }),
+                            },
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        provider.chat(upstream, model, &request).await.map(Answer::Whole)
+                    };
+                    match result {
+                        Ok(answer) => {
+                            let fallback = first_reason.map(|reason| {
+                                engine.metrics.fallbacks.with_label_values(&[&primary.name, reason]).inc();
+                                FallbackUsed { reason: reason.to_owned(), primary_model: primary.name.clone() }
+                            });
+                            return Ok(Served { model: model.clone(), answer, lease, fallback, attempts });
+                        }
+                        Err(e) => {
+                            let counts = matches!(
+                                e,
+                                ProviderError::RateLimited { .. }
+                                    | ProviderError::Upstream { .. }
+                                    | ProviderError::Connection { .. }
+                                    | ProviderError::Timeout { .. }
+                                    | ProviderError::Protocol { .. }
+                                    | ProviderError::BadCredentials { .. }
+                            );
+                            lease.report(if counts { Outcome::Failure } else { Outcome::Neutral });
+                            DispatchError::Provider(e)
+                        }
+                    }
+                }
+            };
+            // The caller's own mistake: no other model would do better.
+            if let DispatchError::Provider(e @ ProviderError::Rejected { .. }) = &error {
+                return Err(Failed { error: DispatchError::Provider(e.clone()), attempts });
+            }
+            let retry_after = match &error {
+                DispatchError::Provider(ProviderError::RateLimited { retry_after, .. }) => *retry_after,
+                _ => None,
+            };
+            let retryable = matches!(&error, DispatchError::Provider(e) if e.is_retryable())
+                && retry < engine.retry.max_retries
+                && retry_after.is_none_or(|ra| ra <= engine.retry.max_retry_after);
+            if retryable {
+                let wait = engine.retry.backoff(retry, retry_after);
+                retry += 1;
+                engine.metrics.retries.with_label_values(&[&model.provider]).inc();
+                tracing::debug!(model = %model.name, retry, wait_ms = wait.as_millis() as u64, "retrying");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            first_reason.get_or_insert(reason(&error));
+            tracing::debug!(model = %model.name, reason = reason(&error), "moving to the next model of the chain");
+            // The primary's failure is the one to report when the whole chain fails: it is what the caller asked for.
+            first_error.get_or_insert(error);
+            break;
+        }
+    }
+    let error = first_error.unwrap_or(DispatchError::Pool {
+        provider: primary.provider.clone(),
+        rejection: PoolRejection::UnknownProvider,
+    });
+    Err(Failed { error, attempts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_jittered_and_honours_retry_after() {
+        let policy = RetryPolicy {
+            max_retries: 3,
+            base: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            max_retry_after: Duration::from_secs(5),
+        };
+        for retry in 0..6 {
+            let exp = Duration::from_millis(100 * (1 << retry)).min(Duration::from_secs(1));
+            let wait = policy.backoff(retry, None);
+            assert!(wait >= exp / 2 && wait <= exp, "retry {retry}: {wait:?}");
+        }
+        assert!(policy.backoff(0, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
+    }
+}

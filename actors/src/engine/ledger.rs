@@ -1,0 +1,507 @@
+//! `BillingLedger`: a wallet per workspace (balance and reserved), integer millicredits. A request reserves the
+//! most it can cost before any upstream call, settles what it really cost after (the usage record and the debit
+//! are one durable write, committed before the caller reports the cost), and releases the rest. Holds live in
+//! memory only and the balance moves only at settlement, so a process that dies leaves no hold behind: on start
+//! every wallet's `reserved` is zero and its balance is what the committed usage left.
+
+use super::metrics::EngineMetrics;
+use super::supervise::guarded;
+use crate::credits::Credits;
+use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture, Supervised};
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// One request's usage, as recorded.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct UsageRecord {
+    pub id: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub workspace_id: String,
+    pub key_id: String,
+    pub model: String,
+    pub provider: String,
+    pub endpoint: String,
+    pub reporting_group: Option<String>,
+    pub task: Option<String>,
+    pub revision: Option<String>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Characters, images, audio seconds or inputs, for non-token models.
+    pub units: u64,
+    /// Millicredits charged; set by the ledger at settlement.
+    pub credits_milli: i64,
+    pub latency_ms: u64,
+    pub ttft_ms: Option<u64>,
+    /// `ok`, `cut` (the stream broke part way), `abandoned` (the client left), `error`.
+    pub status: String,
+    pub fallback_used: bool,
+    pub fallback_reason: Option<String>,
+    pub primary_model: Option<String>,
+    pub attempts: u32,
+    pub output_bytes: u64,
+}
+
+/// A durable write the ledger asks of its store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LedgerWrite {
+    /// A usage record; its `credits_milli` are debited from the workspace in the same write.
+    Usage(Box<UsageRecord>),
+    TopUp {
+        workspace_id: String,
+        amount: Credits,
+    },
+}
+
+/// Where the ledger's writes go (SQLite now, PostgreSQL later). `commit` writes a batch atomically.
+pub trait LedgerStore: Send + Sync + 'static {
+    fn commit(&self, batch: Vec<LedgerWrite>) -> BoxFuture<'static, Result<(), String>>;
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wallet {
+    pub balance: Credits,
+    pub reserved: Credits,
+}
+
+impl Wallet {
+    pub fn available(&self) -> Credits {
+        Credits(self.balance.0 - self.reserved.0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("Insufficient credits for this operation")]
+    Insufficient { available: Credits, needed: Credits },
+    #[error("no wallet for workspace `{0}`")]
+    UnknownWorkspace(String),
+    #[error("unknown hold {0}")]
+    UnknownHold(u64),
+    #[error("the usage record could not be stored: {0}")]
+    Store(String),
+    #[error("the ledger is restarting")]
+    Unavailable,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<HoldId, LedgerError>")]
+pub struct Reserve {
+    pub workspace_id: String,
+    pub amount: Credits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HoldId(pub u64);
+
+/// Charges `cost` (capped at the hold) with its usage record, frees the hold, and answers once committed.
+#[derive(Message)]
+#[rtype(result = "Result<Credits, LedgerError>")]
+pub struct Settle {
+    pub hold: HoldId,
+    pub cost: Credits,
+    pub record: UsageRecord,
+}
+
+/// Frees a hold with nothing charged (the call failed). A zero-credit record may still be kept for statistics.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release {
+    pub hold: HoldId,
+    pub record: Option<UsageRecord>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Credits, LedgerError>")]
+pub struct TopUp {
+    pub workspace_id: String,
+    pub amount: Credits,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct OpenWallet {
+    pub workspace_id: String,
+    pub balance: Credits,
+}
+
+#[derive(Message)]
+#[rtype(result = "Option<Wallet>")]
+pub struct GetWallet {
+    pub workspace_id: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+struct Hold {
+    workspace_id: String,
+    amount: Credits,
+}
+
+type Ack = oneshot::Sender<Result<(), String>>;
+
+pub struct BillingLedger {
+    wallets: HashMap<String, Wallet>,
+    holds: HashMap<u64, Hold>,
+    next_hold: u64,
+    writer: mpsc::Sender<(LedgerWrite, Option<Ack>)>,
+    metrics: EngineMetrics,
+}
+
+impl BillingLedger {
+    /// A ledger over the wallets' committed balances. `writer` is the group-commit queue (see `spawn_writer`).
+    pub fn new(
+        wallets: impl IntoIterator<Item = (String, Credits)>,
+        writer: mpsc::Sender<(LedgerWrite, Option<Ack>)>,
+        metrics: EngineMetrics,
+    ) -> Self {
+        let wallets =
+            wallets.into_iter().map(|(id, balance)| (id, Wallet { balance, reserved: Credits::ZERO })).collect();
+        BillingLedger { wallets, holds: HashMap::new(), next_hold: 1, writer, metrics }
+    }
+
+    fn reserve(&mut self, msg: Reserve) -> Result<HoldId, LedgerError> {
+        let wallet =
+            self.wallets.get_mut(&msg.workspace_id).ok_or(LedgerError::UnknownWorkspace(msg.workspace_id.clone()))?;
+        let amount = Credits(msg.amount.0.max(0));
+        if wallet.available().0 < amount.0 {
+            return Err(LedgerError::Insufficient { available: wallet.available(), needed: amount });
+        }
+        wallet.reserved.0 += amount.0;
+        let id = self.next_hold;
+        self.next_hold += 1;
+        self.holds.insert(id, Hold { workspace_id: msg.workspace_id, amount });
+        Ok(HoldId(id))
+    }
+
+    /// Applies a settlement in memory; answers the charge and the write to commit.
+    fn settle(&mut self, msg: Settle) -> Result<(Credits, LedgerWrite), LedgerError> {
+        let hold = self.holds.remove(&msg.hold.0).ok_or(LedgerError::UnknownHold(msg.hold.0))?;
+        let charge = Credits(msg.cost.0.clamp(0, hold.amount.0));
+        if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
+            wallet.reserved.0 -= hold.amount.0;
+            wallet.balance.0 -= charge.0;
+        }
+        let mut record = msg.record;
+        record.workspace_id = hold.workspace_id;
+        record.credits_milli = charge.0;
+        Ok((charge, LedgerWrite::Usage(Box::new(record))))
+    }
+
+    fn release(&mut self, hold: HoldId) -> Option<String> {
+        let hold = self.holds.remove(&hold.0)?;
+        if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
+            wallet.reserved.0 -= hold.amount.0;
+        }
+        Some(hold.workspace_id)
+    }
+
+    /// The invariant a restart restores: each wallet's `reserved` is the sum of its holds.
+    fn recount_reserved(&mut self) {
+        for wallet in self.wallets.values_mut() {
+            wallet.reserved = Credits::ZERO;
+        }
+        for hold in self.holds.values() {
+            if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
+                wallet.reserved.0 += hold.amount.0;
+            }
+        }
+    }
+
+    fn backlog_done(&self) {
+        self.metrics.mailbox_backlog.with_label_values(&["ledger"]).dec();
+    }
+}
+
+impl Actor for BillingLedger {
+    type Context = Context<Self>;
+}
+
+impl Supervised for BillingLedger {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!("billing ledger restarting; recounting reservations from its holds");
+        self.recount_reserved();
+    }
+}
+
+impl Handler<Reserve> for BillingLedger {
+    type Result = Result<HoldId, LedgerError>;
+
+    fn handle(&mut self, msg: Reserve, ctx: &mut Context<Self>) -> Self::Result {
+        self.backlog_done();
+        let restarts = self.metrics.restarts.clone();
+        guarded::<Self, _>("ledger", ctx, &restarts, || self.reserve(msg)).unwrap_or(Err(LedgerError::Unavailable))
+    }
+}
+
+impl Handler<Settle> for BillingLedger {
+    type Result = ResponseFuture<Result<Credits, LedgerError>>;
+
+    fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) -> Self::Result {
+        self.backlog_done();
+        let restarts = self.metrics.restarts.clone();
+        let workspace = self.holds.get(&msg.hold.0).map(|h| h.workspace_id.clone());
+        let outcome =
+            guarded::<Self, _>("ledger", ctx, &restarts, || self.settle(msg)).unwrap_or(Err(LedgerError::Unavailable));
+        let (charge, write) = match outcome {
+            Ok(done) => done,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let writer = self.writer.clone();
+        let addr = ctx.address();
+        Box::pin(async move {
+            let (ack, committed) = oneshot::channel();
+            let result = match writer.send((write, Some(ack))).await {
+                Ok(()) => committed.await.unwrap_or_else(|_| Err("the usage writer stopped".into())),
+                Err(_) => Err("the usage writer stopped".into()),
+            };
+            match result {
+                Ok(()) => Ok(charge),
+                Err(e) => {
+                    // Nothing was written: give the charge back so memory matches the store.
+                    if let Some(workspace_id) = workspace {
+                        addr.do_send(Refund { workspace_id, amount: charge });
+                    }
+                    Err(LedgerError::Store(e))
+                }
+            }
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Refund {
+    workspace_id: String,
+    amount: Credits,
+}
+
+impl Handler<Refund> for BillingLedger {
+    type Result = ();
+
+    fn handle(&mut self, msg: Refund, _: &mut Context<Self>) {
+        if let Some(wallet) = self.wallets.get_mut(&msg.workspace_id) {
+            wallet.balance.0 += msg.amount.0;
+        }
+    }
+}
+
+impl Handler<Release> for BillingLedger {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, ctx: &mut Context<Self>) {
+        self.backlog_done();
+        let restarts = self.metrics.restarts.clone();
+        let workspace = guarded::<Self, _>("ledger", ctx, &restarts, || self.release(msg.hold)).flatten();
+        if let (Some(workspace_id), Some(mut record)) = (workspace, msg.record) {
+            record.workspace_id = workspace_id;
+            record.credits_milli = 0;
+            // Statistics only: nobody waits for it.
+            let _ = self.writer.try_send((LedgerWrite::Usage(Box::new(record)), None));
+        }
+    }
+}
+
+impl Handler<TopUp> for BillingLedger {
+    type Result = ResponseFuture<Result<Credits, LedgerError>>;
+
+    fn handle(&mut self, msg: TopUp, _: &mut Context<Self>) -> Self::Result {
+        let Some(wallet) = self.wallets.get_mut(&msg.workspace_id) else {
+            let id = msg.workspace_id;
+            return Box::pin(async move { Err(LedgerError::UnknownWorkspace(id)) });
+        };
+        wallet.balance.0 += msg.amount.0;
+        let balance = wallet.balance;
+        let writer = self.writer.clone();
+        let write = LedgerWrite::TopUp { workspace_id: msg.workspace_id, amount: msg.amount };
+        Box::pin(async move {
+            let (ack, committed) = oneshot::channel();
+            writer.send((write, Some(ack))).await.map_err(|_| LedgerError::Store("the writer stopped".into()))?;
+            committed.await.unwrap_or_else(|_| Err("the writer stopped".into())).map_err(LedgerError::Store)?;
+            Ok(balance)
+        })
+    }
+}
+
+impl Handler<OpenWallet> for BillingLedger {
+    type Result = ();
+
+    fn handle(&mut self, msg: OpenWallet, _: &mut Context<Self>) {
+        self.wallets.entry(msg.workspace_id).or_insert(Wallet { balance: msg.balance, reserved: Credits::ZERO });
+    }
+}
+
+impl Handler<GetWallet> for BillingLedger {
+    type Result = Option<Wallet>;
+
+    fn handle(&mut self, msg: GetWallet, _: &mut Context<Self>) -> Self::Result {
+        self.wallets.get(&msg.workspace_id).copied()
+    }
+}
+
+impl Handler<Crash> for BillingLedger {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        let restarts = self.metrics.restarts.clone();
+        let _ = guarded::<Self, _>("ledger", ctx, &restarts, || panic!("injected panic"));
+    }
+}
+
+/// The group-commit writer: takes whatever writes queued up while the previous commit ran and commits them as one
+/// batch, then answers each waiter. With nothing queued it commits at once, so a lone write waits for no timer.
+pub fn spawn_writer(store: Arc<dyn LedgerStore>, capacity: usize) -> mpsc::Sender<(LedgerWrite, Option<Ack>)> {
+    let (tx, mut rx) = mpsc::channel::<(LedgerWrite, Option<Ack>)>(capacity);
+    actix::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut writes = vec![first.0];
+            let mut acks = vec![first.1];
+            while writes.len() < 512 {
+                match rx.try_recv() {
+                    Ok((write, ack)) => {
+                        writes.push(write);
+                        acks.push(ack);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            let result = store.commit(writes).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "usage batch could not be committed");
+            }
+            tracing::trace!(
+                elapsed_us = started.elapsed().as_micros() as u64,
+                batch = acks.len(),
+                "usage batch committed"
+            );
+            for ack in acks.into_iter().flatten() {
+                let _ = ack.send(result.clone());
+            }
+        }
+    });
+    tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix::{Addr, Supervisor};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct MemoryStore {
+        writes: Mutex<Vec<LedgerWrite>>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl LedgerStore for MemoryStore {
+        fn commit(&self, batch: Vec<LedgerWrite>) -> BoxFuture<'static, Result<(), String>> {
+            let fail = self.fail.load(std::sync::atomic::Ordering::SeqCst);
+            if !fail {
+                self.writes.lock().unwrap().extend(batch);
+            }
+            Box::pin(async move {
+                if fail {
+                    Err("disk full".into())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    fn ledger(store: Arc<MemoryStore>, balance: i64) -> Addr<BillingLedger> {
+        let writer = spawn_writer(store, 1024);
+        let metrics = EngineMetrics::unregistered();
+        Supervisor::start(move |_| BillingLedger::new([("ws".to_owned(), Credits(balance))], writer, metrics))
+    }
+
+    async fn wallet(ledger: &Addr<BillingLedger>) -> Wallet {
+        ledger.send(GetWallet { workspace_id: "ws".into() }).await.unwrap().unwrap()
+    }
+
+    #[actix::test]
+    async fn reserve_fails_when_balance_short() {
+        let ledger = ledger(Arc::default(), 100);
+        let hold = ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(60) }).await.unwrap().unwrap();
+        let short = ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(41) }).await.unwrap();
+        assert!(matches!(short, Err(LedgerError::Insufficient { .. })));
+        ledger.send(Release { hold, record: None }).await.unwrap();
+        assert!(ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(100) }).await.unwrap().is_ok());
+    }
+
+    #[actix::test]
+    async fn exactly_k_of_4k_parallel_reservations_fit_and_nothing_stays_reserved() {
+        let store = Arc::new(MemoryStore::default());
+        let ledger = ledger(store.clone(), 7 * 30);
+        let attempts = (0..28).map(|_| {
+            let ledger = ledger.clone();
+            async move {
+                let hold =
+                    ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(30) }).await.unwrap().ok()?;
+                let record = UsageRecord { status: "ok".into(), ..Default::default() };
+                ledger.send(Settle { hold, cost: Credits(30), record }).await.unwrap().ok()
+            }
+        });
+        let served = futures::future::join_all(attempts).await.into_iter().flatten().count();
+        assert_eq!(served, 7);
+        let wallet = wallet(&ledger).await;
+        assert_eq!(wallet, Wallet { balance: Credits(0), reserved: Credits(0) });
+        assert_eq!(store.writes.lock().unwrap().len(), 7);
+    }
+
+    #[actix::test]
+    async fn settle_charges_at_most_the_hold_and_records_it() {
+        let store = Arc::new(MemoryStore::default());
+        let ledger = ledger(store.clone(), 1000);
+        let hold = ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(50) }).await.unwrap().unwrap();
+        let charged =
+            ledger.send(Settle { hold, cost: Credits(80), record: UsageRecord::default() }).await.unwrap().unwrap();
+        assert_eq!(charged, Credits(50));
+        assert_eq!(wallet(&ledger).await, Wallet { balance: Credits(950), reserved: Credits(0) });
+        let first = store.writes.lock().unwrap()[0].clone();
+        assert!(matches!(&first, LedgerWrite::Usage(r) if r.credits_milli == 50 && r.workspace_id == "ws"));
+        // A hold is settled once: a second settlement is refused.
+        let again = ledger.send(Settle { hold, cost: Credits(1), record: UsageRecord::default() }).await.unwrap();
+        assert_eq!(again, Err(LedgerError::UnknownHold(hold.0)));
+    }
+
+    #[actix::test]
+    async fn a_failed_commit_charges_nothing() {
+        let store = Arc::new(MemoryStore::default());
+        store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let ledger = ledger(store.clone(), 100);
+        let hold = ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(10) }).await.unwrap().unwrap();
+        let result = ledger.send(Settle { hold, cost: Credits(10), record: UsageRecord::default() }).await.unwrap();
+        assert!(matches!(result, Err(LedgerError::Store(_))));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert_eq!(wallet(&ledger).await, Wallet { balance: Credits(100), reserved: Credits(0) });
+    }
+
+    #[actix::test]
+    async fn a_panicking_ledger_is_restarted_with_its_wallets() {
+        let ledger = ledger(Arc::default(), 100);
+        let _hold = ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(10) }).await.unwrap().unwrap();
+        ledger.do_send(Crash);
+        let wallet = wallet(&ledger).await;
+        assert_eq!(wallet, Wallet { balance: Credits(100), reserved: Credits(10) });
+        assert!(ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(90) }).await.unwrap().is_ok());
+    }
+
+    #[actix::test]
+    async fn unknown_workspaces_and_top_ups() {
+        let store = Arc::new(MemoryStore::default());
+        let ledger = ledger(store.clone(), 0);
+        let missing = ledger.send(Reserve { workspace_id: "nope".into(), amount: Credits(1) }).await.unwrap();
+        assert!(matches!(missing, Err(LedgerError::UnknownWorkspace(_))));
+        let balance = ledger.send(TopUp { workspace_id: "ws".into(), amount: Credits(5) }).await.unwrap().unwrap();
+        assert_eq!(balance, Credits(5));
+        assert_eq!(store.writes.lock().unwrap().len(), 1);
+    }
+}

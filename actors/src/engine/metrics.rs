@@ -1,0 +1,75 @@
+//! The engine's metrics: rejections, retries, fallbacks, circuit states, ledger latency, mailbox backlog.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct EngineMetrics {
+    pub rejections: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub fallbacks: IntCounterVec,
+    pub circuit_state: IntGaugeVec,
+    pub ledger_latency: HistogramVec,
+    pub mailbox_backlog: IntGaugeVec,
+    pub restarts: IntCounterVec,
+    pub sessions: prometheus::IntGauge,
+}
+
+const LEDGER_BUCKETS: &[f64] =
+    &[0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25];
+
+impl EngineMetrics {
+    /// Builds the metrics and registers them (a registry with the `switchyard` prefix in production).
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let rejections = IntCounterVec::new(
+            Opts::new("rejections_total", "Requests refused before any upstream call, by reason"),
+            &["reason"],
+        )?;
+        let retries = IntCounterVec::new(Opts::new("retries_total", "Upstream retries by provider"), &["provider"])?;
+        let fallbacks = IntCounterVec::new(
+            Opts::new("fallbacks_total", "Requests served by a fallback model, by primary model and reason"),
+            &["primary_model", "reason"],
+        )?;
+        let circuit_state = IntGaugeVec::new(
+            Opts::new("circuit_state", "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open"),
+            &["provider", "upstream"],
+        )?;
+        let ledger_latency = HistogramVec::new(
+            HistogramOpts::new("ledger_seconds", "Time to reserve and to settle (settle includes the usage commit)")
+                .buckets(LEDGER_BUCKETS.to_vec()),
+            &["operation"],
+        )?;
+        let mailbox_backlog = IntGaugeVec::new(
+            Opts::new("mailbox_backlog", "Messages sent to an actor and not yet handled"),
+            &["actor"],
+        )?;
+        let restarts =
+            IntCounterVec::new(Opts::new("actor_restarts_total", "Supervisor restarts by actor"), &["actor"])?;
+        let sessions = prometheus::IntGauge::new("sessions_active", "API key sessions alive")?;
+        registry.register(Box::new(rejections.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(fallbacks.clone()))?;
+        registry.register(Box::new(circuit_state.clone()))?;
+        registry.register(Box::new(ledger_latency.clone()))?;
+        registry.register(Box::new(mailbox_backlog.clone()))?;
+        registry.register(Box::new(restarts.clone()))?;
+        registry.register(Box::new(sessions.clone()))?;
+        Ok(EngineMetrics {
+            rejections,
+            retries,
+            fallbacks,
+            circuit_state,
+            ledger_latency,
+            mailbox_backlog,
+            restarts,
+            sessions,
+        })
+    }
+
+    /// Metrics for tests, in a registry of their own.
+    pub fn unregistered() -> Self {
+        match Self::new(&Registry::new()) {
+            Ok(m) => m,
+            Err(e) => unreachable!("fresh registry refused metrics: {e}"),
+        }
+    }
+}
