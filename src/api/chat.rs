@@ -408,12 +408,13 @@ pub async fn respond(
             record.status = "ok".into();
             record.latency_ms = call.started.elapsed().as_millis() as u64;
             record.output_bytes = answer.text.len() as u64;
+            let id = record.id.clone();
             let charged =
                 engine.settle(hold, cost, record).await.map_err(|e| ApiError::internal(format!("ledger: {e}")))?;
             permit.record_tokens(usage.total());
             metadata.credits_charged = charged;
             metadata.latency_ms = call.started.elapsed().as_millis() as u64;
-            let body = completion(call.face, &served_model, answer, metadata);
+            let body = completion(id, call.face, &served_model, answer, metadata);
             let mut response =
                 HttpResponse::Ok().insert_header(("x-switchyard-model", served_model.name.as_str())).json(body);
             response.extensions_mut().insert(UpstreamTime(upstream));
@@ -493,9 +494,9 @@ fn upstream_error(state: &AppState, e: ProviderError) -> ApiError {
     ApiError::from(e)
 }
 
-fn completion(face: Face, model: &ModelSpec, answer: ChatResponse, metadata: Metadata) -> Completion {
+fn completion(id: String, face: Face, model: &ModelSpec, answer: ChatResponse, metadata: Metadata) -> Completion {
     Completion {
-        id: face.new_id(),
+        id,
         object: face.object(),
         created: now_unix(),
         model: model.name.clone(),
@@ -594,7 +595,8 @@ fn sse_body(
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
     async_stream::stream! {
         let _in_flight = StreamGauge::new(&state.metrics.streams_in_flight);
-        let id = face.new_id();
+        // The stream's id is its usage record's id.
+        let id = billing.record.id.clone();
         let created = now_unix();
         let chunk = |choices: &[ChunkChoice<'_>], usage: Option<UsageOut>, metadata: Option<&Metadata>| {
             frame(&Chunk { id: &id, object: face.chunk_object(), created, model: &model, choices, usage, metadata })

@@ -2,9 +2,11 @@
 //! the API.md shapes; every error leaves through `errors::ApiError`.
 
 pub mod admin;
+pub mod billing;
 pub mod body;
 pub mod chat;
 pub mod errors;
+pub mod idempotency;
 pub mod limits;
 pub mod openai;
 pub mod openapi;
@@ -21,6 +23,7 @@ pub fn resource(path: &str) -> actix_web::Resource {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     task::configure(cfg);
+    billing::configure(cfg);
     openai::configure(cfg);
     admin::configure(cfg);
     ops::configure(cfg);

@@ -65,7 +65,25 @@ pub async fn chat_completions(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    let object = parse_object(&body)?;
+    super::idempotency::guard(
+        &state,
+        &req,
+        &principal,
+        &body,
+        run(&state, &principal, query.into_inner(), &req, &body, started),
+    )
+    .await
+}
+
+async fn run(
+    state: &web::Data<AppState>,
+    principal: &Principal,
+    query: super::task::RoutingQuery,
+    req: &HttpRequest,
+    body: &[u8],
+    started: Instant,
+) -> Result<HttpResponse, ApiError> {
+    let object = parse_object(body)?;
     let body: ChatCompletionRequest = from_object(object)?;
     let model = state.catalogue.model(&body.model).ok_or_else(|| ApiError::unsupported_model(&body.model))?;
     if body.n.is_some_and(|n| n != 1) {
@@ -81,10 +99,9 @@ pub async fn chat_completions(
     let request = chat::prepare(model, input)?;
     let usage_chunk = body.stream_options.is_some_and(|o| o.include_usage);
     let delivery = Delivery { stream: body.stream, usage_chunk };
-    let query = query.into_inner();
     let call = ChatCall {
         face: Face::OpenAi,
-        principal: &principal,
+        principal,
         model,
         request,
         delivery,
@@ -93,7 +110,7 @@ pub async fn chat_completions(
         started,
         endpoint: "/v1/chat/completions",
     };
-    chat::respond(&state, &req, call).await
+    chat::respond(state, req, call).await
 }
 
 #[derive(Serialize, ToSchema)]

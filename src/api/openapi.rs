@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use super::{admin, chat, errors, openai, ops, task};
+use super::{admin, billing, chat, errors, openai, ops, task};
 use crate::store::Plan;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -12,6 +12,8 @@ use utoipa::{Modify, OpenApi};
         task::create_task,
         openai::chat_completions,
         openai::list_models,
+        billing::wallet,
+        billing::usage_summary,
         admin::create_workspace,
         admin::get_workspace,
         admin::create_workspace_key,
@@ -27,7 +29,8 @@ use utoipa::{Modify, OpenApi};
         chat::Completion, chat::Choice, chat::AssistantMessage, chat::UsageOut, chat::MessageIn, chat::StopIn,
         task::TaskChatRequest, openai::ChatCompletionRequest, openai::StreamOptions, openai::ModelList, openai::ModelEntry,
         admin::CreateWorkspace, admin::WorkspaceView, admin::KeyView, admin::NewKey, admin::CreateKey, admin::TopUp,
-        admin::Balance, admin::Revoked, Plan, ops::Health,
+        admin::Balance, admin::Revoked, Plan, ops::Health, chat::Metadata, chat::FallbackOut,
+        billing::WalletView, billing::UsageSummary, billing::UsageGroup,
     )),
     modifiers(&Security)
 )]

@@ -75,7 +75,25 @@ pub async fn create_task(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    let object = parse_object(&body)?;
+    super::idempotency::guard(
+        &state,
+        &req,
+        &principal,
+        &body,
+        run(&state, &principal, query.into_inner(), &req, &body, started),
+    )
+    .await
+}
+
+async fn run(
+    state: &web::Data<AppState>,
+    principal: &Principal,
+    query: RoutingQuery,
+    req: &HttpRequest,
+    body: &[u8],
+    started: Instant,
+) -> Result<HttpResponse, ApiError> {
+    let object = parse_object(body)?;
     if object.contains_key("input_params") {
         return Err(ApiError::invalid_field(
             "input_params",
@@ -100,10 +118,9 @@ pub async fn create_task(
             };
             let request = chat::prepare(model, input)?;
             let delivery = Delivery { stream: body.stream, usage_chunk: false };
-            let query = query.into_inner();
             let call = ChatCall {
                 face: Face::Task,
-                principal: &principal,
+                principal,
                 model,
                 request,
                 delivery,
@@ -112,7 +129,7 @@ pub async fn create_task(
                 started,
                 endpoint: "/api/v1/task",
             };
-            chat::respond(&state, &req, call).await
+            chat::respond(state, req, call).await
         }
     }
 }

@@ -1,0 +1,205 @@
+//! `GET /api/billing/wallet` and `GET /api/billing/usage/summary`, each confined to the caller's workspace.
+
+use super::errors::{ApiError, ErrorBody};
+use crate::auth::Principal;
+use crate::state::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use switchyard_actors::engine::ledger::GetWallet;
+use switchyard_actors::Credits;
+use utoipa::{IntoParams, ToSchema};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/api/billing/wallet").route(web::get().to(wallet)))
+        .service(super::resource("/api/billing/usage/summary").route(web::get().to(usage_summary)));
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WalletView {
+    pub object: &'static str,
+    pub workspace_id: String,
+    /// Credits left after every settled charge.
+    #[schema(value_type = f64)]
+    pub balance: Credits,
+    /// Credits held for requests in flight.
+    #[schema(value_type = f64)]
+    pub reserved: Credits,
+    /// `balance - reserved`: what new requests can use.
+    #[schema(value_type = f64)]
+    pub available: Credits,
+}
+
+#[utoipa::path(get, path = "/api/billing/wallet", tag = "billing",
+    responses((status = 200, body = WalletView), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn wallet(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
+    let wallet = state
+        .engine()
+        .ledger
+        .send(GetWallet { workspace_id: principal.workspace_id.clone() })
+        .await
+        .map_err(|e| ApiError::internal(format!("ledger: {e}")))?
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok().json(WalletView {
+        object: "wallet",
+        workspace_id: principal.workspace_id,
+        balance: wallet.balance,
+        reserved: wallet.reserved,
+        available: wallet.available(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryQuery {
+    /// Start (inclusive): RFC 3339, `YYYY-MM-DD` or Unix seconds. Default: 30 days ago.
+    pub from: Option<String>,
+    /// End (exclusive), same forms. Default: now.
+    pub to: Option<String>,
+    /// `model` (default), `reporting_group`, `api_key` or `day`.
+    pub group_by: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsageGroup {
+    /// The group's value (a model, a reporting group, an API key id or a day); null for records without one.
+    pub key: Option<String>,
+    pub requests: i64,
+    pub errors: i64,
+    pub fallbacks: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    #[schema(value_type = f64)]
+    pub credits: Credits,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsageSummary {
+    pub object: &'static str,
+    pub workspace_id: String,
+    /// Unix seconds.
+    pub from: i64,
+    pub to: i64,
+    pub group_by: String,
+    pub data: Vec<UsageGroup>,
+    pub total: UsageGroup,
+}
+
+/// Parses a time bound to Unix seconds.
+fn parse_time(field: &str, value: &str) -> Result<i64, ApiError> {
+    use time::format_description::well_known::Rfc3339;
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<i64>() {
+        return Ok(seconds);
+    }
+    if let Ok(t) = time::OffsetDateTime::parse(value, &Rfc3339) {
+        return Ok(t.unix_timestamp());
+    }
+    let day = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(date) = time::Date::parse(value, &day) {
+        return Ok(date.midnight().assume_utc().unix_timestamp());
+    }
+    Err(ApiError::invalid_field(field, format!("`{field}` must be RFC 3339, YYYY-MM-DD or Unix seconds")))
+}
+
+#[utoipa::path(get, path = "/api/billing/usage/summary", tag = "billing", params(SummaryQuery),
+    responses((status = 200, body = UsageSummary), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn usage_summary(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    query: web::Query<SummaryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
+    let now = crate::state::now_unix();
+    let from = query.from.as_deref().map(|v| parse_time("from", v)).transpose()?.unwrap_or(now - 30 * 86_400);
+    let to = query.to.as_deref().map(|v| parse_time("to", v)).transpose()?.unwrap_or(now + 1);
+    if to <= from {
+        return Err(ApiError::invalid_field("to", "`to` must be after `from`"));
+    }
+    let group_by = query.group_by.clone().unwrap_or_else(|| "model".to_owned());
+    let key = match group_by.as_str() {
+        "model" => "model",
+        "reporting_group" => "reporting_group",
+        "api_key" => "key_id",
+        "day" => "strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')",
+        "task" => "task",
+        "revision" => "revision",
+        other => {
+            return Err(ApiError::invalid_field(
+                "group_by",
+                format!("Unknown group_by `{other}`: use model, reporting_group, api_key, day, task or revision"),
+            ))
+        }
+    };
+    // `key` is one of the fixed expressions above, never caller text.
+    let sql = format!(
+        "SELECT {key} AS grp, COUNT(*) AS requests, SUM(status = 'error') AS errors, SUM(fallback_used) AS fallbacks, \
+         SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion, SUM(credits_milli) AS credits \
+         FROM usage WHERE workspace_id = ? AND created_at >= ? AND created_at < ? GROUP BY grp ORDER BY grp"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(&principal.workspace_id)
+        .bind(from * 1000)
+        .bind(to * 1000)
+        .fetch_all(state.store.pool())
+        .await
+        .map_err(ApiError::store)?;
+    let mut total = UsageGroup {
+        key: None,
+        requests: 0,
+        errors: 0,
+        fallbacks: 0,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        credits: Credits::ZERO,
+    };
+    let mut data = Vec::with_capacity(rows.len());
+    for row in rows {
+        let group = UsageGroup {
+            key: row.try_get("grp").map_err(ApiError::store)?,
+            requests: row.try_get("requests").map_err(ApiError::store)?,
+            errors: row.try_get::<Option<i64>, _>("errors").map_err(ApiError::store)?.unwrap_or(0),
+            fallbacks: row.try_get::<Option<i64>, _>("fallbacks").map_err(ApiError::store)?.unwrap_or(0),
+            prompt_tokens: row.try_get::<Option<i64>, _>("prompt").map_err(ApiError::store)?.unwrap_or(0),
+            completion_tokens: row.try_get::<Option<i64>, _>("completion").map_err(ApiError::store)?.unwrap_or(0),
+            credits: Credits(row.try_get::<Option<i64>, _>("credits").map_err(ApiError::store)?.unwrap_or(0)),
+        };
+        total.requests += group.requests;
+        total.errors += group.errors;
+        total.fallbacks += group.fallbacks;
+        total.prompt_tokens += group.prompt_tokens;
+        total.completion_tokens += group.completion_tokens;
+        total.credits.0 += group.credits.0;
+        data.push(group);
+    }
+    Ok(HttpResponse::Ok().json(UsageSummary {
+        object: "usage.summary",
+        workspace_id: principal.workspace_id,
+        from,
+        to,
+        group_by,
+        data,
+        total,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_bounds_take_three_forms() {
+        assert_eq!(parse_time("from", "86400").unwrap(), 86_400);
+        assert_eq!(parse_time("from", "1970-01-02").unwrap(), 86_400);
+        assert_eq!(parse_time("from", "1970-01-02T00:00:00Z").unwrap(), 86_400);
+        assert_eq!(parse_time("from", "yesterday").unwrap_err().code(), "invalid_field");
+    }
+}
