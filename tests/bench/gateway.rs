@@ -208,6 +208,35 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The commit the binaries were built from, read-only (no index refresh); this file's own changes don't count.
+fn revision() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("--no-optional-locks")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(head) => {
+            let dirty =
+                git(&["status", "--porcelain", "--", ".", ":(exclude)tests/bench"]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{head} + uncommitted changes")
+            } else {
+                head
+            }
+        }
+        None => "unknown revision".to_owned(),
+    }
+}
+
 fn online_cpus() -> usize {
     std::fs::read_to_string("/proc/cpuinfo")
         .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
@@ -696,6 +725,8 @@ async fn search(target: &Target, conns: usize, fixed: &[RateRun], probes: usize,
 
 struct Setup {
     settings: Settings,
+    /// Which code was measured: the commit, and whether the tree had other changes.
+    revision: String,
     /// Set with the split placement: the gateway's process, to move it between CPUs.
     gateway_pid: Option<u32>,
     cpus: usize,
@@ -916,7 +947,7 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "Machine: nproc {}, {}; load average {} at start, {} at end; {} s of measurement.\n\
+        "Machine: nproc {}, {}; load average {} at start, {} at end; {} s of measurement; gateway built from {}.\n\
          Method: one hand-written HTTP/1.1 client (TCP_NODELAY, keep-alive) for both targets, one current-thread \
          tokio runtime. 1 conn: {} requests per target after {} warm-up, direct and gateway alternating in blocks of \
          {BLOCK}. Open loop: {} connections opened per run, {} s per rate, sends paced by spinning (tokio's timer \
@@ -929,6 +960,7 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
         load_start,
         loadavg(),
         elapsed.as_secs(),
+        setup.revision,
         seq[0].lat.len(),
         s.seq_warmup,
         s.conns,
@@ -1060,7 +1092,7 @@ fn run(dir: &Path) -> Result<String> {
         if settings.quick { "; quick run" } else { "" }
     );
     let gateway_pid = children.0.last().map(Child::id).filter(|_| settings.pin == Pin::Split);
-    let setup = Setup { settings, gateway_pid, cpus, pin_note, command };
+    let setup = Setup { settings, revision: revision(), gateway_pid, cpus, pin_note, command };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // SIGINT or SIGTERM ends the run through the normal path, so `children` still kills the servers.
     let result = runtime.block_on(async {

@@ -65,6 +65,99 @@ impl Gateway {
         Gateway { url: format!("http://{addr}"), key, state, client: reqwest::Client::new(), handle, _dir: dir }
     }
 
+    /// A gateway over a catalogue of the test's own.
+    pub async fn with_catalogue(
+        env: HashMap<String, String>,
+        catalogue: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Gateway {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), catalogue).unwrap();
+        let (_, path) = file.keep().unwrap();
+        Gateway::start(env, move |c| {
+            c.catalogue.path = path.to_string_lossy().into_owned();
+            tweak(c);
+        })
+        .await
+    }
+
+    /// Creates a workspace with its own key through the admin API.
+    pub async fn workspace(&self, credits: &str, rpm: u32, concurrent: u32, tpm: u32) -> (String, String) {
+        let created: serde_json::Value = self
+            .admin(reqwest::Method::POST, "/admin/workspaces")
+            .json(&serde_json::json!({"name": "test", "credits": credits,
+                "plan": {"requests_per_minute": rpm, "concurrent_requests": concurrent, "tokens_per_minute": tpm}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"].as_str().unwrap().to_owned();
+        let key: serde_json::Value = self
+            .admin(reqwest::Method::POST, &format!("/admin/workspaces/{id}/keys"))
+            .json(&serde_json::json!({"name": "k"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (id, key["key"].as_str().unwrap().to_owned())
+    }
+
+    /// The wallet as the ledger holds it, in millicredits: (balance, reserved).
+    pub async fn wallet(&self, key: &str) -> (i64, i64) {
+        let wallet: serde_json::Value = self
+            .client
+            .get(format!("{}/api/billing/wallet", self.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let milli = |v: &serde_json::Value| (v.as_f64().unwrap() * 1000.0).round() as i64;
+        (milli(&wallet["balance"]), milli(&wallet["reserved"]))
+    }
+
+    /// Waits (bounded) until nothing is reserved in the workspace, e.g. after abandoned streams settle.
+    pub async fn settled(&self, key: &str) -> (i64, i64) {
+        for _ in 0..200 {
+            let wallet = self.wallet(key).await;
+            if wallet.1 == 0 {
+                return wallet;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.wallet(key).await
+    }
+
+    /// The committed usage records of a workspace: (id, credits in millicredits, status).
+    pub async fn usage(&self, workspace: &str) -> Vec<(String, i64, String)> {
+        use sqlx::Row;
+        sqlx::query("SELECT id, credits_milli, status FROM usage WHERE workspace_id = ? ORDER BY created_at")
+            .bind(workspace)
+            .fetch_all(self.state.store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get("id"), r.get("credits_milli"), r.get("status")))
+            .collect()
+    }
+
+    /// The committed balance in the store, in millicredits.
+    pub async fn stored_balance(&self, workspace: &str) -> i64 {
+        use sqlx::Row;
+        sqlx::query("SELECT credits_milli FROM workspaces WHERE id = ?")
+            .bind(workspace)
+            .fetch_one(self.state.store.pool())
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// A gateway with every provider pointed at `mock`.
     pub async fn with_mock(mock: &mock::MockServer) -> Gateway {
         Gateway::start(mock_env(mock), |_| {}).await
