@@ -194,3 +194,64 @@ async fn the_official_openai_python_sdk_works_unchanged() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Load, then SIGKILL, then a restart: every response that reported a cost has its usage record, no hold is
+/// left, and the wallet adds up.
+#[tokio::test]
+async fn a_killed_gateway_loses_no_charge_and_leaves_no_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = start(dir.path());
+    let key = gateway.key.clone().unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/task", gateway.url);
+    let (initial, _) = wallet(&client, &gateway.url, &key).await;
+    let stop = Instant::now() + Duration::from_millis(1500);
+    let workers = (0..8).map(|i| {
+        let (client, url, key) = (client.clone(), url.clone(), key.clone());
+        tokio::spawn(async move {
+            let mut reported = Vec::new();
+            while Instant::now() < stop {
+                let body = json!({"model": "sim-chat", "messages": [{"role": "user", "content": format!("load {i}")}],
+                    "max_tokens": 4, "stream": false});
+                let Ok(response) = client.post(&url).bearer_auth(&key).json(&body).send().await else { break };
+                let Ok(body) = response.json::<Value>().await else { break };
+                if let (Some(id), Some(credits)) = (body["id"].as_str(), body["metadata"]["credits_charged"].as_f64()) {
+                    reported.push((id.to_owned(), (credits * 1000.0).round() as i64));
+                }
+            }
+            reported
+        })
+    });
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let status = Command::new("kill").args(["-KILL", &gateway.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    };
+    let (results, ()) = tokio::join!(futures::future::join_all(workers), killer);
+    let _ = gateway.child.wait();
+    let reported: Vec<(String, i64)> = results.into_iter().flat_map(Result::unwrap).collect();
+    assert!(reported.len() > 5, "too little load before the kill: {}", reported.len());
+    let restarted = start(dir.path());
+    let (balance, reserved) = wallet(&client, &restarted.url, &key).await;
+    assert_eq!(reserved, 0, "a hold survived the crash");
+    let db =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}/switchyard.db?mode=ro", dir.path().display())).await.unwrap();
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, credits_milli FROM usage").fetch_all(&db).await.unwrap();
+    let recorded: std::collections::HashMap<String, i64> = rows.iter().cloned().collect();
+    for (id, credits) in &reported {
+        assert_eq!(
+            recorded.get(id),
+            Some(credits),
+            "response {id} reported {credits} but its usage record is missing or differs"
+        );
+    }
+    let spent: i64 = rows.iter().map(|r| r.1).sum();
+    assert_eq!(initial - balance, spent, "the wallet does not add up after the crash");
+}
+
+async fn wallet(client: &reqwest::Client, url: &str, key: &str) -> (i64, i64) {
+    let wallet: Value =
+        client.get(format!("{url}/api/billing/wallet")).bearer_auth(key).send().await.unwrap().json().await.unwrap();
+    let milli = |v: &Value| (v.as_f64().unwrap() * 1000.0).round() as i64;
+    (milli(&wallet["balance"]), milli(&wallet["reserved"]))
+}
