@@ -1,20 +1,23 @@
 //! Switchyard gateway benchmark: the latency the gateway adds over calling the upstream directly.
 //!
-//! `cargo bench --bench gateway` (about 2 minutes) or `BENCH_QUICK=1 cargo bench --bench gateway` (about 20 s).
+//! `cargo bench --bench gateway` (or `make bench`; about 2 minutes) or `BENCH_QUICK=1 cargo bench --bench gateway`
+//! (about 20 s). Prints a markdown table on stdout, progress and finer percentiles on stderr.
 //!
-//! Starts `switchyard-mock` and `switchyard serve` as child processes on 127.0.0.1, drives both the mock
-//! (`POST /v1/chat/completions`) and the gateway (`POST /api/v1/task`) through the same hand-written HTTP/1.1
-//! client, and prints a markdown table:
-//! 1. one keep-alive connection, sequential non-streaming requests (direct and gateway interleaved in blocks);
+//! Starts `switchyard-mock` and `switchyard serve` (fresh data directory) as child processes on 127.0.0.1, and
+//! drives the mock (`POST /v1/chat/completions`) and the gateway (`POST /api/v1/task`) through the same
+//! hand-written HTTP/1.1 client:
+//! 1. one keep-alive connection, sequential non-streaming requests (direct and gateway alternating in blocks);
 //! 2. open loop at fixed rates over a pool of keep-alive connections, latency taken from the intended send time
 //!    (no coordinated omission);
-//! 3. the highest rate held with p99 under 5 ms (bounded step/bisection search);
+//! 3. the highest rate held with p99 under 5 ms (bounded doubling/bisection search);
 //! 4. streaming: time from sending to the first non-empty content delta, one connection.
 //!
-//! Knobs (environment): `BENCH_QUICK=1`, `BENCH_SEQ_REQUESTS`, `BENCH_STREAM_REQUESTS`, `BENCH_RATES` (e.g.
+//! Placement (`BENCH_PIN`): `split` (default when `taskset` exists): load generator and mock on CPU 0, gateway on
+//! CPU 1; the one-connection test is also run with the gateway moved to CPU 0, which shows what cross-CPU
+//! wake-ups cost on this VM. `one`: everything on CPU 0. `none`: no pinning.
+//! Other knobs: `BENCH_QUICK=1`, `BENCH_SEQ_REQUESTS`, `BENCH_STREAM_REQUESTS`, `BENCH_RATES` (e.g.
 //! `1000,2000,4000,8000`), `BENCH_RATE_SECS`, `BENCH_CONNS`, `BENCH_SEARCH_PROBES`, `BENCH_SEARCH_SECS`,
-//! `BENCH_TOKEN_INTERVAL_US`, `BENCH_PIN` (`split`: load generator and mock on CPU 0, gateway on CPU 1 — the
-//! default when `taskset` exists; `one`: everything on CPU 0; `none`).
+//! `BENCH_TOKEN_INTERVAL_US`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::{Buf, BytesMut};
@@ -40,6 +43,9 @@ const BODY: &str = r#"{"model":"gpt-4","messages":[{"role":"user","content":"hel
 const STREAM_BODY: &str =
     r#"{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"stream":true}"#;
 const P99_LIMIT: Duration = Duration::from_millis(5);
+/// No response may take longer; no run either.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const RUN_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// Requests per block in the one-connection phases; blocks alternate between the targets (ABBA), so slow drifts
 /// of the machine (the other tenant compiling) hit both alike. Blocks stay well under a second, so the idle
 /// connection of the other target never reaches the gateway's keep-alive timeout (5 s).
@@ -341,6 +347,14 @@ impl Conn {
         }
     }
 
+    /// `exchange` within `REQUEST_TIMEOUT` (the connection is unusable after a timeout).
+    async fn timed_exchange(&mut self, request: &[u8], keep: bool, watch: bool) -> std::io::Result<Reply> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(request, keep, watch)).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no complete response within 10 s")),
+        }
+    }
+
     /// Sends one request and reads the whole response (Content-Length or chunked). `keep` keeps the body;
     /// `watch` notes when the first non-empty content delta arrived.
     async fn exchange(&mut self, request: &[u8], keep: bool, watch: bool) -> std::io::Result<Reply> {
@@ -518,7 +532,7 @@ async fn sequential(
 async fn one(target: &Target, conn: &mut Conn, stream: bool, out: &mut Samples) -> Result<()> {
     let request = if stream { &target.stream } else { &target.plain };
     let start = Instant::now();
-    let result = conn.exchange(request, false, stream).await;
+    let result = conn.timed_exchange(request, false, stream).await;
     let done = Instant::now();
     match result {
         Ok(reply) if reply.status == 200 => {
@@ -641,7 +655,7 @@ async fn open_loop(target: &Target, size: usize, rate: u64, secs: f64) -> Result
             let mut conn = conn;
             let sent_at = Instant::now();
             let from = due.min(sent_at);
-            let result = conn.exchange(&request, false, false).await;
+            let result = conn.timed_exchange(&request, false, false).await;
             let done = Instant::now();
             let (outcome, keep) = match result {
                 Ok(r) if r.status == 200 => {
@@ -784,7 +798,7 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
     for t in &targets {
         let mut c = Conn::open(t.addr).await?;
         for (req, what) in [(&t.plain, "plain"), (&t.stream, "stream")] {
-            let r = c.exchange(req, true, true).await?;
+            let r = c.timed_exchange(req, true, true).await?;
             if r.status != 200 || !has_content(&r.body) {
                 return Err(format!(
                     "{} {what}: status {}, body {}",
@@ -912,7 +926,12 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
         _ => "",
     };
     let ratio = if max[0].0 > 0 {
-        format!("{bound}{:.2}× of direct", max[1].0 as f64 / max[0].0 as f64)
+        let r = max[1].0 as f64 / max[0].0 as f64;
+        if r < 0.1 {
+            format!("{bound}{r:.4}× of direct")
+        } else {
+            format!("{bound}{r:.2}× of direct")
+        }
     } else {
         "–".into()
     };
@@ -1099,6 +1118,7 @@ fn run(dir: &Path) -> Result<String> {
         tokio::select! {
             result = bench(targets, &setup) => result,
             signal = interrupted() => Err(format!("interrupted by {signal}").into()),
+            _ = tokio::time::sleep(RUN_LIMIT) => Err(format!("still running after {RUN_LIMIT:?}").into()),
         }
     });
     drop(runtime);
