@@ -66,6 +66,16 @@ impl AppState {
     /// build its app, so with one worker every actor message is a same-thread hand-off.
     pub fn start_engine(&self) -> &Engine {
         self.engine.get_or_init(|| {
+            let store = self.store.clone();
+            actix_web::rt::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = store.checkpoint().await {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            });
             Engine::start(
                 self.config.engine(),
                 &self.catalogue,

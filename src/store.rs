@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{ConnectOptions, Row, SqliteConnection, SqlitePool};
+use std::sync::Arc;
 use std::path::Path;
 use std::str::FromStr;
 use switchyard_actors::engine::ledger::{LedgerStore, LedgerWrite, UsageRecord};
@@ -119,6 +120,8 @@ pub struct KeyRecord {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The usage writer's own connection: the group commit never waits for the pool.
+    writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
 }
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
@@ -135,14 +138,22 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            // Checkpoints (and their fsyncs) run in the background (`checkpoint`), never inside a request's commit.
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(|e| format!("cannot create schema: {e}"))?;
-        Ok(Store { pool })
+        let writer = options.connect().await.map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+        Ok(Store { pool, writer: Arc::new(tokio::sync::Mutex::new(writer)) })
+    }
+
+    /// Moves the write-ahead log into the database, without blocking writers. Run every second or so.
+    pub async fn checkpoint(&self) -> StoreResult<()> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await.map(|_| ())
     }
 
     /// Every workspace's committed balance, for the ledger at start.
@@ -160,15 +171,16 @@ impl Store {
                 LedgerWrite::TopUp { workspace_id, amount } => top_ups.push((workspace_id, amount)),
             }
         }
+        let mut writer = self.writer.lock().await;
         if !usage.is_empty() {
             let json = serde_json::to_string(&usage).map_err(|e| e.to_string())?;
-            sqlx::query(INSERT_USAGE).bind(json).execute(&self.pool).await.map_err(|e| e.to_string())?;
+            sqlx::query(INSERT_USAGE).bind(json).execute(&mut *writer).await.map_err(|e| e.to_string())?;
         }
         for (workspace_id, amount) in top_ups {
             sqlx::query("UPDATE workspaces SET credits_milli = credits_milli + ? WHERE id = ?")
                 .bind(amount.milli())
                 .bind(workspace_id)
-                .execute(&self.pool)
+                .execute(&mut *writer)
                 .await
                 .map_err(|e| e.to_string())?;
         }
