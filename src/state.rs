@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{KeyRecord, Plan, Store, Workspace};
 use std::sync::{Arc, OnceLock};
+use switchyard_actors::engine::journal::UsageJournal;
 use switchyard_actors::engine::Engine;
 use switchyard_actors::{Catalogue, Credits, ProviderSet};
 
@@ -21,6 +22,8 @@ pub struct AppState {
     engine: OnceLock<Engine>,
     /// Committed balances read at start, handed to the ledger when the engine starts.
     opening_balances: Vec<(String, Credits)>,
+    /// The usage journal, handed to the ledger when the engine starts.
+    journal: std::sync::Mutex<Option<UsageJournal>>,
 }
 
 /// What the first start with an empty data directory created, to be printed once.
@@ -44,6 +47,15 @@ impl AppState {
             bootstrap(&store, &config).await.map_err(|e| format!("cannot create the default workspace: {e}"))?;
         let keys = KeyCache::load(&store).await.map_err(|e| format!("cannot load API keys: {e}"))?;
         let metrics = Metrics::new().map_err(|e| format!("cannot build metrics: {e}"))?;
+        // Usage committed to the journal by an earlier process goes into the store before wallets are read.
+        let journal_dir = config.server.data_dir.join("journal");
+        let left = UsageJournal::replay(&journal_dir).map_err(|e| format!("cannot read the usage journal: {e}"))?;
+        if !left.is_empty() {
+            tracing::info!(records = left.len(), "importing usage left in the journal");
+            store.import_usage(left).await.map_err(|e| format!("cannot import the usage journal: {e}"))?;
+        }
+        UsageJournal::clear(&journal_dir).map_err(|e| format!("cannot clear the usage journal: {e}"))?;
+        let journal = UsageJournal::open(&journal_dir).map_err(|e| format!("cannot open the usage journal: {e}"))?;
         let opening_balances = store.balances().await.map_err(|e| format!("cannot load wallets: {e}"))?;
         let admin_key = env("SWITCHYARD_ADMIN_KEY").filter(|k| !k.trim().is_empty()).map(|k| auth::hash_key(k.trim()));
         let state = AppState {
@@ -56,6 +68,7 @@ impl AppState {
             admin_key,
             engine: OnceLock::new(),
             opening_balances,
+            journal: std::sync::Mutex::new(Some(journal)),
         };
         Ok((state, bootstrap))
     }
@@ -81,10 +94,20 @@ impl AppState {
                 &self.catalogue,
                 &self.providers,
                 self.opening_balances.clone(),
+                self.take_journal(),
                 Arc::new(self.store.clone()),
                 self.metrics.engine.clone(),
             )
         })
+    }
+
+    fn take_journal(&self) -> UsageJournal {
+        let taken = self.journal.lock().ok().and_then(|mut j| j.take());
+        match taken {
+            Some(journal) => journal,
+            // Only reachable if the engine were started twice, which `OnceLock` prevents.
+            None => unreachable!("the usage journal was already handed to the engine"),
+        }
     }
 
     pub fn engine(&self) -> &Engine {

@@ -3,9 +3,9 @@
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Row, SqliteConnection, SqlitePool};
-use std::sync::Arc;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use switchyard_actors::engine::ledger::{LedgerStore, LedgerWrite, UsageRecord};
 use switchyard_actors::Credits;
 
@@ -73,9 +73,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
 "#;
 
 /// Inserts a whole batch of usage records from one JSON array: a single statement, so a single round trip to
-/// SQLite's thread, atomic with the debits its trigger makes.
+/// SQLite's thread, atomic with the debits its trigger makes. A record already stored is skipped (and so is its
+/// debit): importing the journal again after a crash changes nothing twice.
 const INSERT_USAGE: &str = r#"
-INSERT INTO usage (id, created_at, workspace_id, key_id, model, provider, endpoint, reporting_group, task, revision,
+INSERT OR IGNORE INTO usage (id, created_at, workspace_id, key_id, model, provider, endpoint, reporting_group, task, revision,
     prompt_tokens, completion_tokens, units, credits_milli, latency_ms, ttft_ms, status, fallback_used,
     fallback_reason, primary_model, attempts, output_bytes)
 SELECT json_extract(value, '$.id'), json_extract(value, '$.created_at'), json_extract(value, '$.workspace_id'),
@@ -149,6 +150,15 @@ impl Store {
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(|e| format!("cannot create schema: {e}"))?;
         let writer = options.connect().await.map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
         Ok(Store { pool, writer: Arc::new(tokio::sync::Mutex::new(writer)) })
+    }
+
+    /// Stores usage records left in the journal by an earlier process.
+    pub async fn import_usage(&self, records: Vec<UsageRecord>) -> Result<(), String> {
+        for chunk in records.chunks(512) {
+            let batch = chunk.iter().cloned().map(|r| LedgerWrite::Usage(Box::new(r))).collect();
+            self.commit_batch(batch).await?;
+        }
+        Ok(())
     }
 
     /// Moves the write-ahead log into the database, without blocking writers. Run every second or so.

@@ -554,3 +554,40 @@ async fn money_adds_up_over_random_successes_failures_cuts_disconnects_retries_a
     assert_eq!(summary_milli, spent);
     gw.stop().await;
 }
+
+/// Usage committed to the journal by a process that died before importing it is imported on the next start,
+/// exactly once.
+#[actix_web::test]
+async fn the_journal_left_by_a_dead_process_is_imported_once_on_start() {
+    use switchyard::state::AppState;
+    use switchyard_actors::engine::journal::UsageJournal;
+    use switchyard_actors::engine::ledger::UsageRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config();
+    config.server.data_dir = dir.path().to_path_buf();
+    let catalogue = config.catalogue().unwrap();
+    let none = |_: &str| None;
+    let (state, bootstrap) = AppState::build(config.clone(), catalogue.clone(), &none).await.unwrap();
+    let key = bootstrap.unwrap().api_key;
+    let workspace = state.keys.resolve(&key).unwrap().workspace_id;
+    let before = state.store.balances().await.unwrap()[0].1;
+    drop(state);
+    let mut journal = UsageJournal::open(&dir.path().join("journal")).unwrap();
+    let record = UsageRecord {
+        id: "task_from_the_journal".into(),
+        workspace_id: workspace.clone(),
+        model: "sim-chat".into(),
+        status: "ok".into(),
+        credits_milli: 1234,
+        ..Default::default()
+    };
+    journal.append(&record).unwrap();
+    drop(journal);
+    for _ in 0..2 {
+        let (state, _) = AppState::build(config.clone(), catalogue.clone(), &none).await.unwrap();
+        let balances = state.store.balances().await.unwrap();
+        assert_eq!(balances[0].1.milli(), before.milli() - 1234);
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT id FROM usage").fetch_all(state.store.pool()).await.unwrap();
+        assert_eq!(rows, vec![("task_from_the_journal".to_owned(),)]);
+    }
+}

@@ -139,6 +139,8 @@ pub async fn usage_summary(
             ))
         }
     };
+    // Records committed to the journal but not yet imported are waited for, so the summary matches the wallet.
+    state.engine().flush_usage().await;
     // `key` is one of the fixed expressions above, never caller text.
     let sql = format!(
         "SELECT {key} AS grp, COUNT(*) AS requests, SUM(status = 'error') AS errors, SUM(fallback_used) AS fallbacks, \

@@ -137,6 +137,7 @@ impl Gateway {
     /// The committed usage records of a workspace: (id, credits in millicredits, status).
     pub async fn usage(&self, workspace: &str) -> Vec<(String, i64, String)> {
         use sqlx::Row;
+        self.state.engine().flush_usage().await;
         sqlx::query("SELECT id, credits_milli, status FROM usage WHERE workspace_id = ? ORDER BY created_at")
             .bind(workspace)
             .fetch_all(self.state.store.pool())
@@ -150,6 +151,7 @@ impl Gateway {
     /// The committed balance in the store, in millicredits.
     pub async fn stored_balance(&self, workspace: &str) -> i64 {
         use sqlx::Row;
+        self.state.engine().flush_usage().await;
         sqlx::query("SELECT credits_milli FROM workspaces WHERE id = ?")
             .bind(workspace)
             .fetch_one(self.state.store.pool())

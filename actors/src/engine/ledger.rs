@@ -1,21 +1,24 @@
 //! `BillingLedger`: a wallet per workspace (balance and reserved), integer millicredits. A request reserves the
-//! most it can cost before any upstream call, settles what it really cost after (the usage record and the debit
-//! are one durable write, committed before the caller reports the cost), and releases the rest. Holds live in
-//! memory only and the balance moves only at settlement, so a process that dies leaves no hold behind: on start
-//! every wallet's `reserved` is zero and its balance is what the committed usage left.
+//! most it can cost before any upstream call, settles what it really cost after, and releases the rest. A
+//! settlement is committed to the usage journal before the ledger answers, so before the caller reports the cost;
+//! the importer then group-commits the journal into the store, where each record and its debit are one write.
+//! Holds live in memory only and the balance moves only at settlement, so a process that dies leaves no hold
+//! behind: on start every wallet's `reserved` is zero and its balance is what the committed usage left.
 
+use super::journal::UsageJournal;
 use super::metrics::EngineMetrics;
 use super::supervise::guarded;
 use crate::credits::Credits;
-use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture, Supervised};
+use actix::{Actor, Context, Handler, Message, ResponseFuture, Supervised};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 /// One request's usage, as recorded.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct UsageRecord {
     pub id: String,
     /// Unix milliseconds.
@@ -145,10 +148,37 @@ struct Hold {
 
 type Ack = oneshot::Sender<Result<(), String>>;
 
+/// The journal as the ledger (appending) and the importer (taking batches) share it, on one thread.
+#[derive(Clone)]
+pub struct Journal {
+    pub file: Arc<std::sync::Mutex<UsageJournal>>,
+    pub notify: Arc<Notify>,
+}
+
+impl Journal {
+    pub fn new(journal: UsageJournal) -> Self {
+        Journal { file: Arc::new(std::sync::Mutex::new(journal)), notify: Arc::new(Notify::new()) }
+    }
+
+    fn append(&self, record: &UsageRecord) -> Result<(), String> {
+        let mut file = self.file.lock().map_err(|_| "the journal lock is poisoned".to_owned())?;
+        file.append(record).map_err(|e| e.to_string())?;
+        drop(file);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Records appended so far.
+    pub fn appended(&self) -> u64 {
+        self.file.lock().map(|f| f.appended()).unwrap_or(0)
+    }
+}
+
 pub struct BillingLedger {
     wallets: HashMap<String, Wallet>,
     holds: HashMap<u64, Hold>,
     next_hold: u64,
+    journal: Journal,
     writer: mpsc::Sender<(LedgerWrite, Option<Ack>)>,
     metrics: EngineMetrics,
 }
@@ -157,12 +187,13 @@ impl BillingLedger {
     /// A ledger over the wallets' committed balances. `writer` is the group-commit queue (see `spawn_writer`).
     pub fn new(
         wallets: impl IntoIterator<Item = (String, Credits)>,
+        journal: Journal,
         writer: mpsc::Sender<(LedgerWrite, Option<Ack>)>,
         metrics: EngineMetrics,
     ) -> Self {
         let wallets =
             wallets.into_iter().map(|(id, balance)| (id, Wallet { balance, reserved: Credits::ZERO })).collect();
-        BillingLedger { wallets, holds: HashMap::new(), next_hold: 1, writer, metrics }
+        BillingLedger { wallets, holds: HashMap::new(), next_hold: 1, journal, writer, metrics }
     }
 
     fn reserve(&mut self, msg: Reserve) -> Result<HoldId, LedgerError> {
@@ -179,8 +210,8 @@ impl BillingLedger {
         Ok(HoldId(id))
     }
 
-    /// Applies a settlement in memory; answers the charge and the write to commit.
-    fn settle(&mut self, msg: Settle) -> Result<(Credits, LedgerWrite), LedgerError> {
+    /// Applies a settlement and commits it to the journal; if the journal refuses it, nothing changes.
+    fn settle(&mut self, msg: Settle) -> Result<Credits, LedgerError> {
         let hold = self.holds.remove(&msg.hold.0).ok_or(LedgerError::UnknownHold(msg.hold.0))?;
         let charge = Credits(msg.cost.0.clamp(0, hold.amount.0));
         if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
@@ -188,9 +219,17 @@ impl BillingLedger {
             wallet.balance.0 -= charge.0;
         }
         let mut record = msg.record;
-        record.workspace_id = hold.workspace_id;
+        record.workspace_id = hold.workspace_id.clone();
         record.credits_milli = charge.0;
-        Ok((charge, LedgerWrite::Usage(Box::new(record))))
+        if let Err(e) = self.journal.append(&record) {
+            // Not committed: undo, so memory matches what is durable.
+            if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
+                wallet.balance.0 += charge.0;
+            }
+            tracing::error!(error = %e, "usage journal refused a record");
+            return Err(LedgerError::Store(e));
+        }
+        Ok(charge)
     }
 
     fn release(&mut self, hold: HoldId) -> Option<String> {
@@ -240,54 +279,12 @@ impl Handler<Reserve> for BillingLedger {
 }
 
 impl Handler<Settle> for BillingLedger {
-    type Result = ResponseFuture<Result<Credits, LedgerError>>;
+    type Result = Result<Credits, LedgerError>;
 
     fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) -> Self::Result {
         self.backlog_done();
         let restarts = self.metrics.restarts.clone();
-        let workspace = self.holds.get(&msg.hold.0).map(|h| h.workspace_id.clone());
-        let outcome =
-            guarded::<Self, _>("ledger", ctx, &restarts, || self.settle(msg)).unwrap_or(Err(LedgerError::Unavailable));
-        let (charge, write) = match outcome {
-            Ok(done) => done,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let writer = self.writer.clone();
-        let addr = ctx.address();
-        Box::pin(async move {
-            let (ack, committed) = oneshot::channel();
-            let result = match writer.send((write, Some(ack))).await {
-                Ok(()) => committed.await.unwrap_or_else(|_| Err("the usage writer stopped".into())),
-                Err(_) => Err("the usage writer stopped".into()),
-            };
-            match result {
-                Ok(()) => Ok(charge),
-                Err(e) => {
-                    // Nothing was written: give the charge back so memory matches the store.
-                    if let Some(workspace_id) = workspace {
-                        addr.do_send(Refund { workspace_id, amount: charge });
-                    }
-                    Err(LedgerError::Store(e))
-                }
-            }
-        })
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Refund {
-    workspace_id: String,
-    amount: Credits,
-}
-
-impl Handler<Refund> for BillingLedger {
-    type Result = ();
-
-    fn handle(&mut self, msg: Refund, _: &mut Context<Self>) {
-        if let Some(wallet) = self.wallets.get_mut(&msg.workspace_id) {
-            wallet.balance.0 += msg.amount.0;
-        }
+        guarded::<Self, _>("ledger", ctx, &restarts, || self.settle(msg)).unwrap_or(Err(LedgerError::Unavailable))
     }
 }
 
@@ -301,8 +298,9 @@ impl Handler<Release> for BillingLedger {
         if let (Some(workspace_id), Some(mut record)) = (workspace, msg.record) {
             record.workspace_id = workspace_id;
             record.credits_milli = 0;
-            // Statistics only: nobody waits for it.
-            let _ = self.writer.try_send((LedgerWrite::Usage(Box::new(record)), None));
+            if let Err(e) = self.journal.append(&record) {
+                tracing::warn!(error = %e, "usage journal refused a zero-credit record");
+            }
         }
     }
 }
@@ -351,6 +349,41 @@ impl Handler<Crash> for BillingLedger {
         let restarts = self.metrics.restarts.clone();
         let _ = guarded::<Self, _>("ledger", ctx, &restarts, || panic!("injected panic"));
     }
+}
+
+/// The importer: group-commits the journal into the store (each batch one write), truncates what is stored, and
+/// publishes how many records are stored so readers can wait for them (`Engine::flush_usage`).
+pub fn spawn_importer(journal: Journal, store: Arc<dyn LedgerStore>) -> watch::Receiver<u64> {
+    let (stored_tx, stored_rx) = watch::channel(0u64);
+    actix::spawn(async move {
+        let mut stored = 0u64;
+        loop {
+            let batch = journal.file.lock().ok().and_then(|mut j| j.take());
+            let Some((records, file)) = batch else {
+                journal.notify.notified().await;
+                continue;
+            };
+            let count = records.len() as u64;
+            let writes: Vec<LedgerWrite> = records.into_iter().map(|r| LedgerWrite::Usage(Box::new(r))).collect();
+            loop {
+                match store.commit(writes.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "usage import failed; retrying (the journal keeps the records)");
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            if let Ok(mut j) = journal.file.lock() {
+                if let Err(e) = j.truncate(file) {
+                    tracing::warn!(error = %e, "could not truncate the usage journal");
+                }
+            }
+            stored += count;
+            let _ = stored_tx.send(stored);
+        }
+    });
+    stored_rx
 }
 
 /// The group-commit writer: takes whatever writes queued up while the previous commit ran and commits them as one
@@ -417,9 +450,23 @@ mod tests {
     }
 
     fn ledger(store: Arc<MemoryStore>, balance: i64) -> Addr<BillingLedger> {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let journal = Journal::new(UsageJournal::open(&dir).unwrap());
+        spawn_importer(journal.clone(), store.clone());
         let writer = spawn_writer(store, 1024);
         let metrics = EngineMetrics::unregistered();
-        Supervisor::start(move |_| BillingLedger::new([("ws".to_owned(), Credits(balance))], writer, metrics))
+        Supervisor::start(move |_| BillingLedger::new([("ws".to_owned(), Credits(balance))], journal, writer, metrics))
+    }
+
+    /// Waits for the importer to hand `n` writes to the store.
+    async fn stored(store: &MemoryStore, n: usize) -> Vec<LedgerWrite> {
+        for _ in 0..200 {
+            if store.writes.lock().unwrap().len() >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        store.writes.lock().unwrap().clone()
     }
 
     async fn wallet(ledger: &Addr<BillingLedger>) -> Wallet {
@@ -453,7 +500,7 @@ mod tests {
         assert_eq!(served, 7);
         let wallet = wallet(&ledger).await;
         assert_eq!(wallet, Wallet { balance: Credits(0), reserved: Credits(0) });
-        assert_eq!(store.writes.lock().unwrap().len(), 7);
+        assert_eq!(stored(&store, 7).await.len(), 7);
     }
 
     #[actix::test]
@@ -465,7 +512,7 @@ mod tests {
             ledger.send(Settle { hold, cost: Credits(80), record: UsageRecord::default() }).await.unwrap().unwrap();
         assert_eq!(charged, Credits(50));
         assert_eq!(wallet(&ledger).await, Wallet { balance: Credits(950), reserved: Credits(0) });
-        let first = store.writes.lock().unwrap()[0].clone();
+        let first = stored(&store, 1).await[0].clone();
         assert!(matches!(&first, LedgerWrite::Usage(r) if r.credits_milli == 50 && r.workspace_id == "ws"));
         // A hold is settled once: a second settlement is refused.
         let again = ledger.send(Settle { hold, cost: Credits(1), record: UsageRecord::default() }).await.unwrap();
@@ -473,15 +520,18 @@ mod tests {
     }
 
     #[actix::test]
-    async fn a_failed_commit_charges_nothing() {
+    async fn a_store_that_fails_keeps_the_records_in_the_journal_until_it_recovers() {
         let store = Arc::new(MemoryStore::default());
         store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
         let ledger = ledger(store.clone(), 100);
         let hold = ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(10) }).await.unwrap().unwrap();
         let result = ledger.send(Settle { hold, cost: Credits(10), record: UsageRecord::default() }).await.unwrap();
-        assert!(matches!(result, Err(LedgerError::Store(_))));
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        assert_eq!(wallet(&ledger).await, Wallet { balance: Credits(100), reserved: Credits(0) });
+        assert_eq!(result, Ok(Credits(10)));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(store.writes.lock().unwrap().is_empty());
+        store.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(stored(&store, 1).await.len(), 1);
+        assert_eq!(wallet(&ledger).await, Wallet { balance: Credits(90), reserved: Credits(0) });
     }
 
     #[actix::test]
@@ -502,6 +552,6 @@ mod tests {
         assert!(matches!(missing, Err(LedgerError::UnknownWorkspace(_))));
         let balance = ledger.send(TopUp { workspace_id: "ws".into(), amount: Credits(5) }).await.unwrap().unwrap();
         assert_eq!(balance, Credits(5));
-        assert_eq!(store.writes.lock().unwrap().len(), 1);
+        assert_eq!(stored(&store, 1).await.len(), 1);
     }
 }
