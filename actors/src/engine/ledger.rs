@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// One request's usage, as recorded.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -148,23 +148,21 @@ struct Hold {
 
 type Ack = oneshot::Sender<Result<(), String>>;
 
-/// The journal as the ledger (appending) and the importer (taking batches) share it, on one thread.
+/// The journal as the ledger (appending, on the engine's thread) and the importer (taking batches, on a thread of
+/// its own) share it. The importer polls rather than being woken, so a settlement never pays for a wake-up.
 #[derive(Clone)]
 pub struct Journal {
     pub file: Arc<std::sync::Mutex<UsageJournal>>,
-    pub notify: Arc<Notify>,
 }
 
 impl Journal {
     pub fn new(journal: UsageJournal) -> Self {
-        Journal { file: Arc::new(std::sync::Mutex::new(journal)), notify: Arc::new(Notify::new()) }
+        Journal { file: Arc::new(std::sync::Mutex::new(journal)) }
     }
 
     fn append(&self, record: &UsageRecord) -> Result<(), String> {
         let mut file = self.file.lock().map_err(|_| "the journal lock is poisoned".to_owned())?;
         file.append(record).map_err(|e| e.to_string())?;
-        drop(file);
-        self.notify.notify_one();
         Ok(())
     }
 
@@ -351,16 +349,26 @@ impl Handler<Crash> for BillingLedger {
     }
 }
 
-/// The importer: group-commits the journal into the store (each batch one write), truncates what is stored, and
-/// publishes how many records are stored so readers can wait for them (`Engine::flush_usage`).
-pub fn spawn_importer(journal: Journal, store: Arc<dyn LedgerStore>) -> watch::Receiver<u64> {
+/// How often the importer looks for new records: the most a store read waits for `flush_usage`.
+const IMPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The importer, on `arbiter` (a thread of its own): group-commits the journal into the store (each batch one
+/// write), truncates what is stored, and publishes how many records are stored so readers can wait for them
+/// (`Engine::flush_usage`).
+pub fn spawn_importer(
+    arbiter: &actix::ArbiterHandle,
+    journal: Journal,
+    store: Arc<dyn LedgerStore>,
+) -> watch::Receiver<u64> {
     let (stored_tx, stored_rx) = watch::channel(0u64);
-    actix::spawn(async move {
+    arbiter.spawn(async move {
         let mut stored = 0u64;
+        let mut tick = tokio::time::interval(IMPORT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let batch = journal.file.lock().ok().and_then(|mut j| j.take());
             let Some((records, file)) = batch else {
-                journal.notify.notified().await;
+                tick.tick().await;
                 continue;
             };
             let count = records.len() as u64;
@@ -452,7 +460,7 @@ mod tests {
     fn ledger(store: Arc<MemoryStore>, balance: i64) -> Addr<BillingLedger> {
         let dir = tempfile::tempdir().unwrap().keep();
         let journal = Journal::new(UsageJournal::open(&dir).unwrap());
-        spawn_importer(journal.clone(), store.clone());
+        spawn_importer(&actix::Arbiter::current(), journal.clone(), store.clone());
         let writer = spawn_writer(store, 1024);
         let metrics = EngineMetrics::unregistered();
         Supervisor::start(move |_| BillingLedger::new([("ws".to_owned(), Credits(balance))], journal, writer, metrics))

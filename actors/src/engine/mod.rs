@@ -41,6 +41,7 @@ pub struct Engine {
     pub retry: RetryPolicy,
     journal: ledger::Journal,
     stored: tokio::sync::watch::Receiver<u64>,
+    _importer: Arc<actix::Arbiter>,
 }
 
 impl Engine {
@@ -55,7 +56,8 @@ impl Engine {
         metrics: EngineMetrics,
     ) -> Engine {
         let journal = ledger::Journal::new(journal);
-        let stored = ledger::spawn_importer(journal.clone(), store.clone());
+        let importer = Arc::new(actix::Arbiter::new());
+        let stored = ledger::spawn_importer(&importer.handle(), journal.clone(), store.clone());
         let writer = ledger::spawn_writer(store, config.writer_capacity);
         let ledger_metrics = metrics.clone();
         let ledger_journal = journal.clone();
@@ -72,7 +74,7 @@ impl Engine {
         let breaker = config.breaker;
         let pool = Supervisor::start(move |_| ProviderPool::new(upstreams, breaker, pool_metrics));
         let sessions = SessionRegistry::new(actix::Arbiter::current(), config.session_idle, metrics.clone());
-        Engine { sessions, ledger, pool, metrics, retry: config.retry, journal, stored }
+        Engine { sessions, ledger, pool, metrics, retry: config.retry, journal, stored, _importer: importer }
     }
 
     /// Waits (at most 5 s) until every usage record committed so far is in the store, for readers of the store.
