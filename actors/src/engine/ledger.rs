@@ -350,7 +350,7 @@ impl Handler<Crash> for BillingLedger {
 }
 
 /// How often the importer looks for new records: the most a store read waits for `flush_usage`.
-const IMPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
+const IMPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The importer, on `arbiter` (a thread of its own): group-commits the journal into the store (each batch one
 /// write), truncates what is stored, and publishes how many records are stored so readers can wait for them
