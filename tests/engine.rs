@@ -591,3 +591,34 @@ async fn the_journal_left_by_a_dead_process_is_imported_once_on_start() {
         assert_eq!(rows, vec![("task_from_the_journal".to_owned(),)]);
     }
 }
+
+/// A client that gives up on a whole (non-streamed) answer: the upstream call still completes (actix-web does not
+/// cancel a handler whose client left), so the answer that was generated is charged, once, and the hold and the
+/// concurrency slot come back.
+#[actix_web::test]
+async fn a_client_that_leaves_before_a_whole_answer_is_charged_once_and_frees_its_slot() {
+    let primary =
+        MockServer::start(MockConfig { ttft: Duration::from_millis(500), ..Default::default() }).await.unwrap();
+    let backup = MockServer::start(MockConfig::default()).await.unwrap();
+    let gw = Gateway::with_catalogue(two_mock_env(&primary, &backup), CATALOGUE, |_| {}).await;
+    let (workspace, key) = gw.workspace("100", 1000, 2, 1_000_000).await;
+    let impatient = gw
+        .client
+        .post(format!("{}/api/v1/task", gw.url))
+        .bearer_auth(&key)
+        .timeout(Duration::from_millis(100))
+        .json(&chat("gpt", false))
+        .send()
+        .await;
+    assert!(impatient.is_err());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (balance, reserved) = gw.settled(&key).await;
+    assert_eq!(reserved, 0);
+    let usage = gw.usage(&workspace).await;
+    assert_eq!(usage.len(), 1);
+    assert_eq!(balance, 100_000 - usage[0].1);
+    let principal = gw.state.keys.resolve(&key).unwrap();
+    let counters = gw.state.engine().sessions.inspect(&principal.key_id).await.unwrap();
+    assert_eq!(counters.in_flight, 0);
+    gw.stop().await;
+}

@@ -341,6 +341,8 @@ pub async fn respond(
         }
         Err(e) => return Err(ApiError::internal(format!("ledger: {e}"))),
     };
+    // Until it is settled or handed to a stream, a client that leaves (the handler is dropped) releases the hold.
+    let mut guard = HoldGuard { engine: engine.clone(), hold: Some(hold) };
     let mut record = UsageRecord {
         id: call.face.new_id(),
         created_at: now_millis(),
@@ -370,7 +372,9 @@ pub async fn respond(
             record.status = "error".into();
             record.attempts = failed.attempts;
             record.latency_ms = call.started.elapsed().as_millis() as u64;
-            engine.release(hold, Some(record));
+            if let Some(hold) = guard.take() {
+                engine.release(hold, Some(record));
+            }
             permit.record_tokens(0);
             return Err(dispatch_error(state, failed.error));
         }
@@ -409,6 +413,7 @@ pub async fn respond(
             record.latency_ms = call.started.elapsed().as_millis() as u64;
             record.output_bytes = answer.text.len() as u64;
             let id = record.id.clone();
+            let hold = guard.take().ok_or_else(|| ApiError::internal("hold already settled"))?;
             let charged =
                 engine.settle(hold, cost, record).await.map_err(|e| ApiError::internal(format!("ledger: {e}")))?;
             permit.record_tokens(usage.total());
@@ -425,7 +430,7 @@ pub async fn respond(
             record.ttft_ms = Some(call.started.elapsed().as_millis() as u64);
             let billing = StreamBilling {
                 engine: engine.clone(),
-                hold: Some(hold),
+                hold: guard.take(),
                 record,
                 pricing_model: served_model.clone(),
                 prompt_estimate: estimate,
@@ -451,6 +456,26 @@ pub async fn respond(
                 .insert_header(("X-Accel-Buffering", "no"))
                 .insert_header(("x-switchyard-model", served_model.name.as_str()))
                 .streaming(body))
+        }
+    }
+}
+
+/// Releases a hold nobody settled: the request was abandoned before an answer reached its client.
+struct HoldGuard {
+    engine: Engine,
+    hold: Option<HoldId>,
+}
+
+impl HoldGuard {
+    fn take(&mut self) -> Option<HoldId> {
+        self.hold.take()
+    }
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        if let Some(hold) = self.hold.take() {
+            self.engine.release(hold, None);
         }
     }
 }
