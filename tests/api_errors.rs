@@ -365,6 +365,8 @@ async fn openapi_document_covers_every_route() {
         ("/api/v1/task", "post"),
         ("/v1/chat/completions", "post"),
         ("/v1/models", "get"),
+        ("/api/billing/wallet", "get"),
+        ("/api/billing/usage/summary", "get"),
         ("/admin/workspaces", "post"),
         ("/admin/workspaces/{id}", "get"),
         ("/admin/workspaces/{id}/keys", "post"),
@@ -379,7 +381,7 @@ async fn openapi_document_covers_every_route() {
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
     let task_errors = &doc["paths"]["/api/v1/task"]["post"]["responses"];
-    for status in ["400", "401", "413", "502", "503", "504"] {
+    for status in ["400", "401", "402", "409", "413", "429", "502", "503", "504"] {
         assert!(task_errors[status].is_object(), "/api/v1/task lacks {status}");
     }
     gw.stop().await;
