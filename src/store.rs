@@ -72,23 +72,17 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 "#;
 
-/// Inserts a whole batch of usage records from one JSON array: a single statement, so a single round trip to
-/// SQLite's thread, atomic with the debits its trigger makes. A record already stored is skipped (and so is its
-/// debit): importing the journal again after a crash changes nothing twice.
-const INSERT_USAGE: &str = r#"
-INSERT OR IGNORE INTO usage (id, created_at, workspace_id, key_id, model, provider, endpoint, reporting_group, task, revision,
-    prompt_tokens, completion_tokens, units, credits_milli, latency_ms, ttft_ms, status, fallback_used,
-    fallback_reason, primary_model, attempts, output_bytes)
-SELECT json_extract(value, '$.id'), json_extract(value, '$.created_at'), json_extract(value, '$.workspace_id'),
-    json_extract(value, '$.key_id'), json_extract(value, '$.model'), json_extract(value, '$.provider'),
-    json_extract(value, '$.endpoint'), json_extract(value, '$.reporting_group'), json_extract(value, '$.task'),
-    json_extract(value, '$.revision'), json_extract(value, '$.prompt_tokens'),
-    json_extract(value, '$.completion_tokens'), json_extract(value, '$.units'), json_extract(value, '$.credits_milli'),
-    json_extract(value, '$.latency_ms'), json_extract(value, '$.ttft_ms'), json_extract(value, '$.status'),
-    json_extract(value, '$.fallback_used'), json_extract(value, '$.fallback_reason'),
-    json_extract(value, '$.primary_model'), json_extract(value, '$.attempts'), json_extract(value, '$.output_bytes')
-FROM json_each(?)
-"#;
+/// Usage columns, in the order `insert_usage` binds them.
+const USAGE_COLUMNS: &str = "INSERT OR IGNORE INTO usage (id, created_at, workspace_id, key_id, model, provider, endpoint, \
+    reporting_group, task, revision, prompt_tokens, completion_tokens, units, credits_milli, latency_ms, ttft_ms, \
+    status, fallback_used, fallback_reason, primary_model, attempts, output_bytes) ";
+
+/// Rows per statement: 22 parameters each, well under SQLite's limit of 32,766.
+const USAGE_ROWS_PER_STATEMENT: usize = 500;
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -182,9 +176,36 @@ impl Store {
             }
         }
         let mut writer = self.writer.lock().await;
-        if !usage.is_empty() {
-            let json = serde_json::to_string(&usage).map_err(|e| e.to_string())?;
-            sqlx::query(INSERT_USAGE).bind(json).execute(&mut *writer).await.map_err(|e| e.to_string())?;
+        // One multi-row statement per chunk: a single round trip to SQLite's thread, atomic with the debits its
+        // trigger makes. A record already stored is skipped (and so is its debit): importing the journal again
+        // after a crash changes nothing twice.
+        for chunk in usage.chunks(USAGE_ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(USAGE_COLUMNS);
+            insert.push_values(chunk, |mut row, r| {
+                row.push_bind(&r.id)
+                    .push_bind(r.created_at)
+                    .push_bind(&r.workspace_id)
+                    .push_bind(&r.key_id)
+                    .push_bind(&r.model)
+                    .push_bind(&r.provider)
+                    .push_bind(&r.endpoint)
+                    .push_bind(&r.reporting_group)
+                    .push_bind(&r.task)
+                    .push_bind(&r.revision)
+                    .push_bind(to_i64(r.prompt_tokens))
+                    .push_bind(to_i64(r.completion_tokens))
+                    .push_bind(to_i64(r.units))
+                    .push_bind(r.credits_milli)
+                    .push_bind(to_i64(r.latency_ms))
+                    .push_bind(r.ttft_ms.map(to_i64))
+                    .push_bind(&r.status)
+                    .push_bind(r.fallback_used)
+                    .push_bind(&r.fallback_reason)
+                    .push_bind(&r.primary_model)
+                    .push_bind(i64::from(r.attempts))
+                    .push_bind(to_i64(r.output_bytes));
+            });
+            insert.build().execute(&mut *writer).await.map_err(|e| e.to_string())?;
         }
         for (workspace_id, amount) in top_ups {
             sqlx::query("UPDATE workspaces SET credits_milli = credits_milli + ? WHERE id = ?")
