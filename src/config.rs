@@ -21,6 +21,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
     pub pool: PoolConfig,
+    pub billing: BillingConfig,
     pub simulator: SimulatorSection,
     pub catalogue: CatalogueConfig,
     pub bootstrap: BootstrapConfig,
@@ -63,6 +64,13 @@ pub struct PoolConfig {
     pub breaker_failures: u32,
     pub breaker_open_secs: u64,
     pub provider_max_in_flight: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingConfig {
+    pub import_interval_ms: u64,
+    pub checkpoint_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -169,6 +177,7 @@ impl Config {
             },
             provider_max_in_flight: p.provider_max_in_flight.max(1),
             writer_capacity: 8192,
+            import_every: Duration::from_millis(self.billing.import_interval_ms.max(1)),
         }
     }
 

@@ -80,8 +80,9 @@ impl AppState {
     pub fn start_engine(&self) -> &Engine {
         self.engine.get_or_init(|| {
             let store = self.store.clone();
+            let every = std::time::Duration::from_millis(self.config.billing.checkpoint_interval_ms.max(10));
             actix_web::rt::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
                     if let Err(e) = store.checkpoint().await {

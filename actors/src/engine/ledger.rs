@@ -349,9 +349,6 @@ impl Handler<Crash> for BillingLedger {
     }
 }
 
-/// How often the importer looks for new records: the most a store read waits for `flush_usage`.
-const IMPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
-
 /// The importer, on `arbiter` (a thread of its own): group-commits the journal into the store (each batch one
 /// write), truncates what is stored, and publishes how many records are stored so readers can wait for them
 /// (`Engine::flush_usage`).
@@ -359,11 +356,12 @@ pub fn spawn_importer(
     arbiter: &actix::ArbiterHandle,
     journal: Journal,
     store: Arc<dyn LedgerStore>,
+    every: std::time::Duration,
 ) -> watch::Receiver<u64> {
     let (stored_tx, stored_rx) = watch::channel(0u64);
     arbiter.spawn(async move {
         let mut stored = 0u64;
-        let mut tick = tokio::time::interval(IMPORT_EVERY);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let batch = journal.file.lock().ok().and_then(|mut j| j.take());
@@ -460,7 +458,7 @@ mod tests {
     fn ledger(store: Arc<MemoryStore>, balance: i64) -> Addr<BillingLedger> {
         let dir = tempfile::tempdir().unwrap().keep();
         let journal = Journal::new(UsageJournal::open(&dir).unwrap());
-        spawn_importer(&actix::Arbiter::current(), journal.clone(), store.clone());
+        spawn_importer(&actix::Arbiter::current(), journal.clone(), store.clone(), std::time::Duration::from_millis(2));
         let writer = spawn_writer(store, 1024);
         let metrics = EngineMetrics::unregistered();
         Supervisor::start(move |_| BillingLedger::new([("ws".to_owned(), Credits(balance))], journal, writer, metrics))

@@ -29,6 +29,8 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     pub provider_max_in_flight: u32,
     pub writer_capacity: usize,
+    /// How often the journal is imported into the store.
+    pub import_every: Duration,
 }
 
 /// Handles to the engine's actors.
@@ -57,7 +59,7 @@ impl Engine {
     ) -> Engine {
         let journal = ledger::Journal::new(journal);
         let importer = Arc::new(actix::Arbiter::new());
-        let stored = ledger::spawn_importer(&importer.handle(), journal.clone(), store.clone());
+        let stored = ledger::spawn_importer(&importer.handle(), journal.clone(), store.clone(), config.import_every);
         let writer = ledger::spawn_writer(store, config.writer_capacity);
         let ledger_metrics = metrics.clone();
         let ledger_journal = journal.clone();
