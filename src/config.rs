@@ -178,6 +178,7 @@ impl Config {
             provider_max_in_flight: p.provider_max_in_flight.max(1),
             writer_capacity: 8192,
             import_every: Duration::from_millis(self.billing.import_interval_ms.max(1)),
+            maintain_every: Duration::from_millis(self.billing.checkpoint_interval_ms.max(10)),
         }
     }
 

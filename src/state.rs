@@ -79,17 +79,6 @@ impl AppState {
     /// build its app, so with one worker every actor message is a same-thread hand-off.
     pub fn start_engine(&self) -> &Engine {
         self.engine.get_or_init(|| {
-            let store = self.store.clone();
-            let every = std::time::Duration::from_millis(self.config.billing.checkpoint_interval_ms.max(10));
-            actix_web::rt::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = store.checkpoint().await {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
-                    }
-                }
-            });
             Engine::start(
                 self.config.engine(),
                 &self.catalogue,

@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS idempotency (
 "#;
 
 /// Usage columns, in the order `insert_usage` binds them.
-const USAGE_COLUMNS: &str = "INSERT OR IGNORE INTO usage (id, created_at, workspace_id, key_id, model, provider, endpoint, \
+const USAGE_COLUMNS: &str =
+    "INSERT OR IGNORE INTO usage (id, created_at, workspace_id, key_id, model, provider, endpoint, \
     reporting_group, task, revision, prompt_tokens, completion_tokens, units, credits_milli, latency_ms, ttft_ms, \
     status, fallback_used, fallback_reason, primary_model, attempts, output_bytes) ";
 
@@ -115,8 +116,10 @@ pub struct KeyRecord {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
-    /// The usage writer's own connection: the group commit never waits for the pool.
-    writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
+    /// The usage importer's own connection, opened from the importer's thread on first use so that SQLite's
+    /// thread behind it inherits the importer's background scheduling class.
+    writer: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+    options: SqliteConnectOptions,
 }
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
@@ -142,22 +145,28 @@ impl Store {
             .await
             .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(|e| format!("cannot create schema: {e}"))?;
-        let writer = options.connect().await.map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
-        Ok(Store { pool, writer: Arc::new(tokio::sync::Mutex::new(writer)) })
+        Ok(Store { pool, writer: Arc::new(tokio::sync::Mutex::new(None)), options })
     }
 
     /// Stores usage records left in the journal by an earlier process.
     pub async fn import_usage(&self, records: Vec<UsageRecord>) -> Result<(), String> {
-        for chunk in records.chunks(512) {
-            let batch = chunk.iter().cloned().map(|r| LedgerWrite::Usage(Box::new(r))).collect();
-            self.commit_batch(batch).await?;
-        }
-        Ok(())
+        let mut connection = self.pool.acquire().await.map_err(|e| e.to_string())?;
+        insert_usage(&mut connection, &records).await
     }
 
-    /// Moves the write-ahead log into the database, without blocking writers. Run every second or so.
-    pub async fn checkpoint(&self) -> StoreResult<()> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await.map(|_| ())
+    /// Moves the write-ahead log into the database, without blocking writers.
+    async fn checkpoint(&self) -> Result<(), String> {
+        let mut writer = self.writer().await?;
+        let connection = writer.as_mut().ok_or("no writer connection")?;
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(connection).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Option<SqliteConnection>>, String> {
+        let mut writer = self.writer.lock().await;
+        if writer.is_none() {
+            *writer = Some(self.options.connect().await.map_err(|e| format!("cannot open the usage writer: {e}"))?);
+        }
+        Ok(writer)
     }
 
     /// Every workspace's committed balance, for the ledger at start.
@@ -175,43 +184,17 @@ impl Store {
                 LedgerWrite::TopUp { workspace_id, amount } => top_ups.push((workspace_id, amount)),
             }
         }
-        let mut writer = self.writer.lock().await;
-        // One multi-row statement per chunk: a single round trip to SQLite's thread, atomic with the debits its
-        // trigger makes. A record already stored is skipped (and so is its debit): importing the journal again
-        // after a crash changes nothing twice.
-        for chunk in usage.chunks(USAGE_ROWS_PER_STATEMENT) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(USAGE_COLUMNS);
-            insert.push_values(chunk, |mut row, r| {
-                row.push_bind(&r.id)
-                    .push_bind(r.created_at)
-                    .push_bind(&r.workspace_id)
-                    .push_bind(&r.key_id)
-                    .push_bind(&r.model)
-                    .push_bind(&r.provider)
-                    .push_bind(&r.endpoint)
-                    .push_bind(&r.reporting_group)
-                    .push_bind(&r.task)
-                    .push_bind(&r.revision)
-                    .push_bind(to_i64(r.prompt_tokens))
-                    .push_bind(to_i64(r.completion_tokens))
-                    .push_bind(to_i64(r.units))
-                    .push_bind(r.credits_milli)
-                    .push_bind(to_i64(r.latency_ms))
-                    .push_bind(r.ttft_ms.map(to_i64))
-                    .push_bind(&r.status)
-                    .push_bind(r.fallback_used)
-                    .push_bind(&r.fallback_reason)
-                    .push_bind(&r.primary_model)
-                    .push_bind(i64::from(r.attempts))
-                    .push_bind(to_i64(r.output_bytes));
-            });
-            insert.build().execute(&mut *writer).await.map_err(|e| e.to_string())?;
+        if !usage.is_empty() {
+            let mut writer = self.writer().await?;
+            let connection = writer.as_mut().ok_or("no writer connection")?;
+            insert_usage(connection, &usage).await?;
         }
+        // Top-ups are rare and an operator waits for them: they take the pool, not the background writer.
         for (workspace_id, amount) in top_ups {
             sqlx::query("UPDATE workspaces SET credits_milli = credits_milli + ? WHERE id = ?")
                 .bind(amount.milli())
                 .bind(workspace_id)
-                .execute(&mut *writer)
+                .execute(&self.pool)
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -355,9 +338,49 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<KeyRecord> {
     })
 }
 
+/// One multi-row statement per chunk: a single round trip to SQLite's thread, atomic with the debits its trigger
+/// makes. A record already stored is skipped (and so is its debit): importing the journal again after a crash
+/// changes nothing twice.
+async fn insert_usage(connection: &mut SqliteConnection, usage: &[UsageRecord]) -> Result<(), String> {
+    for chunk in usage.chunks(USAGE_ROWS_PER_STATEMENT) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(USAGE_COLUMNS);
+        insert.push_values(chunk, |mut row, r| {
+            row.push_bind(&r.id)
+                .push_bind(r.created_at)
+                .push_bind(&r.workspace_id)
+                .push_bind(&r.key_id)
+                .push_bind(&r.model)
+                .push_bind(&r.provider)
+                .push_bind(&r.endpoint)
+                .push_bind(&r.reporting_group)
+                .push_bind(&r.task)
+                .push_bind(&r.revision)
+                .push_bind(to_i64(r.prompt_tokens))
+                .push_bind(to_i64(r.completion_tokens))
+                .push_bind(to_i64(r.units))
+                .push_bind(r.credits_milli)
+                .push_bind(to_i64(r.latency_ms))
+                .push_bind(r.ttft_ms.map(to_i64))
+                .push_bind(&r.status)
+                .push_bind(r.fallback_used)
+                .push_bind(&r.fallback_reason)
+                .push_bind(&r.primary_model)
+                .push_bind(i64::from(r.attempts))
+                .push_bind(to_i64(r.output_bytes));
+        });
+        insert.build().execute(&mut *connection).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 impl LedgerStore for Store {
     fn commit(&self, batch: Vec<LedgerWrite>) -> futures::future::BoxFuture<'static, Result<(), String>> {
         let store = self.clone();
         Box::pin(async move { store.commit_batch(batch).await })
+    }
+
+    fn maintain(&self) -> futures::future::BoxFuture<'static, Result<(), String>> {
+        let store = self.clone();
+        Box::pin(async move { store.checkpoint().await })
     }
 }

@@ -62,6 +62,11 @@ pub enum LedgerWrite {
 /// Where the ledger's writes go (SQLite now, PostgreSQL later). `commit` writes a batch atomically.
 pub trait LedgerStore: Send + Sync + 'static {
     fn commit(&self, batch: Vec<LedgerWrite>) -> BoxFuture<'static, Result<(), String>>;
+
+    /// Periodic upkeep run by the importer, on its thread (SQLite: a WAL checkpoint).
+    fn maintain(&self) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -357,13 +362,22 @@ pub fn spawn_importer(
     journal: Journal,
     store: Arc<dyn LedgerStore>,
     every: std::time::Duration,
+    maintain_every: std::time::Duration,
 ) -> watch::Receiver<u64> {
     let (stored_tx, stored_rx) = watch::channel(0u64);
     arbiter.spawn(async move {
+        background_priority();
         let mut stored = 0u64;
+        let mut maintained = Instant::now();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if maintained.elapsed() >= maintain_every {
+                maintained = Instant::now();
+                if let Err(e) = store.maintain().await {
+                    tracing::warn!(error = %e, "store upkeep failed");
+                }
+            }
             let batch = journal.file.lock().ok().and_then(|mut j| j.take());
             let Some((records, file)) = batch else {
                 tick.tick().await;
@@ -390,6 +404,19 @@ pub fn spawn_importer(
         }
     });
     stored_rx
+}
+
+/// Gives the calling thread the lowest normal priority (nice 19): when a request wakes up, the scheduler lets it
+/// run before the import, and threads it starts (SQLite's, behind the importer's connection) inherit that. Not the
+/// idle class: under sustained load that could starve the import.
+fn background_priority() {
+    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+    let low = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
+    if let Err(e) =
+        thread_priority::set_thread_priority_and_policy(thread_priority::thread_native_id(), ThreadPriority::Min, low)
+    {
+        tracing::debug!(error = ?e, "could not lower the usage importer's priority");
+    }
 }
 
 /// The group-commit writer: takes whatever writes queued up while the previous commit ran and commits them as one
@@ -458,7 +485,13 @@ mod tests {
     fn ledger(store: Arc<MemoryStore>, balance: i64) -> Addr<BillingLedger> {
         let dir = tempfile::tempdir().unwrap().keep();
         let journal = Journal::new(UsageJournal::open(&dir).unwrap());
-        spawn_importer(&actix::Arbiter::current(), journal.clone(), store.clone(), std::time::Duration::from_millis(2));
+        spawn_importer(
+            &actix::Arbiter::current(),
+            journal.clone(),
+            store.clone(),
+            std::time::Duration::from_millis(2),
+            std::time::Duration::from_secs(1),
+        );
         let writer = spawn_writer(store, 1024);
         let metrics = EngineMetrics::unregistered();
         Supervisor::start(move |_| BillingLedger::new([("ws".to_owned(), Credits(balance))], journal, writer, metrics))

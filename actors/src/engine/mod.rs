@@ -31,6 +31,8 @@ pub struct EngineConfig {
     pub writer_capacity: usize,
     /// How often the journal is imported into the store.
     pub import_every: Duration,
+    /// How often the store gets its upkeep (a WAL checkpoint).
+    pub maintain_every: Duration,
 }
 
 /// Handles to the engine's actors.
@@ -59,7 +61,13 @@ impl Engine {
     ) -> Engine {
         let journal = ledger::Journal::new(journal);
         let importer = Arc::new(actix::Arbiter::new());
-        let stored = ledger::spawn_importer(&importer.handle(), journal.clone(), store.clone(), config.import_every);
+        let stored = ledger::spawn_importer(
+            &importer.handle(),
+            journal.clone(),
+            store.clone(),
+            config.import_every,
+            config.maintain_every,
+        );
         let writer = ledger::spawn_writer(store, config.writer_capacity);
         let ledger_metrics = metrics.clone();
         let ledger_journal = journal.clone();
