@@ -622,3 +622,25 @@ async fn a_client_that_leaves_before_a_whole_answer_is_charged_once_and_frees_it
     assert_eq!(counters.in_flight, 0);
     gw.stop().await;
 }
+
+/// Two base URLs for one provider: a retry goes to the other upstream, so a failing one costs no fallback.
+#[actix_web::test]
+async fn a_retry_moves_to_another_upstream_of_the_same_provider() {
+    let broken = MockServer::start(MockConfig::default()).await.unwrap();
+    let healthy = MockServer::start(MockConfig::default()).await.unwrap();
+    let backup = MockServer::start(MockConfig::default()).await.unwrap();
+    let mut env = two_mock_env(&broken, &backup);
+    env.insert("OPENAI_BASE_URL".into(), format!("{}/v1,{}/v1", broken.url(), healthy.url()));
+    env.insert("OPENAI_API_KEY".into(), "sk-one".into());
+    let gw = Gateway::with_catalogue(env, CATALOGUE, |c| c.pool.retry_base_ms = 1).await;
+    let (_, key) = gw.workspace("100", 1000, 10, 1_000_000).await;
+    broken.set_fault(Fault::Status { status: 503, retry_after: None }, None);
+    for _ in 0..4 {
+        let body: Value = post(&gw, &key, &chat("gpt", false)).await.json().await.unwrap();
+        assert_eq!(body["model"], "gpt", "{body}");
+        assert_eq!(body["metadata"]["fallback"]["used"], false);
+    }
+    assert!(healthy.calls() >= 4);
+    assert_eq!(backup.calls(), 0);
+    gw.stop().await;
+}

@@ -100,9 +100,10 @@ pub async fn dispatch(
         let mut request = request.clone();
         request.max_tokens = request.max_tokens.min(model.max_output_tokens);
         let mut retry = 0;
+        let mut failed_upstreams: Vec<usize> = Vec::new();
         loop {
             attempts += 1;
-            let error = match engine.pick(&model.provider).await {
+            let error = match engine.pick(&model.provider, &failed_upstreams).await {
                 Err(rejection) => DispatchError::Pool { provider: model.provider.clone(), rejection },
                 Ok(upstream) => {
                     let lease = Lease::new(engine.pool.clone(), model.provider.clone(), upstream);
@@ -139,6 +140,7 @@ pub async fn dispatch(
                                     | ProviderError::Protocol { .. }
                                     | ProviderError::BadCredentials { .. }
                             );
+                            failed_upstreams.push(lease.upstream);
                             lease.report(if counts { Outcome::Failure } else { Outcome::Neutral });
                             DispatchError::Provider(e)
                         }

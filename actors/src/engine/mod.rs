@@ -94,9 +94,11 @@ impl Engine {
         let _ = tokio::time::timeout(Duration::from_secs(5), stored.wait_for(|n| *n >= target)).await;
     }
 
-    pub async fn pick(&self, provider: &str) -> Result<usize, PoolRejection> {
+    /// An upstream of `provider` for one attempt, preferring any not in `avoid` (those that just failed).
+    pub async fn pick(&self, provider: &str, avoid: &[usize]) -> Result<usize, PoolRejection> {
         self.metrics.mailbox_backlog.with_label_values(&["pool"]).inc();
-        self.pool.send(pool::Pick { provider: provider.to_owned() }).await.unwrap_or(Err(PoolRejection::Overloaded))
+        let pick = pool::Pick { provider: provider.to_owned(), avoid: avoid.to_vec() };
+        self.pool.send(pick).await.unwrap_or(Err(PoolRejection::Overloaded))
     }
 
     pub async fn reserve(&self, workspace_id: &str, amount: Credits) -> Result<HoldId, LedgerError> {

@@ -57,6 +57,8 @@ pub enum PoolRejection {
 #[rtype(result = "Result<usize, PoolRejection>")]
 pub struct Pick {
     pub provider: String,
+    /// Upstreams that just failed this request: another is preferred while one is usable.
+    pub avoid: Vec<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +114,7 @@ impl ProviderPool {
         ProviderPool { providers, breaker, metrics }
     }
 
-    fn pick(&mut self, provider: &str) -> Result<usize, PoolRejection> {
+    fn pick(&mut self, provider: &str, avoid: &[usize]) -> Result<usize, PoolRejection> {
         let health = self.providers.get_mut(provider).ok_or(PoolRejection::UnknownProvider)?;
         if health.in_flight >= health.cap {
             return Err(PoolRejection::Overloaded);
@@ -132,7 +134,7 @@ impl ProviderPool {
                 Breaker::HalfOpen { probing } => !probing,
                 Breaker::Open { .. } => false,
             })
-            .min_by_key(|(_, u)| u.in_flight)
+            .min_by_key(|(i, u)| (avoid.contains(i), u.in_flight))
             .map(|(i, _)| i);
         let Some(index) = chosen else {
             return Err(PoolRejection::CircuitOpen);
@@ -191,7 +193,7 @@ impl Handler<Pick> for ProviderPool {
     fn handle(&mut self, msg: Pick, ctx: &mut Context<Self>) -> Self::Result {
         self.metrics.mailbox_backlog.with_label_values(&["pool"]).dec();
         let restarts = self.metrics.restarts.clone();
-        guarded::<Self, _>("pool", ctx, &restarts, || self.pick(&msg.provider))
+        guarded::<Self, _>("pool", ctx, &restarts, || self.pick(&msg.provider, &msg.avoid))
             .unwrap_or(Err(PoolRejection::Overloaded))
     }
 }
@@ -269,7 +271,7 @@ mod tests {
     }
 
     async fn pick(pool: &Addr<ProviderPool>) -> Result<usize, PoolRejection> {
-        pool.send(Pick { provider: "p".into() }).await.unwrap()
+        pool.send(Pick { provider: "p".into(), avoid: vec![] }).await.unwrap()
     }
 
     fn report(pool: &Addr<ProviderPool>, upstream: usize, outcome: Outcome) {
@@ -285,6 +287,16 @@ mod tests {
         assert_eq!(sorted, [0, 1, 2]);
         report(&pool, 1, Outcome::Success);
         assert_eq!(pick(&pool).await.unwrap(), 1);
+    }
+
+    #[actix::test]
+    async fn a_retry_prefers_another_upstream() {
+        let pool = pool(3, 100);
+        let avoided = pool.send(Pick { provider: "p".into(), avoid: vec![0, 1] }).await.unwrap().unwrap();
+        assert_eq!(avoided, 2);
+        report(&pool, 2, Outcome::Neutral);
+        // With every upstream avoided, one is still given.
+        assert!(pool.send(Pick { provider: "p".into(), avoid: vec![0, 1, 2] }).await.unwrap().is_ok());
     }
 
     #[actix::test]
