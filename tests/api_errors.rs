@@ -425,3 +425,31 @@ async fn health_readiness_and_metrics() {
     }
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn bad_routing_options_and_idempotency_keys_get_400() {
+    let gw = sim_gateway().await;
+    let long_group = "g".repeat(129);
+    let mut body = hello("sim-chat");
+    body["reporting_group"] = json!(long_group);
+    let response = gw.post("/api/v1/task").json(&body).send().await.unwrap();
+    assert_eq!(error_code(response).await, (400, "invalid_field".to_owned()));
+    let response = gw.post("/api/v1/task?use_fallback_model=maybe").json(&hello("sim-chat")).send().await.unwrap();
+    assert_eq!(error_code(response).await, (400, "invalid_field".to_owned()));
+    let mut body = hello("sim-chat");
+    body["use_fallback_model"] = json!("yes");
+    let response = gw.post("/api/v1/task").json(&body).send().await.unwrap();
+    assert_eq!(error_code(response).await, (400, "invalid_field".to_owned()));
+    // sim-chat has no fallback model to go to.
+    let response = gw.post("/api/v1/task?use_fallback_model=true").json(&hello("sim-chat")).send().await.unwrap();
+    assert_eq!(error_code(response).await, (400, "invalid_field".to_owned()));
+    let response = gw
+        .post("/api/v1/task")
+        .header("idempotency-key", "k".repeat(300))
+        .json(&hello("sim-chat"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (400, "invalid_field".to_owned()));
+    gw.stop().await;
+}
