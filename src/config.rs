@@ -22,6 +22,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub pool: PoolConfig,
     pub billing: BillingConfig,
+    pub media: MediaConfig,
     pub simulator: SimulatorSection,
     pub catalogue: CatalogueConfig,
     pub bootstrap: BootstrapConfig,
@@ -71,6 +72,13 @@ pub struct PoolConfig {
 pub struct BillingConfig {
     pub import_interval_ms: u64,
     pub checkpoint_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    pub max_upload_bytes: u64,
+    pub upload_ttl_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

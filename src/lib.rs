@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod media;
 pub mod metrics;
 pub mod state;
 pub mod store;

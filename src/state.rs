@@ -18,6 +18,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// SHA-256 of `SWITCHYARD_ADMIN_KEY`; the admin API is off when unset.
     pub admin_key: Option<[u8; 32]>,
+    /// Uploaded and generated media.
+    pub media: Arc<dyn crate::media::BlobStore>,
     /// The engine's actors, started on the first HTTP worker's arbiter (see `start_engine`).
     engine: OnceLock<Engine>,
     /// Committed balances read at start, handed to the ledger when the engine starts.
@@ -49,6 +51,7 @@ impl AppState {
         let metrics = Metrics::new().map_err(|e| format!("cannot build metrics: {e}"))?;
         // Usage committed to the journal by an earlier process goes into the store before wallets are read.
         let journal_dir = config.server.data_dir.join("journal");
+        let config_media_dir = config.server.data_dir.join("media");
         let left = UsageJournal::replay(&journal_dir).map_err(|e| format!("cannot read the usage journal: {e}"))?;
         if !left.is_empty() {
             tracing::info!(records = left.len(), "importing usage left in the journal");
@@ -67,6 +70,10 @@ impl AppState {
             metrics,
             admin_key,
             engine: OnceLock::new(),
+            media: Arc::new(
+                crate::media::LocalBlobStore::new(config_media_dir)
+                    .map_err(|e| format!("cannot create the media directory: {e}"))?,
+            ),
             opening_balances,
             journal: std::sync::Mutex::new(Some(journal)),
         };

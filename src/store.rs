@@ -59,6 +59,30 @@ CREATE TRIGGER IF NOT EXISTS usage_debit AFTER INSERT ON usage WHEN NEW.credits_
 BEGIN
     UPDATE workspaces SET credits_milli = credits_milli - NEW.credits_milli WHERE id = NEW.workspace_id;
 END;
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    -- pending (no data yet), uploaded (checked, staged), completed (published as media_ref)
+    status TEXT NOT NULL,
+    sha256 TEXT,
+    -- the blob of the last complete PUT
+    object TEXT,
+    media_ref TEXT
+);
+CREATE TABLE IF NOT EXISTS media (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    object TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS idempotency (
     workspace_id TEXT NOT NULL,
     key TEXT NOT NULL,

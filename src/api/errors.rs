@@ -55,6 +55,11 @@ impl ApiError {
         self
     }
 
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.detail.message = message.into();
+        self
+    }
+
     pub fn code(&self) -> &'static str {
         self.detail.code
     }

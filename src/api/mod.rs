@@ -8,6 +8,7 @@ pub mod chat;
 pub mod errors;
 pub mod idempotency;
 pub mod limits;
+pub mod media;
 pub mod openai;
 pub mod openapi;
 pub mod ops;
@@ -24,6 +25,7 @@ pub fn resource(path: &str) -> actix_web::Resource {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     task::configure(cfg);
     billing::configure(cfg);
+    media::configure(cfg);
     openai::configure(cfg);
     admin::configure(cfg);
     ops::configure(cfg);

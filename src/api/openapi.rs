@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use super::{admin, billing, chat, errors, openai, ops, task};
+use super::{admin, billing, chat, errors, media, openai, ops, task};
 use crate::store::Plan;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -14,6 +14,10 @@ use utoipa::{Modify, OpenApi};
         openai::list_models,
         billing::wallet,
         billing::usage_summary,
+        media::init,
+        media::put,
+        media::complete,
+        media::download,
         admin::create_workspace,
         admin::get_workspace,
         admin::create_workspace_key,
@@ -31,6 +35,7 @@ use utoipa::{Modify, OpenApi};
         admin::CreateWorkspace, admin::WorkspaceView, admin::KeyView, admin::NewKey, admin::CreateKey, admin::TopUp,
         admin::Balance, admin::Revoked, Plan, ops::Health, chat::Metadata, chat::FallbackOut,
         billing::WalletView, billing::UsageSummary, billing::UsageGroup,
+        media::InitUpload, media::UploadTicket, media::CompleteUpload, media::MediaObject, media::Uploaded,
     )),
     modifiers(&Security)
 )]

@@ -1,0 +1,214 @@
+//! The media store: uploads and generated outputs, per workspace. Blobs live behind `BlobStore` (a local directory
+//! now; an S3-compatible object store can implement the same four calls), their metadata in the database. An
+//! upload is written to a staging key and only published, by rename, once complete and checked: a half-written
+//! upload is never visible.
+
+use futures::future::BoxFuture;
+use std::io;
+use std::path::PathBuf;
+use tokio::io::AsyncWrite;
+
+pub trait BlobStore: Send + Sync + 'static {
+    /// Opens a staged object for writing; nothing under `key`s is visible until `publish`.
+    fn stage(&self, staging: &str) -> BoxFuture<'static, io::Result<Box<dyn AsyncWrite + Send + Unpin>>>;
+    /// Makes a staged object visible under `key`, atomically.
+    fn publish(&self, staging: &str, key: &str) -> BoxFuture<'static, io::Result<()>>;
+    fn discard(&self, staging: &str) -> BoxFuture<'static, io::Result<()>>;
+    fn read(&self, key: &str) -> BoxFuture<'static, io::Result<Vec<u8>>>;
+}
+
+/// Blobs as files under a directory: `objects/<key>` and `staging/<id>`.
+pub struct LocalBlobStore {
+    root: PathBuf,
+}
+
+/// Keys are built by the gateway from generated ids; anything else is refused before it touches a path.
+fn safe(key: &str) -> io::Result<&str> {
+    let ok = !key.is_empty()
+        && key.split('/').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    if ok {
+        Ok(key)
+    } else {
+        Err(io::Error::new(io::ErrorKind::InvalidInput, "unsafe media key"))
+    }
+}
+
+impl LocalBlobStore {
+    pub fn new(root: PathBuf) -> io::Result<Self> {
+        std::fs::create_dir_all(root.join("objects"))?;
+        std::fs::create_dir_all(root.join("staging"))?;
+        Ok(LocalBlobStore { root })
+    }
+
+    fn staging_path(&self, staging: &str) -> io::Result<PathBuf> {
+        Ok(self.root.join("staging").join(safe(staging)?))
+    }
+
+    fn object_path(&self, key: &str) -> io::Result<PathBuf> {
+        Ok(self.root.join("objects").join(safe(key)?))
+    }
+}
+
+impl BlobStore for LocalBlobStore {
+    fn stage(&self, staging: &str) -> BoxFuture<'static, io::Result<Box<dyn AsyncWrite + Send + Unpin>>> {
+        let path = self.staging_path(staging);
+        Box::pin(async move {
+            let file = tokio::fs::File::create(path?).await?;
+            Ok(Box::new(file) as Box<dyn AsyncWrite + Send + Unpin>)
+        })
+    }
+
+    fn publish(&self, staging: &str, key: &str) -> BoxFuture<'static, io::Result<()>> {
+        let paths = self.staging_path(staging).and_then(|from| Ok((from, self.object_path(key)?)));
+        Box::pin(async move {
+            let (from, to) = paths?;
+            if let Some(parent) = to.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            tokio::fs::rename(from, to).await
+        })
+    }
+
+    fn discard(&self, staging: &str) -> BoxFuture<'static, io::Result<()>> {
+        let path = self.staging_path(staging);
+        Box::pin(async move {
+            match tokio::fs::remove_file(path?).await {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn read(&self, key: &str) -> BoxFuture<'static, io::Result<Vec<u8>>> {
+        let path = self.object_path(key);
+        Box::pin(async move { tokio::fs::read(path?).await })
+    }
+}
+
+/// The content types the gateway accepts, each recognised from its first bytes.
+pub const ACCEPTED: &[&str] = &[
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "audio/wav",
+    "audio/mpeg",
+    "audio/ogg",
+    "audio/flac",
+    "audio/mp4",
+    "application/pdf",
+    "text/plain",
+    "text/markdown",
+    "text/csv",
+    "application/json",
+];
+
+/// The canonical name of a declared content type (`audio/x-wav` is `audio/wav`), if it is accepted.
+pub fn canonical(declared: &str) -> Option<&'static str> {
+    let essence = declared.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let name = match essence.as_str() {
+        "audio/x-wav" | "audio/wave" | "audio/vnd.wave" => "audio/wav",
+        "audio/mp3" | "audio/mpeg3" => "audio/mpeg",
+        "image/jpg" => "image/jpeg",
+        "audio/x-m4a" | "audio/m4a" => "audio/mp4",
+        "audio/x-flac" => "audio/flac",
+        other => other,
+    };
+    ACCEPTED.iter().copied().find(|t| *t == name)
+}
+
+/// What the bytes are, from their signature. Text is UTF-8 without NUL bytes.
+pub fn sniff(head: &[u8]) -> Option<&'static str> {
+    let starts = |magic: &[u8]| head.starts_with(magic);
+    if starts(b"\x89PNG\r\n\x1a\n") {
+        return Some("image/png");
+    }
+    if starts(&[0xFF, 0xD8, 0xFF]) {
+        return Some("image/jpeg");
+    }
+    if starts(b"GIF87a") || starts(b"GIF89a") {
+        return Some("image/gif");
+    }
+    if starts(b"RIFF") && head.len() >= 12 {
+        return match &head[8..12] {
+            b"WEBP" => Some("image/webp"),
+            b"WAVE" => Some("audio/wav"),
+            _ => None,
+        };
+    }
+    if starts(b"OggS") {
+        return Some("audio/ogg");
+    }
+    if starts(b"fLaC") {
+        return Some("audio/flac");
+    }
+    if starts(b"%PDF-") {
+        return Some("application/pdf");
+    }
+    if head.len() >= 12 && &head[4..8] == b"ftyp" {
+        return matches!(&head[8..12], b"M4A " | b"M4B " | b"mp42" | b"isom").then_some("audio/mp4");
+    }
+    if starts(b"ID3") || (head.len() >= 2 && head[0] == 0xFF && head[1] & 0xE0 == 0xE0) {
+        return Some("audio/mpeg");
+    }
+    // A cut in the middle of a multi-byte character at the end of the sample is still text.
+    let text = match std::str::from_utf8(head) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none(),
+    };
+    (text && !head.is_empty() && !head.contains(&0)).then_some("text/plain")
+}
+
+/// Whether bytes recognised as `sniffed` may be stored as `declared` (canonical names).
+pub fn agrees(declared: &str, sniffed: &str) -> bool {
+    declared == sniffed
+        || (sniffed == "text/plain" && matches!(declared, "text/markdown" | "text/csv" | "application/json"))
+}
+
+/// A filename is a label only (blobs are stored by id), but one that looks like a path is refused.
+pub fn check_filename(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.chars().count() > 255 {
+        return Err("must be 1 to 255 characters");
+    }
+    if name.contains(['/', '\\']) || name == "." || name == ".." || name.chars().any(char::is_control) {
+        return Err("must be a plain file name, without path separators or control characters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_formats_by_their_bytes() {
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Some("image/png"));
+        assert_eq!(sniff(b"RIFF\x00\x00\x00\x00WAVEfmt "), Some("audio/wav"));
+        assert_eq!(sniff(b"ID3\x04\x00"), Some("audio/mpeg"));
+        assert_eq!(sniff(&[0xFF, 0xFB, 0x90, 0x00]), Some("audio/mpeg"));
+        assert_eq!(sniff(b"%PDF-1.7"), Some("application/pdf"));
+        assert_eq!(sniff(b"hello, world"), Some("text/plain"));
+        assert_eq!(sniff(&[0, 1, 2, 3]), None);
+        assert_eq!(sniff("caf\u{e9}".as_bytes()), Some("text/plain"));
+    }
+
+    #[test]
+    fn declared_types_are_canonical_and_must_agree() {
+        assert_eq!(canonical("audio/x-wav"), Some("audio/wav"));
+        assert_eq!(canonical("Image/JPG; charset=binary"), Some("image/jpeg"));
+        assert_eq!(canonical("application/x-msdownload"), None);
+        assert!(agrees("text/csv", "text/plain"));
+        assert!(!agrees("image/png", "text/plain"));
+    }
+
+    #[test]
+    fn filenames_that_look_like_paths_are_refused() {
+        assert!(check_filename("voice note.mp3").is_ok());
+        for bad in ["", "../etc/passwd", "a/b", "a\\\\b", "..", "x\\ny"] {
+            assert!(check_filename(bad).is_err(), "{bad}");
+        }
+        assert!(safe("ws_1/med_2").is_ok());
+        assert!(safe("../x").is_err());
+        assert!(safe("ws/").is_err());
+    }
+}
