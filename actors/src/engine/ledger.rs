@@ -256,7 +256,7 @@ impl BillingLedger {
     }
 
     fn backlog_done(&self) {
-        self.metrics.mailbox_backlog.with_label_values(&["ledger"]).dec();
+        self.metrics.hot.ledger_backlog.dec();
     }
 }
 

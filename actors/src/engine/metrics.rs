@@ -12,6 +12,17 @@ pub struct EngineMetrics {
     pub mailbox_backlog: IntGaugeVec,
     pub restarts: IntCounterVec,
     pub sessions: prometheus::IntGauge,
+    /// Handles for the labels every request touches, resolved once.
+    pub hot: HotMetrics,
+}
+
+#[derive(Clone)]
+pub struct HotMetrics {
+    pub session_backlog: prometheus::IntGauge,
+    pub ledger_backlog: prometheus::IntGauge,
+    pub pool_backlog: prometheus::IntGauge,
+    pub reserve_seconds: prometheus::Histogram,
+    pub settle_seconds: prometheus::Histogram,
 }
 
 const LEDGER_BUCKETS: &[f64] =
@@ -53,7 +64,15 @@ impl EngineMetrics {
         registry.register(Box::new(mailbox_backlog.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(sessions.clone()))?;
+        let hot = HotMetrics {
+            session_backlog: mailbox_backlog.with_label_values(&["session"]),
+            ledger_backlog: mailbox_backlog.with_label_values(&["ledger"]),
+            pool_backlog: mailbox_backlog.with_label_values(&["pool"]),
+            reserve_seconds: ledger_latency.with_label_values(&["reserve"]),
+            settle_seconds: ledger_latency.with_label_values(&["settle"]),
+        };
         Ok(EngineMetrics {
+            hot,
             rejections,
             retries,
             fallbacks,

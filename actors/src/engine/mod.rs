@@ -96,41 +96,41 @@ impl Engine {
 
     /// An upstream of `provider` for one attempt, preferring any not in `avoid` (those that just failed).
     pub async fn pick(&self, provider: &str, avoid: &[usize]) -> Result<usize, PoolRejection> {
-        self.metrics.mailbox_backlog.with_label_values(&["pool"]).inc();
+        self.metrics.hot.pool_backlog.inc();
         let pick = pool::Pick { provider: provider.to_owned(), avoid: avoid.to_vec() };
         self.pool.send(pick).await.unwrap_or(Err(PoolRejection::Overloaded))
     }
 
     pub async fn reserve(&self, workspace_id: &str, amount: Credits) -> Result<HoldId, LedgerError> {
         let started = Instant::now();
-        self.metrics.mailbox_backlog.with_label_values(&["ledger"]).inc();
+        self.metrics.hot.ledger_backlog.inc();
         let result = self
             .ledger
             .send(ledger::Reserve { workspace_id: workspace_id.to_owned(), amount })
             .await
             .unwrap_or(Err(LedgerError::Unavailable));
-        self.metrics.ledger_latency.with_label_values(&["reserve"]).observe(started.elapsed().as_secs_f64());
+        self.metrics.hot.reserve_seconds.observe(started.elapsed().as_secs_f64());
         result
     }
 
     /// Settles and waits until the usage record is committed.
     pub async fn settle(&self, hold: HoldId, cost: Credits, record: UsageRecord) -> Result<Credits, LedgerError> {
         let started = Instant::now();
-        self.metrics.mailbox_backlog.with_label_values(&["ledger"]).inc();
+        self.metrics.hot.ledger_backlog.inc();
         let result =
             self.ledger.send(ledger::Settle { hold, cost, record }).await.unwrap_or(Err(LedgerError::Unavailable));
-        self.metrics.ledger_latency.with_label_values(&["settle"]).observe(started.elapsed().as_secs_f64());
+        self.metrics.hot.settle_seconds.observe(started.elapsed().as_secs_f64());
         result
     }
 
     /// Settles without waiting (a client that left has no response to complete).
     pub fn settle_detached(&self, hold: HoldId, cost: Credits, record: UsageRecord) {
-        self.metrics.mailbox_backlog.with_label_values(&["ledger"]).inc();
+        self.metrics.hot.ledger_backlog.inc();
         self.ledger.do_send(ledger::Settle { hold, cost, record });
     }
 
     pub fn release(&self, hold: HoldId, record: Option<UsageRecord>) {
-        self.metrics.mailbox_backlog.with_label_values(&["ledger"]).inc();
+        self.metrics.hot.ledger_backlog.inc();
         self.ledger.do_send(ledger::Release { hold, record });
     }
 }

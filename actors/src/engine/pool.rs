@@ -191,7 +191,7 @@ impl Handler<Pick> for ProviderPool {
     type Result = Result<usize, PoolRejection>;
 
     fn handle(&mut self, msg: Pick, ctx: &mut Context<Self>) -> Self::Result {
-        self.metrics.mailbox_backlog.with_label_values(&["pool"]).dec();
+        self.metrics.hot.pool_backlog.dec();
         let restarts = self.metrics.restarts.clone();
         guarded::<Self, _>("pool", ctx, &restarts, || self.pick(&msg.provider, &msg.avoid))
             .unwrap_or(Err(PoolRejection::Overloaded))

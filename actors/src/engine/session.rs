@@ -182,7 +182,7 @@ impl Handler<Admit> for Session {
     type Result = Result<Admitted, Rejection>;
 
     fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Self::Result {
-        self.registry.inner.metrics.mailbox_backlog.with_label_values(&["session"]).dec();
+        self.registry.inner.metrics.hot.session_backlog.dec();
         if self.retired {
             return Err(Rejection::Unavailable);
         }
@@ -305,7 +305,7 @@ impl SessionRegistry {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         for _ in 0..3 {
             let session = self.session(key);
-            self.inner.metrics.mailbox_backlog.with_label_values(&["session"]).inc();
+            self.inner.metrics.hot.session_backlog.inc();
             match session.send(Admit { limits, tokens, now }).await {
                 Ok(Ok(admitted)) => {
                     return Ok(Permit { session, admitted, tokens_reserved: tokens, tokens_used: None });
