@@ -6,7 +6,7 @@ use super::Engine;
 use crate::catalogue::{Catalogue, ModelSpec};
 use crate::chat::{ChatEvent, ChatRequest, ChatResponse, ChatStream};
 use crate::error::ProviderError;
-use crate::providers::ProviderSet;
+use crate::providers::{Provider, ProviderSet};
 use futures::StreamExt;
 use rand::Rng;
 use std::time::Duration;
@@ -48,9 +48,9 @@ pub struct FallbackUsed {
 }
 
 /// The answer and who gave it.
-pub struct Served {
+pub struct Served<T = Answer> {
     pub model: ModelSpec,
-    pub answer: Answer,
+    pub answer: T,
     pub lease: Lease,
     pub fallback: Option<FallbackUsed>,
     pub attempts: u32,
@@ -77,7 +77,41 @@ fn reason(error: &DispatchError) -> &'static str {
     }
 }
 
-/// Runs the request on the first model of its chain that answers. `manual_fallback` skips the primary.
+/// One kind of call the pool can make on any model of a fallback chain (a chat, an image, speech).
+#[allow(async_fn_in_trait)]
+pub trait Attempt {
+    type Output;
+    /// Calls upstream number `upstream` of `provider` for `model`. Success means the answer has begun: for a
+    /// stream, its first event arrived, so nothing after this is retried.
+    async fn run(&self, provider: &Provider, upstream: usize, model: &ModelSpec)
+        -> Result<Self::Output, ProviderError>;
+}
+
+/// A chat, whole or streamed.
+pub struct ChatAttempt<'a> {
+    pub request: &'a ChatRequest,
+    pub stream: bool,
+}
+
+impl Attempt for ChatAttempt<'_> {
+    type Output = Answer;
+
+    async fn run(&self, provider: &Provider, upstream: usize, model: &ModelSpec) -> Result<Answer, ProviderError> {
+        let mut request = self.request.clone();
+        request.max_tokens = request.max_tokens.min(model.max_output_tokens);
+        if !self.stream {
+            return provider.chat(upstream, model, &request).await.map(Answer::Whole);
+        }
+        let mut rest = provider.chat_stream(upstream, model, &request).await?;
+        match rest.next().await {
+            Some(Ok(first)) => Ok(Answer::Stream { first, rest }),
+            Some(Err(e)) => Err(e),
+            None => Err(ProviderError::Protocol { provider: model.provider.clone(), message: "empty stream".into() }),
+        }
+    }
+}
+
+/// Runs a chat on the first model of its chain that answers. `manual_fallback` skips the primary.
 pub async fn dispatch(
     engine: &Engine,
     catalogue: &Catalogue,
@@ -87,6 +121,19 @@ pub async fn dispatch(
     request: &ChatRequest,
     stream: bool,
 ) -> Result<Served, Failed> {
+    dispatch_with(engine, catalogue, providers, primary, manual_fallback, &ChatAttempt { request, stream }).await
+}
+
+/// Runs `attempt` on the first model of the chain that answers: retries with backoff on each model (another
+/// upstream first), then its fallbacks in order. `manual_fallback` skips the primary.
+pub async fn dispatch_with<A: Attempt>(
+    engine: &Engine,
+    catalogue: &Catalogue,
+    providers: &ProviderSet,
+    primary: &ModelSpec,
+    manual_fallback: bool,
+    attempt: &A,
+) -> Result<Served<A::Output>, Failed> {
     let mut chain: Vec<&ModelSpec> = Vec::with_capacity(1 + primary.fallback.len());
     if !manual_fallback {
         chain.push(primary);
@@ -97,8 +144,6 @@ pub async fn dispatch(
     let mut first_reason: Option<&'static str> = manual_fallback.then_some("manual");
     for model in chain {
         let Some(provider) = providers.for_model(model) else { continue };
-        let mut request = request.clone();
-        request.max_tokens = request.max_tokens.min(model.max_output_tokens);
         let mut retry = 0;
         let mut failed_upstreams: Vec<usize> = Vec::new();
         loop {
@@ -107,22 +152,7 @@ pub async fn dispatch(
                 Err(rejection) => DispatchError::Pool { provider: model.provider.clone(), rejection },
                 Ok(upstream) => {
                     let lease = Lease::new(engine.pool.clone(), model.provider.clone(), upstream);
-                    let result = if stream {
-                        match provider.chat_stream(upstream, model, &request).await {
-                            Ok(mut rest) => match rest.next().await {
-                                Some(Ok(first)) => Ok(Answer::Stream { first, rest }),
-                                Some(Err(e)) => Err(e),
-                                None => Err(ProviderError::Protocol {
-                                    provider: model.provider.clone(),
-                                    message: "empty stream".into(),
-                                }),
-                            },
-                            Err(e) => Err(e),
-                        }
-                    } else {
-                        provider.chat(upstream, model, &request).await.map(Answer::Whole)
-                    };
-                    match result {
+                    match attempt.run(provider, upstream, model).await {
                         Ok(answer) => {
                             let fallback = first_reason.map(|reason| {
                                 engine.metrics.fallbacks.with_label_values(&[&primary.name, reason]).inc();
