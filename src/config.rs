@@ -47,6 +47,7 @@ pub struct UpstreamConfig {
     pub first_byte_timeout_ms: u64,
     pub between_chunks_timeout_ms: u64,
     pub total_timeout_ms: u64,
+    pub poll_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -166,6 +167,7 @@ impl Config {
             first_byte: Duration::from_millis(u.first_byte_timeout_ms),
             between_chunks: Duration::from_millis(u.between_chunks_timeout_ms),
             total: Duration::from_millis(u.total_timeout_ms),
+            poll_interval: Duration::from_millis(u.poll_interval_ms.max(1)),
         }
     }
 

@@ -85,6 +85,50 @@ impl BlobStore for LocalBlobStore {
     }
 }
 
+/// Stores a generated output as media of `workspace_id`; answers its `media_ref` and SHA-256.
+pub async fn store_generated(
+    state: &crate::state::AppState,
+    workspace_id: &str,
+    filename: &str,
+    content_type: &str,
+    bytes: &[u8],
+) -> Result<(String, String), String> {
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncWriteExt;
+    let media_ref = crate::auth::new_id("med");
+    let staging = crate::auth::new_id("stg");
+    let object = format!("{workspace_id}/{media_ref}");
+    let mut file = state.media.stage(&staging).await.map_err(|e| e.to_string())?;
+    let written = async {
+        file.write_all(bytes).await?;
+        file.shutdown().await
+    }
+    .await;
+    drop(file);
+    if let Err(e) = written {
+        let _ = state.media.discard(&staging).await;
+        return Err(e.to_string());
+    }
+    state.media.publish(&staging, &object).await.map_err(|e| e.to_string())?;
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    sqlx::query(
+        "INSERT INTO media (id, workspace_id, filename, content_type, bytes, sha256, object, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&media_ref)
+    .bind(workspace_id)
+    .bind(filename)
+    .bind(content_type)
+    .bind(bytes.len() as i64)
+    .bind(&sha256)
+    .bind(&object)
+    .bind(crate::state::now_unix())
+    .execute(state.store.pool())
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok((media_ref, sha256))
+}
+
 /// The content types the gateway accepts, each recognised from its first bytes.
 pub const ACCEPTED: &[&str] = &[
     "image/png",

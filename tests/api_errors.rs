@@ -202,7 +202,7 @@ async fn a_model_without_its_provider_key_is_unavailable_and_says_what_to_set() 
     assert_eq!(entry("sim-chat")["available"], true);
     assert_eq!(entry("sim-chat")["simulator"], true);
     assert_eq!(entry("gpt-4")["simulator"], false);
-    assert_eq!(models["data"].as_array().unwrap().len(), 9);
+    assert_eq!(models["data"].as_array().unwrap().len(), 12);
     gw.stop().await;
 }
 

@@ -14,6 +14,8 @@ pub enum ProviderKind {
     Anthropic,
     /// The built-in simulator: deterministic text, no account needed.
     Simulator,
+    /// Black Forest Labs' asynchronous image API (Flux): submit, poll, fetch.
+    Bfl,
 }
 
 impl ProviderKind {
@@ -22,6 +24,7 @@ impl ProviderKind {
             ProviderKind::Openai => "openai",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Simulator => "simulator",
+            ProviderKind::Bfl => "bfl",
         }
     }
 
@@ -30,6 +33,7 @@ impl ProviderKind {
             ProviderKind::Openai => Some("https://api.openai.com/v1"),
             ProviderKind::Anthropic => Some("https://api.anthropic.com"),
             ProviderKind::Simulator => None,
+            ProviderKind::Bfl => Some("https://api.bfl.ai"),
         }
     }
 }
@@ -76,14 +80,34 @@ fn default_true() -> bool {
 pub enum Modality {
     #[default]
     Chat,
+    Image,
 }
 
 impl Modality {
     pub fn as_str(self) -> &'static str {
         match self {
             Modality::Chat => "chat",
+            Modality::Image => "image",
         }
     }
+}
+
+/// What an image model accepts: sizes (a range and a step), inference steps and guidance.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageLimits {
+    pub min_size: u32,
+    pub max_size: u32,
+    pub size_multiple: u32,
+    pub default_width: u32,
+    pub default_height: u32,
+    /// `None`: the model takes no step count (the request's is refused).
+    #[serde(default)]
+    pub max_steps: Option<u32>,
+    #[serde(default)]
+    pub max_guidance: Option<f64>,
+    #[serde(default)]
+    pub min_guidance: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -95,6 +119,9 @@ pub struct Pricing {
     /// Credits per 1,000 completion tokens.
     #[serde(default)]
     pub completion_per_1k: Credits,
+    /// Credits per generated image.
+    #[serde(default)]
+    pub per_image: Credits,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -110,10 +137,16 @@ pub struct ModelSpec {
     pub modality: Modality,
     #[serde(default)]
     pub description: String,
+    #[serde(default)]
     pub context_window: u32,
+    #[serde(default)]
     pub max_output_tokens: u32,
     /// Used when a request sets no `max_tokens`.
+    #[serde(default)]
     pub default_max_tokens: u32,
+    /// For image models: what a request may ask for.
+    #[serde(default)]
+    pub image: Option<ImageLimits>,
     #[serde(default)]
     pub pricing: Pricing,
     /// Models tried in order when this one fails before the first byte.
@@ -160,6 +193,28 @@ impl Catalogue {
         for (name, model) in &self.models {
             if !self.providers.contains_key(&model.provider) {
                 return Err(format!("model catalogue: model `{name}` names unknown provider `{}`", model.provider));
+            }
+            if let Some(fallback) =
+                model.fallback.iter().filter_map(|f| self.models.get(f)).find(|f| f.modality != model.modality)
+            {
+                return Err(format!(
+                    "model catalogue: model `{name}` falls back to `{}`, which is not a {} model",
+                    fallback.name,
+                    model.modality.as_str()
+                ));
+            }
+            if model.modality == Modality::Image {
+                let Some(limits) = model.image else {
+                    return Err(format!("model catalogue: image model `{name}` needs an `image` table of limits"));
+                };
+                let sizes_ok = limits.size_multiple > 0
+                    && limits.min_size <= limits.max_size
+                    && (limits.min_size..=limits.max_size).contains(&limits.default_width)
+                    && (limits.min_size..=limits.max_size).contains(&limits.default_height);
+                if !sizes_ok {
+                    return Err(format!("model catalogue: image model `{name}` has inconsistent size limits"));
+                }
+                continue;
             }
             if model.default_max_tokens == 0 || model.default_max_tokens > model.max_output_tokens {
                 return Err(format!(
@@ -267,10 +322,10 @@ mod pricing_tests {
 
     #[test]
     fn cost_is_integer_and_rounds_up() {
-        let p = Pricing { prompt_per_1k: Credits(30_000), completion_per_1k: Credits(60_000) };
+        let p = Pricing { prompt_per_1k: Credits(30_000), completion_per_1k: Credits(60_000), ..Default::default() };
         assert_eq!(p.cost(1000, 1000), Credits(90_000));
         assert_eq!(p.cost(1, 0), Credits(30));
-        let cheap = Pricing { prompt_per_1k: Credits(500), completion_per_1k: Credits(1500) };
+        let cheap = Pricing { prompt_per_1k: Credits(500), completion_per_1k: Credits(1500), ..Default::default() };
         assert_eq!(cheap.cost(1, 1), Credits(2));
         assert_eq!(cheap.cost(0, 0), Credits(0));
     }

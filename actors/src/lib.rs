@@ -6,6 +6,7 @@ pub mod chat;
 pub mod credits;
 pub mod engine;
 pub mod error;
+pub mod image;
 pub mod providers;
 
 pub use catalogue::{Catalogue, ModelSpec, ProviderKind, ProviderSpec};

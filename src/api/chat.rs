@@ -461,13 +461,13 @@ pub async fn respond(
 }
 
 /// Releases a hold nobody settled: the request was abandoned before an answer reached its client.
-struct HoldGuard {
-    engine: Engine,
-    hold: Option<HoldId>,
+pub(crate) struct HoldGuard {
+    pub(crate) engine: Engine,
+    pub(crate) hold: Option<HoldId>,
 }
 
 impl HoldGuard {
-    fn take(&mut self) -> Option<HoldId> {
+    pub(crate) fn take(&mut self) -> Option<HoldId> {
         self.hold.take()
     }
 }
@@ -480,7 +480,7 @@ impl Drop for HoldGuard {
     }
 }
 
-fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -488,7 +488,7 @@ fn observe_upstream(state: &AppState, model: &ModelSpec, elapsed: Duration) {
     state.metrics.upstream_duration.with_label_values(&[&model.provider, &model.name]).observe(elapsed.as_secs_f64());
 }
 
-fn dispatch_error(state: &AppState, error: DispatchError) -> ApiError {
+pub(crate) fn dispatch_error(state: &AppState, error: DispatchError) -> ApiError {
     match error {
         DispatchError::Provider(e) => upstream_error(state, e),
         DispatchError::Pool { provider, rejection } => match rejection {

@@ -72,7 +72,7 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
-fn public_url(state: &AppState, req: &HttpRequest) -> String {
+pub(crate) fn public_url(state: &AppState, req: &HttpRequest) -> String {
     if !state.config.server.public_url.is_empty() {
         return state.config.server.public_url.trim_end_matches('/').to_owned();
     }

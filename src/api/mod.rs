@@ -7,6 +7,7 @@ pub mod body;
 pub mod chat;
 pub mod errors;
 pub mod idempotency;
+pub mod image;
 pub mod limits;
 pub mod media;
 pub mod openai;

@@ -107,6 +107,14 @@ async fn run(
     };
     let model = state.catalogue.model(&model_name).ok_or_else(|| ApiError::unsupported_model(&model_name))?;
     match model.modality {
+        Modality::Image => {
+            let body: super::image::ImageTaskRequest = from_object(object)?;
+            let mut body = body;
+            body.reporting_group = body.reporting_group.or(query.reporting_group);
+            body.use_fallback_model =
+                Some(body.use_fallback_model.unwrap_or(false) || query.use_fallback_model.unwrap_or(false));
+            super::image::respond(state, req, principal, model, body, started).await
+        }
         Modality::Chat => {
             let body: TaskChatRequest = from_object(object)?;
             let input = ChatInput {

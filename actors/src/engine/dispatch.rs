@@ -111,6 +111,37 @@ impl Attempt for ChatAttempt<'_> {
     }
 }
 
+/// One image. Each model of the chain gets the request within its own limits (steps it cannot take are dropped
+/// or capped).
+pub struct ImageAttempt<'a> {
+    pub request: &'a crate::image::ImageRequest,
+}
+
+impl Attempt for ImageAttempt<'_> {
+    type Output = crate::image::ImageResult;
+
+    async fn run(
+        &self,
+        provider: &Provider,
+        upstream: usize,
+        model: &ModelSpec,
+    ) -> Result<crate::image::ImageResult, ProviderError> {
+        let mut request = self.request.clone();
+        let limits = model.image;
+        request.steps = match (request.steps, limits.and_then(|l| l.max_steps)) {
+            (Some(steps), Some(max)) => Some(steps.min(max)),
+            _ => None,
+        };
+        if let Some(l) = limits {
+            request.guidance = match (request.guidance, l.min_guidance, l.max_guidance) {
+                (Some(g), Some(min), Some(max)) => Some(g.clamp(min, max)),
+                _ => None,
+            };
+        }
+        provider.generate_image(upstream, model, &request).await
+    }
+}
+
 /// Runs a chat on the first model of its chain that answers. `manual_fallback` skips the primary.
 pub async fn dispatch(
     engine: &Engine,

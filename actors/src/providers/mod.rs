@@ -2,6 +2,7 @@
 //! `Provider` enum dispatches to them, so adding a provider is a new variant the compiler walks you through.
 
 mod anthropic;
+mod bfl;
 mod http;
 mod openai;
 mod simulator;
@@ -24,6 +25,8 @@ pub struct Timeouts {
     pub first_byte: Duration,
     pub between_chunks: Duration,
     pub total: Duration,
+    /// How often an asynchronous job (an image) is polled.
+    pub poll_interval: Duration,
 }
 
 impl Default for Timeouts {
@@ -33,6 +36,7 @@ impl Default for Timeouts {
             first_byte: Duration::from_secs(60),
             between_chunks: Duration::from_secs(30),
             total: Duration::from_secs(600),
+            poll_interval: Duration::from_millis(500),
         }
     }
 }
@@ -51,6 +55,7 @@ pub enum Provider {
     OpenAi(Vec<openai::OpenAi>),
     Anthropic(Vec<anthropic::Anthropic>),
     Simulator(simulator::Simulator),
+    Bfl(Vec<bfl::Bfl>),
     /// Configured in the catalogue but missing its key: every call answers `ProviderError::Unavailable`.
     Unavailable {
         name: String,
@@ -67,7 +72,7 @@ impl Provider {
     pub fn missing_variable(&self) -> Option<&str> {
         match self {
             Provider::Unavailable { variable, .. } => Some(variable),
-            Provider::OpenAi(_) | Provider::Anthropic(_) | Provider::Simulator(_) => None,
+            Provider::OpenAi(_) | Provider::Anthropic(_) | Provider::Simulator(_) | Provider::Bfl(_) => None,
         }
     }
 
@@ -80,6 +85,7 @@ impl Provider {
         match self {
             Provider::OpenAi(u) => u.len(),
             Provider::Anthropic(u) => u.len(),
+            Provider::Bfl(u) => u.len(),
             Provider::Simulator(_) | Provider::Unavailable { .. } => 1,
         }
     }
@@ -90,6 +96,31 @@ impl Provider {
 
     fn no_upstream(upstream: usize) -> ProviderError {
         ProviderError::Connection { provider: "?".into(), message: format!("no upstream #{upstream}") }
+    }
+
+    fn wrong_kind(model: &ModelSpec, what: &str) -> ProviderError {
+        ProviderError::Protocol {
+            provider: model.provider.clone(),
+            message: format!("this provider does not do {what}"),
+        }
+    }
+
+    /// An image from upstream number `upstream`.
+    pub async fn generate_image(
+        &self,
+        upstream: usize,
+        model: &ModelSpec,
+        request: &crate::image::ImageRequest,
+    ) -> Result<crate::image::ImageResult, ProviderError> {
+        match self {
+            Provider::Bfl(u) => {
+                u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.generate(model, request).await
+            }
+            Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
+            Provider::OpenAi(_) | Provider::Anthropic(_) | Provider::Simulator(_) => {
+                Err(Self::wrong_kind(model, "images"))
+            }
+        }
     }
 
     /// A whole answer from upstream number `upstream`.
@@ -107,6 +138,7 @@ impl Provider {
                 u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.chat(model, request).await
             }
             Provider::Simulator(p) => p.chat(model, request).await,
+            Provider::Bfl(_) => Err(Self::wrong_kind(model, "chat")),
             Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
         }
     }
@@ -126,6 +158,7 @@ impl Provider {
                 u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.chat_stream(model, request).await
             }
             Provider::Simulator(p) => p.chat_stream(model, request).await,
+            Provider::Bfl(_) => Err(Self::wrong_kind(model, "chat")),
             Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
         }
     }
@@ -150,11 +183,13 @@ impl ProviderSet {
             let key = spec.api_key_env.as_deref().and_then(env).filter(|k| !k.trim().is_empty());
             let provider = match spec.kind {
                 ProviderKind::Simulator => Provider::Simulator(simulator::Simulator::new(simulator)),
-                ProviderKind::Openai | ProviderKind::Anthropic if key.is_none() && spec.key_required => {
+                ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Bfl
+                    if key.is_none() && spec.key_required =>
+                {
                     let variable = spec.api_key_env.clone().unwrap_or_else(|| "an API key".to_owned());
                     Provider::Unavailable { name: name.clone(), variable }
                 }
-                kind @ (ProviderKind::Openai | ProviderKind::Anthropic) => {
+                kind @ (ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Bfl) => {
                     let base_urls =
                         spec.resolve_base_url(env).ok_or_else(|| format!("provider `{name}` has no base URL"))?;
                     let key_variable = spec.api_key_env.clone().unwrap_or_default();
@@ -186,10 +221,15 @@ impl ProviderSet {
                     if upstreams.is_empty() {
                         return Err(format!("provider `{name}` has no usable base URL or key"));
                     }
-                    if kind == ProviderKind::Openai {
-                        Provider::OpenAi(upstreams.into_iter().map(openai::OpenAi::new).collect())
-                    } else {
-                        Provider::Anthropic(upstreams.into_iter().map(anthropic::Anthropic::new).collect())
+                    match kind {
+                        ProviderKind::Openai => {
+                            Provider::OpenAi(upstreams.into_iter().map(openai::OpenAi::new).collect())
+                        }
+                        ProviderKind::Anthropic => {
+                            Provider::Anthropic(upstreams.into_iter().map(anthropic::Anthropic::new).collect())
+                        }
+                        ProviderKind::Bfl => Provider::Bfl(upstreams.into_iter().map(bfl::Bfl::new).collect()),
+                        ProviderKind::Simulator => Provider::Simulator(simulator::Simulator::new(simulator)),
                     }
                 }
             };

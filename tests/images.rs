@@ -1,0 +1,132 @@
+//! Images through `/api/v1/task` with Black Forest Labs' Flux, against the BFL mock: submit, poll, fetch, store,
+//! charge per image; the limits of each model; failures, moderation and fallback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+#[path = "mock/media.rs"]
+mod media_mock;
+
+use base64::Engine as _;
+use common::{error_code, Gateway, ADMIN_KEY};
+use media_mock::{MediaFault, MediaMock};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+async fn setup() -> (MediaMock, Gateway) {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(tweak: impl FnOnce(&mut switchyard::config::Config)) -> (MediaMock, Gateway) {
+    let mock = MediaMock::start().await.unwrap();
+    mock.set_pending_polls(2);
+    let env = HashMap::from([
+        ("SWITCHYARD_ADMIN_KEY".to_owned(), ADMIN_KEY.to_owned()),
+        ("BFL_BASE_URL".to_owned(), mock.url()),
+        ("BFL_API_KEY".to_owned(), "bfl-test".to_owned()),
+    ]);
+    let gw = Gateway::start(env, |c| {
+        c.upstream.poll_interval_ms = 5;
+        tweak(c);
+    })
+    .await;
+    (mock, gw)
+}
+
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (be(&bytes[16..20]), be(&bytes[20..24]))
+}
+
+#[actix_web::test]
+async fn flux_makes_an_image_of_the_requested_size_stored_and_charged_per_image() {
+    let (mock, gw) = setup().await;
+    let (workspace, key) = gw.workspace("100", 1000, 10, 1_000_000).await;
+    let body = json!({"model": "flux-1-pro", "prompt": "A futuristic city at night with neon lights",
+        "width": 512, "height": 384, "seed": 42});
+    let response =
+        gw.client.post(format!("{}/api/v1/task", gw.url)).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["object"], "image.generation");
+    assert!(answer["id"].as_str().unwrap().starts_with("img_"));
+    assert_eq!(answer["model"], "flux-1-pro");
+    let b64 = answer["data"][0]["b64_json"].as_str().unwrap();
+    let image = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    assert_eq!(png_size(&image), (512, 384));
+    let sent = mock.last_request().unwrap();
+    assert!(sent.path.starts_with("/samples/") || sent.path.contains("get_result"), "{}", sent.path);
+    assert_eq!(mock.calls("/v1/flux-pro-1.1"), 1);
+    let url = answer["data"][0]["url"].as_str().unwrap();
+    let fetched = gw.client.get(url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(fetched.headers()["content-type"], "image/png");
+    assert_eq!(fetched.bytes().await.unwrap().to_vec(), image);
+    assert_eq!(answer["metadata"]["credits_charged"].as_f64(), Some(40.0));
+    assert_eq!(gw.wallet(&key).await, (60_000, 0));
+    assert_eq!(gw.usage(&workspace).await.len(), 1);
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn each_models_limits_are_checked_before_anything_is_charged() {
+    let (mock, gw) = setup().await;
+    let cases = [
+        json!({"model": "flux-1-pro", "prompt": "x", "width": 500}),
+        json!({"model": "flux-1-pro", "prompt": "x", "height": 2048}),
+        json!({"model": "flux-1-pro", "prompt": "x", "num_inference_steps": 20}),
+        json!({"model": "flux-1-dev", "prompt": "x", "num_inference_steps": 51}),
+        json!({"model": "flux-1-dev", "prompt": "x", "guidance_scale": 9.5}),
+        json!({"model": "flux-1-pro", "prompt": "   "}),
+    ];
+    for body in cases {
+        let response = gw.post("/api/v1/task").json(&body).send().await.unwrap();
+        assert_eq!(error_code(response).await, (400, "invalid_field".to_owned()), "{body}");
+    }
+    let response = gw.post("/api/v1/task").json(&json!({"model": "flux-1-pro"})).send().await.unwrap();
+    assert_eq!(error_code(response).await, (400, "missing_field".to_owned()));
+    let response = gw
+        .post("/api/v1/task")
+        .json(&json!({"model": "flux-1-pro", "prompt": "x", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (400, "unknown_field".to_owned()));
+    assert_eq!(mock.calls("/v1/"), 0);
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_failed_task_falls_back_and_moderation_is_the_callers_problem() {
+    // No retries: the failed task moves straight to the fallback model.
+    let (mock, gw) = setup_with(|c| c.pool.max_retries = 0).await;
+    let (_, key) = gw.workspace("100", 1000, 10, 1_000_000).await;
+    mock.set_fault(MediaFault::TaskFailed, Some(1));
+    let body = json!({"model": "flux-1-pro", "prompt": "a lake", "width": 256, "height": 256});
+    let response =
+        gw.client.post(format!("{}/api/v1/task", gw.url)).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["model"], "flux-1-dev");
+    assert_eq!(answer["metadata"]["fallback"]["used"], true);
+    // Charged once, at the price of the model that answered.
+    assert_eq!(answer["metadata"]["credits_charged"].as_f64(), Some(25.0));
+    mock.set_fault(MediaFault::Moderated, Some(1));
+    let response =
+        gw.client.post(format!("{}/api/v1/task", gw.url)).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(error_code(response).await, (400, "provider_rejected".to_owned()));
+    assert_eq!(gw.settled(&key).await, (75_000, 0));
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn an_image_model_without_its_key_is_unavailable() {
+    let gw = Gateway::start(HashMap::new(), |_| {}).await;
+    let response =
+        gw.post("/api/v1/task").json(&json!({"model": "flux-1-schnell", "prompt": "x"})).send().await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 503);
+    assert!(body["error"]["message"].as_str().unwrap().contains("BFL_API_KEY"), "{body}");
+    gw.stop().await;
+}
