@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use super::{admin, billing, chat, errors, media, openai, ops, task};
+use super::{admin, billing, chat, errors, image, media, openai, ops, task};
 use crate::store::Plan;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -35,6 +35,7 @@ use utoipa::{Modify, OpenApi};
         admin::CreateWorkspace, admin::WorkspaceView, admin::KeyView, admin::NewKey, admin::CreateKey, admin::TopUp,
         admin::Balance, admin::Revoked, Plan, ops::Health, chat::Metadata, chat::FallbackOut,
         billing::WalletView, billing::UsageSummary, billing::UsageGroup,
+        image::ImageTaskRequest, image::ImageGeneration, image::ImageData,
         media::InitUpload, media::UploadTicket, media::CompleteUpload, media::MediaObject, media::Uploaded,
     )),
     modifiers(&Security)

@@ -49,10 +49,10 @@ pub struct RoutingQuery {
     post,
     path = "/api/v1/task",
     tag = "tasks",
-    request_body(content = TaskChatRequest, description = "A chat task"),
+    request_body(content = TaskChatRequest, description = "A chat task; an image task (`ImageTaskRequest`) for image models"),
     params(RoutingQuery, ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
     responses(
-        (status = 200, description = "The completion; with `stream: true`, an SSE stream of `task.completion.chunk`", body = Completion),
+        (status = 200, description = "The completion (with `stream: true`, an SSE stream of `task.completion.chunk`), or `image.generation` (`ImageGeneration`) for image models", body = Completion),
         (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody),
         (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
         (status = 402, description = "insufficient_credits", body = ErrorBody),
