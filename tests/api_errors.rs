@@ -365,6 +365,7 @@ async fn openapi_document_covers_every_route() {
         ("/api/v1/task", "post"),
         ("/v1/chat/completions", "post"),
         ("/v1/models", "get"),
+        ("/v1/images/generations", "post"),
         ("/api/billing/wallet", "get"),
         ("/api/billing/usage/summary", "get"),
         ("/api/media/upload/init", "post"),

@@ -130,3 +130,42 @@ async fn an_image_model_without_its_key_is_unavailable() {
     assert!(body["error"]["message"].as_str().unwrap().contains("BFL_API_KEY"), "{body}");
     gw.stop().await;
 }
+
+/// The OpenAI face: `POST /v1/images/generations` as the OpenAI SDK sends it.
+#[actix_web::test]
+async fn the_openai_images_face_answers_urls_or_base64() {
+    let (_mock, gw) = setup().await;
+    let (_, key) = gw.workspace("100", 1000, 10, 1_000_000).await;
+    let send =
+        |body: Value| gw.client.post(format!("{}/v1/images/generations", gw.url)).bearer_auth(&key).json(&body).send();
+    let by_url: Value = send(json!({"model": "flux-1-schnell", "prompt": "a cat", "n": 1, "size": "512x512"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = by_url["data"][0]["url"].as_str().unwrap();
+    assert!(by_url["data"][0].get("b64_json").is_none());
+    let image = gw.client.get(url).bearer_auth(&key).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(png_size(&image), (512, 512));
+    let inline: Value =
+        send(json!({"model": "flux-1-schnell", "prompt": "a cat", "size": "256x320", "response_format": "b64_json"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(inline["data"][0]["b64_json"].as_str().unwrap()).unwrap();
+    assert_eq!(png_size(&bytes), (256, 320));
+    for (body, code) in [
+        (json!({"model": "flux-1-schnell", "prompt": "x", "n": 2}), "invalid_field"),
+        (json!({"model": "flux-1-schnell", "prompt": "x", "size": "big"}), "invalid_field"),
+        (json!({"model": "flux-1-schnell", "prompt": "x", "response_format": "gif"}), "invalid_field"),
+        (json!({"model": "gpt-4", "prompt": "x"}), "unsupported_model"),
+        (json!({"model": "dall-e-3", "prompt": "x"}), "unsupported_model"),
+    ] {
+        assert_eq!(error_code(send(body.clone()).await.unwrap()).await, (400, code.to_owned()), "{body}");
+    }
+    gw.stop().await;
+}

@@ -109,7 +109,7 @@ fn check(model: &ModelSpec, limits: &ImageLimits, body: &ImageTaskRequest) -> Re
     Ok(ImageRequest { prompt: prompt.to_owned(), width, height, steps, guidance, seed: body.seed })
 }
 
-/// Admits, reserves the dearest image of the chain, generates, stores, settles, answers.
+/// Answers an image task as `image.generation`.
 pub async fn respond(
     state: &web::Data<AppState>,
     req: &HttpRequest,
@@ -118,6 +118,19 @@ pub async fn respond(
     body: ImageTaskRequest,
     started: Instant,
 ) -> Result<HttpResponse, ApiError> {
+    let generation = generate(state, req, principal, model, body, started).await?;
+    Ok(HttpResponse::Ok().insert_header(("x-switchyard-model", generation.model.as_str())).json(generation))
+}
+
+/// Admits, reserves the dearest image of the chain, generates, stores, settles.
+pub async fn generate(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    principal: &Principal,
+    model: &ModelSpec,
+    body: ImageTaskRequest,
+    started: Instant,
+) -> Result<ImageGeneration, ApiError> {
     let limits = model.image.ok_or_else(|| ApiError::internal(format!("image model {} has no limits", model.name)))?;
     let request = check(model, &limits, &body)?;
     let use_fallback = body.use_fallback_model.unwrap_or(false);
@@ -206,7 +219,7 @@ pub async fn respond(
         reporting_group,
     };
     let url = format!("{}/api/media/{media_ref}", super::media::public_url(state, req));
-    let body = ImageGeneration {
+    Ok(ImageGeneration {
         id,
         object: "image.generation",
         created: now_unix(),
@@ -218,6 +231,5 @@ pub async fn respond(
             content_type,
         }],
         metadata,
-    };
-    Ok(HttpResponse::Ok().insert_header(("x-switchyard-model", served.model.name.as_str())).json(body))
+    })
 }

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/v1/chat/completions").route(web::post().to(chat_completions)))
+        .service(super::resource("/v1/images/generations").route(web::post().to(images_generations)))
         .service(super::resource("/v1/models").route(web::get().to(list_models)));
 }
 
@@ -177,4 +178,98 @@ pub async fn list_models(
         })
         .collect();
     Ok(HttpResponse::Ok().json(ModelList { object: "list", data }))
+}
+
+/// OpenAI's image request, mapped onto the catalogue's image models.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ImagesRequest {
+    pub model: String,
+    pub prompt: String,
+    /// Only 1.
+    pub n: Option<u32>,
+    /// `WIDTHxHEIGHT`, e.g. `1024x768`.
+    pub size: Option<String>,
+    /// `url` (default) or `b64_json`.
+    pub response_format: Option<String>,
+    pub seed: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ImagesResponse {
+    pub created: i64,
+    pub data: Vec<ImageOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ImageOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b64_json: Option<String>,
+    pub revised_prompt: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/images/generations",
+    tag = "openai",
+    request_body = ImagesRequest,
+    responses(
+        (status = 200, body = ImagesResponse),
+        (status = 400, description = "invalid_json, missing_field, invalid_field, unsupported_model", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 402, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn images_generations(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
+    let body: ImagesRequest = from_object(parse_object(&body)?)?;
+    let model = state.catalogue.model(&body.model).ok_or_else(|| ApiError::unsupported_model(&body.model))?;
+    if model.modality != switchyard_actors::catalogue::Modality::Image {
+        return Err(ApiError::unsupported_model(&body.model));
+    }
+    if body.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::invalid_field("n", "Only `n = 1` is supported"));
+    }
+    let b64 = match body.response_format.as_deref() {
+        None | Some("url") => false,
+        Some("b64_json") => true,
+        Some(_) => return Err(ApiError::invalid_field("response_format", "`response_format` is `url` or `b64_json`")),
+    };
+    let (width, height) = match body.size.as_deref() {
+        None | Some("auto") => (None, None),
+        Some(size) => {
+            let parsed = size.split_once('x').and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
+            let (w, h) =
+                parsed.ok_or_else(|| ApiError::invalid_field("size", "`size` is `WIDTHxHEIGHT`, e.g. `1024x768`"))?;
+            (Some(w), Some(h))
+        }
+    };
+    let task = super::image::ImageTaskRequest {
+        model: body.model.clone(),
+        prompt: body.prompt,
+        width,
+        height,
+        num_inference_steps: None,
+        guidance_scale: None,
+        seed: body.seed,
+        reporting_group: None,
+        use_fallback_model: None,
+    };
+    let generation = super::image::generate(&state, &req, &principal, model, task, started).await?;
+    let data = generation
+        .data
+        .into_iter()
+        .map(|d| ImageOut { url: (!b64).then_some(d.url), b64_json: b64.then_some(d.b64_json), revised_prompt: None })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header(("x-switchyard-model", generation.model.as_str()))
+        .json(ImagesResponse { created: generation.created, data }))
 }
