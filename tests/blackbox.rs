@@ -40,7 +40,15 @@ fn command(data_dir: &Path) -> Command {
 
 /// Starts the gateway and reads its stdout up to the listening line (with the first-start key, if printed).
 fn start(data_dir: &Path) -> Running {
-    let child = command(data_dir).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    start_with(data_dir, &[])
+}
+
+fn start_with(data_dir: &Path, env: &[(&str, String)]) -> Running {
+    let mut command = command(data_dir);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
     // Owned by the guard from here on, so the process is killed and reaped on every path.
     let mut running = Running { child, url: String::new(), key: None };
     let stdout = running.child.stdout.take().unwrap();
@@ -254,4 +262,40 @@ async fn wallet(client: &reqwest::Client, url: &str, key: &str) -> (i64, i64) {
         client.get(format!("{url}/api/billing/wallet")).bearer_auth(key).send().await.unwrap().json().await.unwrap();
     let milli = |v: &Value| (v.as_f64().unwrap() * 1000.0).round() as i64;
     (milli(&wallet["balance"]), milli(&wallet["reserved"]))
+}
+
+#[path = "mock/media.rs"]
+mod media_mock;
+
+#[tokio::test]
+async fn the_official_openai_python_sdk_generates_images_unchanged() {
+    let Some(python) = python() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the OpenAI SDK test: run `make test`");
+        eprintln!("SKIPPED: the OpenAI Python SDK test needs `make test` (it installs the SDK into .cache/venv)");
+        return;
+    };
+    let bfl = media_mock::MediaMock::start().await.unwrap();
+    bfl.set_pending_polls(1);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("BFL_BASE_URL", bfl.url()),
+        ("BFL_API_KEY", "bfl-test".to_owned()),
+        ("SWITCHYARD__UPSTREAM__POLL_INTERVAL_MS", "5".to_owned()),
+    ];
+    let gateway = start_with(dir.path(), &env);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_images.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .env("SWITCHYARD_URL", &gateway.url)
+        .env("SWITCHYARD_KEY", gateway.key.as_deref().unwrap())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "OpenAI SDK images script failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(bfl.calls("/v1/flux-schnell") >= 2);
 }
