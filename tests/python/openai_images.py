@@ -4,7 +4,8 @@ import os
 import struct
 import sys
 
-import httpx
+import urllib.request
+
 from openai import OpenAI
 
 client = OpenAI(base_url=os.environ["SWITCHYARD_URL"] + "/v1", api_key=os.environ["SWITCHYARD_KEY"], max_retries=0)
@@ -19,6 +20,8 @@ inline = client.images.generate(model="flux-1-schnell", prompt="a lighthouse", s
 assert png_size(base64.b64decode(inline.data[0].b64_json)) == (512, 384)
 
 linked = client.images.generate(model="flux-1-schnell", prompt="a lighthouse", size="256x256")
-image = httpx.get(linked.data[0].url, headers={"Authorization": "Bearer " + os.environ["SWITCHYARD_KEY"]}).content
+request = urllib.request.Request(linked.data[0].url, headers={"Authorization": "Bearer " + os.environ["SWITCHYARD_KEY"]})
+with urllib.request.urlopen(request) as response:
+    image = response.read()
 assert png_size(image) == (256, 256)
 print("openai images ok", file=sys.stderr)
