@@ -187,7 +187,12 @@ async fn the_official_openai_python_sdk_works_unchanged() {
     };
     let dir = tempfile::tempdir().unwrap();
     let gateway = start(dir.path());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_sdk.py");
+    run_script(&python, "openai_sdk.py", &gateway).await;
+}
+
+/// Runs a script of `tests/python` against a running gateway; its failure fails the test with its output.
+async fn run_script(python: &Path, name: &str, gateway: &Running) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(name);
     let output = tokio::process::Command::new(python)
         .arg(script)
         .env("SWITCHYARD_URL", &gateway.url)
@@ -197,7 +202,7 @@ async fn the_official_openai_python_sdk_works_unchanged() {
         .unwrap();
     assert!(
         output.status.success(),
-        "OpenAI SDK script failed:\n{}\n{}",
+        "{name} failed:\n{}\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
@@ -283,19 +288,6 @@ async fn the_official_openai_python_sdk_generates_images_unchanged() {
         ("SWITCHYARD__UPSTREAM__POLL_INTERVAL_MS", "5".to_owned()),
     ];
     let gateway = start_with(dir.path(), &env);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_images.py");
-    let output = tokio::process::Command::new(python)
-        .arg(script)
-        .env("SWITCHYARD_URL", &gateway.url)
-        .env("SWITCHYARD_KEY", gateway.key.as_deref().unwrap())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "OpenAI SDK images script failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_script(&python, "openai_images.py", &gateway).await;
     assert!(bfl.calls("/v1/flux-schnell") >= 2);
 }

@@ -333,14 +333,7 @@ pub async fn respond(
         .map(|m| m.pricing.cost(bound, u64::from(call.request.max_tokens.min(m.max_output_tokens))))
         .max()
         .unwrap_or(Credits::ZERO);
-    let hold = match engine.reserve(&call.principal.workspace_id, most).await {
-        Ok(hold) => hold,
-        Err(LedgerError::Insufficient { .. }) => {
-            engine.metrics.rejections.with_label_values(&["insufficient_credits"]).inc();
-            return Err(ApiError::insufficient_credits());
-        }
-        Err(e) => return Err(ApiError::internal(format!("ledger: {e}"))),
-    };
+    let hold = reserve(engine, &call.principal.workspace_id, most).await?;
     // Until it is settled or handed to a stream, a client that leaves (the handler is dropped) releases the hold.
     let mut guard = HoldGuard { engine: engine.clone(), hold: Some(hold) };
     let mut record = UsageRecord {
@@ -457,6 +450,18 @@ pub async fn respond(
                 .insert_header(("x-switchyard-model", served_model.name.as_str()))
                 .streaming(body))
         }
+    }
+}
+
+/// Reserves `most` for a request: 402 when the wallet cannot cover it.
+pub(crate) async fn reserve(engine: &Engine, workspace_id: &str, most: Credits) -> Result<HoldId, ApiError> {
+    match engine.reserve(workspace_id, most).await {
+        Ok(hold) => Ok(hold),
+        Err(LedgerError::Insufficient { .. }) => {
+            engine.metrics.rejections.with_label_values(&["insufficient_credits"]).inc();
+            Err(ApiError::insufficient_credits())
+        }
+        Err(e) => Err(ApiError::internal(format!("ledger: {e}"))),
     }
 }
 

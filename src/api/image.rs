@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use switchyard_actors::catalogue::ImageLimits;
 use switchyard_actors::engine::dispatch::{dispatch_with, ImageAttempt};
-use switchyard_actors::engine::ledger::{LedgerError, UsageRecord};
+use switchyard_actors::engine::ledger::UsageRecord;
 use switchyard_actors::engine::pool::Outcome;
 use switchyard_actors::image::ImageRequest;
 use switchyard_actors::{Credits, ModelSpec};
@@ -148,14 +148,7 @@ pub async fn generate(
         .into_iter()
         .chain(model.fallback.iter().filter_map(|n| state.catalogue.model(n)));
     let most = chain.map(|m| m.pricing.per_image).max().unwrap_or(Credits::ZERO);
-    let hold = match engine.reserve(&principal.workspace_id, most).await {
-        Ok(hold) => hold,
-        Err(LedgerError::Insufficient { .. }) => {
-            engine.metrics.rejections.with_label_values(&["insufficient_credits"]).inc();
-            return Err(ApiError::insufficient_credits());
-        }
-        Err(e) => return Err(ApiError::internal(format!("ledger: {e}"))),
-    };
+    let hold = super::chat::reserve(engine, &principal.workspace_id, most).await?;
     let mut guard = HoldGuard { engine: engine.clone(), hold: Some(hold) };
     let mut record = UsageRecord {
         id: crate::auth::new_id("img"),
