@@ -2,6 +2,7 @@
 //! the engine lives in `switchyard-actors`.
 
 pub mod api;
+pub mod audio;
 pub mod auth;
 pub mod config;
 pub mod media;

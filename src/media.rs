@@ -85,48 +85,141 @@ impl BlobStore for LocalBlobStore {
     }
 }
 
-/// Stores a generated output as media of `workspace_id`; answers its `media_ref` and SHA-256.
+/// A generated output being written as it arrives (audio streamed from upstream). It stays in staging, invisible,
+/// until `finish` publishes it and records it; dropped or `abort`ed, it is discarded.
+pub struct MediaWriter {
+    store: std::sync::Arc<dyn BlobStore>,
+    workspace_id: String,
+    staging: String,
+    file: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    hasher: sha2::Sha256,
+    bytes: u64,
+}
+
+/// A published output: its `media_ref`, size and SHA-256.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub media_ref: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl MediaWriter {
+    pub async fn create(state: &crate::state::AppState, workspace_id: &str) -> io::Result<MediaWriter> {
+        use sha2::Digest;
+        let staging = crate::auth::new_id("stg");
+        let file = state.media.stage(&staging).await?;
+        Ok(MediaWriter {
+            store: state.media.clone(),
+            workspace_id: workspace_id.to_owned(),
+            staging,
+            file: Some(file),
+            hasher: sha2::Sha256::new(),
+            bytes: 0,
+        })
+    }
+
+    pub async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let file = self.file.as_mut().ok_or_else(|| io::Error::other("media writer already closed"))?;
+        file.write_all(chunk).await?;
+        self.hasher.update(chunk);
+        self.bytes += chunk.len() as u64;
+        Ok(())
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Publishes the object and records it as media of the workspace.
+    pub async fn finish(
+        mut self,
+        state: &crate::state::AppState,
+        filename: &str,
+        content_type: &str,
+    ) -> io::Result<Stored> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let mut file = self.file.take().ok_or_else(|| io::Error::other("media writer already closed"))?;
+        let closed = async {
+            file.flush().await?;
+            file.shutdown().await
+        }
+        .await;
+        drop(file);
+        if let Err(e) = closed {
+            self.discard_now().await;
+            return Err(e);
+        }
+        let media_ref = crate::auth::new_id("med");
+        let object = format!("{}/{media_ref}", self.workspace_id);
+        if let Err(e) = self.store.publish(&self.staging, &object).await {
+            self.discard_now().await;
+            return Err(e);
+        }
+        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        // Published: nothing is left in staging for `Drop` to remove.
+        self.staging.clear();
+        sqlx::query(
+            "INSERT INTO media (id, workspace_id, filename, content_type, bytes, sha256, object, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&media_ref)
+        .bind(&self.workspace_id)
+        .bind(filename)
+        .bind(content_type)
+        .bind(self.bytes as i64)
+        .bind(&sha256)
+        .bind(&object)
+        .bind(crate::state::now_unix())
+        .execute(state.store.pool())
+        .await
+        .map_err(io::Error::other)?;
+        Ok(Stored { media_ref, bytes: self.bytes, sha256 })
+    }
+
+    /// Throws the staged bytes away.
+    pub async fn abort(mut self) {
+        self.file.take();
+        self.discard_now().await;
+    }
+
+    async fn discard_now(&mut self) {
+        if !self.staging.is_empty() {
+            let _ = self.store.discard(&self.staging).await;
+            self.staging.clear();
+        }
+    }
+}
+
+impl Drop for MediaWriter {
+    fn drop(&mut self) {
+        // Dropped part way (the client left): the staged file is removed in the background.
+        if !self.staging.is_empty() {
+            self.file.take();
+            let discard = self.store.discard(&self.staging);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = discard.await;
+                });
+            }
+        }
+    }
+}
+
+/// Stores a generated output as media of `workspace_id`.
 pub async fn store_generated(
     state: &crate::state::AppState,
     workspace_id: &str,
     filename: &str,
     content_type: &str,
     bytes: &[u8],
-) -> Result<(String, String), String> {
-    use sha2::{Digest, Sha256};
-    use tokio::io::AsyncWriteExt;
-    let media_ref = crate::auth::new_id("med");
-    let staging = crate::auth::new_id("stg");
-    let object = format!("{workspace_id}/{media_ref}");
-    let mut file = state.media.stage(&staging).await.map_err(|e| e.to_string())?;
-    let written = async {
-        file.write_all(bytes).await?;
-        file.shutdown().await
-    }
-    .await;
-    drop(file);
-    if let Err(e) = written {
-        let _ = state.media.discard(&staging).await;
-        return Err(e.to_string());
-    }
-    state.media.publish(&staging, &object).await.map_err(|e| e.to_string())?;
-    let sha256 = hex::encode(Sha256::digest(bytes));
-    sqlx::query(
-        "INSERT INTO media (id, workspace_id, filename, content_type, bytes, sha256, object, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&media_ref)
-    .bind(workspace_id)
-    .bind(filename)
-    .bind(content_type)
-    .bind(bytes.len() as i64)
-    .bind(&sha256)
-    .bind(&object)
-    .bind(crate::state::now_unix())
-    .execute(state.store.pool())
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok((media_ref, sha256))
+) -> io::Result<Stored> {
+    let mut writer = MediaWriter::create(state, workspace_id).await?;
+    writer.write(bytes).await?;
+    writer.finish(state, filename, content_type).await
 }
 
 /// The content types the gateway accepts, each recognised from its first bytes.

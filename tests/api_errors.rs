@@ -202,7 +202,17 @@ async fn a_model_without_its_provider_key_is_unavailable_and_says_what_to_set() 
     assert_eq!(entry("sim-chat")["available"], true);
     assert_eq!(entry("sim-chat")["simulator"], true);
     assert_eq!(entry("gpt-4")["simulator"], false);
-    assert_eq!(models["data"].as_array().unwrap().len(), 12);
+    assert_eq!(entry("eleven-labs-tts")["available"], false);
+    assert!(entry("eleven-labs-tts")["unavailable_reason"].as_str().unwrap().contains("ELEVENLABS_API_KEY"));
+    let speech = gw
+        .post("/api/v1/task")
+        .json(&serde_json::json!({"model": "eleven-labs-tts", "text": "Hello", "voice": "adam"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = error_code(speech).await;
+    assert_eq!((status, code.as_str()), (503, "provider_unavailable"));
+    assert_eq!(models["data"].as_array().unwrap().len(), 15);
     gw.stop().await;
 }
 

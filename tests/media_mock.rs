@@ -24,7 +24,7 @@ async fn bfl_submit_poll_and_fetch_give_an_image_of_the_requested_size() {
     let submitted: Value = client
         .post(format!("{}/v1/flux-pro-1.1", mock.url()))
         .header("x-key", "bfl-test")
-        .json(&json!({"prompt": "a lake at sunset", "width": 512, "height": 384, "seed": 42}))
+        .json(&json!({"prompt": "a lake at sunset", "width": 512, "height": 384, "seed": 42, "output_format": "png"}))
         .send()
         .await
         .unwrap()

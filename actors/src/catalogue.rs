@@ -16,6 +16,8 @@ pub enum ProviderKind {
     Simulator,
     /// Black Forest Labs' asynchronous image API (Flux): submit, poll, fetch.
     Bfl,
+    /// ElevenLabs: text-to-speech, speech-to-speech and speech-to-text.
+    Elevenlabs,
 }
 
 impl ProviderKind {
@@ -25,6 +27,7 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Simulator => "simulator",
             ProviderKind::Bfl => "bfl",
+            ProviderKind::Elevenlabs => "elevenlabs",
         }
     }
 
@@ -34,6 +37,7 @@ impl ProviderKind {
             ProviderKind::Anthropic => Some("https://api.anthropic.com"),
             ProviderKind::Simulator => None,
             ProviderKind::Bfl => Some("https://api.bfl.ai"),
+            ProviderKind::Elevenlabs => Some("https://api.elevenlabs.io"),
         }
     }
 }
@@ -76,11 +80,17 @@ fn default_true() -> bool {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Modality {
     #[default]
     Chat,
     Image,
+    /// Text in, audio out (text-to-speech).
+    Speech,
+    /// Audio in, the same words in another voice out.
+    SpeechToSpeech,
+    /// Audio in, text out (speech-to-text).
+    Transcription,
 }
 
 impl Modality {
@@ -88,8 +98,34 @@ impl Modality {
         match self {
             Modality::Chat => "chat",
             Modality::Image => "image",
+            Modality::Speech => "speech",
+            Modality::SpeechToSpeech => "speech_to_speech",
+            Modality::Transcription => "transcription",
         }
     }
+
+    /// Whether the model takes an audio file (`audio`).
+    pub fn takes_audio(self) -> bool {
+        matches!(self, Modality::SpeechToSpeech | Modality::Transcription)
+    }
+}
+
+/// What a speech model accepts: text length for text-to-speech, audio length for audio in, and its defaults.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioLimits {
+    /// Text-to-speech: the longest `text`, in characters.
+    #[serde(default)]
+    pub max_characters: u32,
+    /// Audio in: the longest input, in seconds.
+    #[serde(default)]
+    pub max_seconds: u32,
+    /// The voice (name or id) used when a request names none.
+    #[serde(default)]
+    pub default_voice: Option<String>,
+    /// The `output_format` used when a request names none, e.g. `mp3_44100_128`.
+    #[serde(default)]
+    pub default_output_format: Option<String>,
 }
 
 /// What an image model accepts: sizes (a range and a step), inference steps and guidance.
@@ -122,6 +158,12 @@ pub struct Pricing {
     /// Credits per generated image.
     #[serde(default)]
     pub per_image: Credits,
+    /// Credits per 1,000 characters of text spoken.
+    #[serde(default)]
+    pub per_1k_characters: Credits,
+    /// Credits per second of audio taken in.
+    #[serde(default)]
+    pub per_audio_second: Credits,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -147,6 +189,9 @@ pub struct ModelSpec {
     /// For image models: what a request may ask for.
     #[serde(default)]
     pub image: Option<ImageLimits>,
+    /// For speech models: text and audio lengths, default voice and output format.
+    #[serde(default)]
+    pub audio: Option<AudioLimits>,
     #[serde(default)]
     pub pricing: Pricing,
     /// Models tried in order when this one fails before the first byte.
@@ -213,6 +258,18 @@ impl Catalogue {
                     && (limits.min_size..=limits.max_size).contains(&limits.default_height);
                 if !sizes_ok {
                     return Err(format!("model catalogue: image model `{name}` has inconsistent size limits"));
+                }
+                continue;
+            }
+            if matches!(model.modality, Modality::Speech | Modality::SpeechToSpeech | Modality::Transcription) {
+                let Some(limits) = &model.audio else {
+                    return Err(format!("model catalogue: speech model `{name}` needs an `audio` table of limits"));
+                };
+                if model.modality == Modality::Speech && limits.max_characters == 0 {
+                    return Err(format!("model catalogue: text-to-speech model `{name}` needs `max_characters`"));
+                }
+                if model.modality.takes_audio() && limits.max_seconds == 0 {
+                    return Err(format!("model catalogue: model `{name}` takes audio and needs `max_seconds`"));
                 }
                 continue;
             }
@@ -314,6 +371,18 @@ impl Pricing {
             + u128::from(completion) * self.completion_per_1k.milli().max(0) as u128;
         Credits(i64::try_from(milli.div_ceil(1000)).unwrap_or(i64::MAX))
     }
+
+    /// What speaking `characters` costs, rounded up to the millicredit.
+    pub fn characters_cost(&self, characters: u64) -> Credits {
+        let milli = u128::from(characters) * self.per_1k_characters.milli().max(0) as u128;
+        Credits(i64::try_from(milli.div_ceil(1000)).unwrap_or(i64::MAX))
+    }
+
+    /// What `millis` of audio in cost, rounded up to the millicredit.
+    pub fn audio_cost(&self, millis: u64) -> Credits {
+        let milli = u128::from(millis) * self.per_audio_second.milli().max(0) as u128;
+        Credits(i64::try_from(milli.div_ceil(1000)).unwrap_or(i64::MAX))
+    }
 }
 
 #[cfg(test)]
@@ -328,5 +397,15 @@ mod pricing_tests {
         let cheap = Pricing { prompt_per_1k: Credits(500), completion_per_1k: Credits(1500), ..Default::default() };
         assert_eq!(cheap.cost(1, 1), Credits(2));
         assert_eq!(cheap.cost(0, 0), Credits(0));
+    }
+
+    #[test]
+    fn speech_is_priced_per_character_and_per_audio_second() {
+        let p = Pricing { per_1k_characters: Credits(180_000), per_audio_second: Credits(111), ..Default::default() };
+        assert_eq!(p.characters_cost(1000), Credits(180_000));
+        assert_eq!(p.characters_cost(1), Credits(180));
+        assert_eq!(p.audio_cost(1000), Credits(111));
+        assert_eq!(p.audio_cost(1), Credits(1), "a started millisecond is charged, rounded up");
+        assert_eq!(p.audio_cost(0), Credits(0));
     }
 }

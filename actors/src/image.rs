@@ -10,6 +10,10 @@ pub struct ImageRequest {
     pub steps: Option<u32>,
     pub guidance: Option<f64>,
     pub seed: Option<u64>,
+    /// `png` or `jpeg`.
+    pub output_format: String,
+    /// An image to start from (BFL's `image_prompt`), as bytes.
+    pub image_prompt: Option<Bytes>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod image;
 pub mod providers;
+pub mod speech;
 
 pub use catalogue::{Catalogue, ModelSpec, ProviderKind, ProviderSpec};
 pub use chat::{ChatEvent, ChatRequest, ChatResponse, ChatStream, FinishReason, Message, Role, Usage};

@@ -1,9 +1,10 @@
 //! Images through `POST /api/v1/task` (001): Flux models. The image is stored as media of the caller's workspace
 //! and answered as `image.generation` with both a URL (served by the gateway) and the bytes in base64.
 
-use super::chat::{dispatch_error, now_millis, FallbackOut, HoldGuard, Metadata};
+use super::billed::{Billed, CallSpec};
+use super::chat::Metadata;
 use super::errors::ApiError;
-use super::limits;
+use super::form::{file_input, FileInput, FileKind};
 use crate::auth::Principal;
 use crate::state::{now_unix, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,11 +12,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use switchyard_actors::catalogue::ImageLimits;
-use switchyard_actors::engine::dispatch::{dispatch_with, ImageAttempt};
-use switchyard_actors::engine::ledger::UsageRecord;
-use switchyard_actors::engine::pool::Outcome;
+use switchyard_actors::engine::dispatch::ImageAttempt;
 use switchyard_actors::image::ImageRequest;
-use switchyard_actors::{Credits, ModelSpec};
+use switchyard_actors::ModelSpec;
 use utoipa::ToSchema;
 
 /// An image task (001). Unknown fields are refused by name.
@@ -30,6 +29,10 @@ pub struct ImageTaskRequest {
     pub num_inference_steps: Option<u32>,
     pub guidance_scale: Option<f64>,
     pub seed: Option<u64>,
+    /// `png` (default) or `jpeg`.
+    pub output_format: Option<String>,
+    /// An image to start from: a `media_ref` (JSON), or the file itself (multipart).
+    pub image: Option<String>,
     pub reporting_group: Option<String>,
     pub use_fallback_model: Option<bool>,
 }
@@ -106,7 +109,21 @@ fn check(model: &ModelSpec, limits: &ImageLimits, body: &ImageTaskRequest) -> Re
             ))
         }
     };
-    Ok(ImageRequest { prompt: prompt.to_owned(), width, height, steps, guidance, seed: body.seed })
+    let output_format = match body.output_format.as_deref() {
+        None | Some("png") => "png",
+        Some("jpeg" | "jpg") => "jpeg",
+        Some(_) => return Err(ApiError::invalid_field("output_format", "`output_format` is `png` or `jpeg`")),
+    };
+    Ok(ImageRequest {
+        prompt: prompt.to_owned(),
+        width,
+        height,
+        steps,
+        guidance,
+        seed: body.seed,
+        output_format: output_format.to_owned(),
+        image_prompt: None,
+    })
 }
 
 /// Answers an image task as `image.generation`.
@@ -116,111 +133,68 @@ pub async fn respond(
     principal: &Principal,
     model: &ModelSpec,
     body: ImageTaskRequest,
+    image: Option<FileInput>,
     started: Instant,
 ) -> Result<HttpResponse, ApiError> {
-    let generation = generate(state, req, principal, model, body, started).await?;
+    let generation = generate(state, req, principal, model, body, image, started).await?;
     Ok(HttpResponse::Ok().insert_header(("x-switchyard-model", generation.model.as_str())).json(generation))
 }
 
-/// Admits, reserves the dearest image of the chain, generates, stores, settles.
+/// Admits, reserves the dearest image of the chain, generates, stores, settles. `image` is an image to start
+/// from (the request's file, or its `image` media_ref).
 pub async fn generate(
     state: &web::Data<AppState>,
     req: &HttpRequest,
     principal: &Principal,
     model: &ModelSpec,
     body: ImageTaskRequest,
+    image: Option<FileInput>,
     started: Instant,
 ) -> Result<ImageGeneration, ApiError> {
     let limits = model.image.ok_or_else(|| ApiError::internal(format!("image model {} has no limits", model.name)))?;
-    let request = check(model, &limits, &body)?;
-    let use_fallback = body.use_fallback_model.unwrap_or(false);
-    if use_fallback && model.fallback.is_empty() {
-        return Err(ApiError::invalid_field(
-            "use_fallback_model",
-            format!("Model {} has no fallback model", model.name),
-        ));
-    }
-    let reporting_group = super::chat::check_reporting_group(body.reporting_group)?;
-    let engine = state.engine();
-    let _permit = limits::admit(state, req, principal, 0).await?;
-    let chain = (!use_fallback)
-        .then_some(model)
-        .into_iter()
-        .chain(model.fallback.iter().filter_map(|n| state.catalogue.model(n)));
-    let most = chain.map(|m| m.pricing.per_image).max().unwrap_or(Credits::ZERO);
-    let hold = super::chat::reserve(engine, &principal.workspace_id, most).await?;
-    let mut guard = HoldGuard { engine: engine.clone(), hold: Some(hold) };
-    let mut record = UsageRecord {
-        id: crate::auth::new_id("img"),
-        created_at: now_millis(),
-        workspace_id: principal.workspace_id.clone(),
-        key_id: principal.key_id.clone(),
-        model: model.name.clone(),
-        provider: model.provider.clone(),
-        endpoint: "/api/v1/task".into(),
-        reporting_group: reporting_group.clone(),
-        ..Default::default()
+    let mut request = check(model, &limits, &body)?;
+    let image = file_input(state, &principal.workspace_id, "image", FileKind::Image, image, body.image).await?;
+    request.image_prompt = image.map(|i| i.bytes);
+    let spec = CallSpec {
+        principal,
+        model,
+        use_fallback: body.use_fallback_model.unwrap_or(false),
+        reporting_group: super::chat::check_reporting_group(body.reporting_group)?,
+        endpoint: "/api/v1/task",
+        id_prefix: "img",
+        started,
     };
-    let attempt = ImageAttempt { request: &request };
-    let served = match dispatch_with(engine, &state.catalogue, &state.providers, model, use_fallback, &attempt).await {
-        Ok(served) => served,
-        Err(failed) => {
-            record.status = "error".into();
-            record.attempts = failed.attempts;
-            record.latency_ms = started.elapsed().as_millis() as u64;
-            if let Some(hold) = guard.take() {
-                engine.release(hold, Some(record));
-            }
-            return Err(dispatch_error(state, failed.error));
+    let mut billed = Billed::begin(state, req, &spec, |m| m.pricing.per_image).await?;
+    let (answered, image) = billed.dispatch(state, &spec, &ImageAttempt { request: &request }).await?;
+    let content_type = crate::media::sniff(&image.bytes).unwrap_or("image/png").to_owned();
+    let filename = if content_type == "image/jpeg" { "image.jpg" } else { "image.png" };
+    let stored = match crate::media::store_generated(
+        state,
+        &principal.workspace_id,
+        filename,
+        &content_type,
+        &image.bytes,
+    )
+    .await
+    {
+        Ok(stored) => stored,
+        Err(e) => {
+            billed.fail("error");
+            return Err(ApiError::internal(format!("media: {e}")));
         }
     };
-    served.lease.report(Outcome::Success);
-    let image = served.answer;
-    let content_type = crate::media::sniff(&image.bytes).unwrap_or("image/png").to_owned();
-    let (media_ref, _) =
-        crate::media::store_generated(state, &principal.workspace_id, "image.png", &content_type, &image.bytes)
-            .await
-            .map_err(|e| ApiError::internal(format!("media: {e}")))?;
-    record.model = served.model.name.clone();
-    record.provider = served.model.provider.clone();
-    record.units = 1;
-    record.output_bytes = image.bytes.len() as u64;
-    record.attempts = served.attempts;
-    record.fallback_used = served.fallback.is_some();
-    record.fallback_reason = served.fallback.as_ref().map(|f| f.reason.clone());
-    record.primary_model = Some(model.name.clone());
-    record.status = "ok".into();
-    record.latency_ms = started.elapsed().as_millis() as u64;
-    let id = record.id.clone();
-    let hold = guard.take().ok_or_else(|| ApiError::internal("hold already settled"))?;
-    let charged = engine
-        .settle(hold, served.model.pricing.per_image, record)
-        .await
-        .map_err(|e| ApiError::internal(format!("ledger: {e}")))?;
-    let metadata = Metadata {
-        model: served.model.name.clone(),
-        provider: served.model.provider.clone(),
-        credits_charged: charged,
-        latency_ms: started.elapsed().as_millis() as u64,
-        attempts: served.attempts,
-        fallback: FallbackOut {
-            used: served.fallback.is_some(),
-            reason: served.fallback.as_ref().map(|f| f.reason.clone()),
-            primary_model: model.name.clone(),
-            model: served.model.name.clone(),
-        },
-        reporting_group,
-    };
-    let url = format!("{}/api/media/{media_ref}", super::media::public_url(state, req));
+    let id = billed.id().to_owned();
+    let metadata = billed.settle(&answered, answered.model.pricing.per_image, 1, stored.bytes).await?;
+    let url = format!("{}/api/media/{}", super::media::public_url(state, req), stored.media_ref);
     Ok(ImageGeneration {
         id,
         object: "image.generation",
         created: now_unix(),
-        model: served.model.name.clone(),
+        model: answered.model.name.clone(),
         data: vec![ImageData {
             url,
             b64_json: base64::engine::general_purpose::STANDARD.encode(&image.bytes),
-            media_ref,
+            media_ref: stored.media_ref,
             content_type,
         }],
         metadata,

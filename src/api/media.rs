@@ -337,17 +337,8 @@ pub async fn download(
 ) -> Result<HttpResponse, ApiError> {
     let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
     let media_ref = media_ref.into_inner();
-    let row = sqlx::query("SELECT filename, content_type, object FROM media WHERE id = ? AND workspace_id = ?")
-        .bind(&media_ref)
-        .bind(&principal.workspace_id)
-        .fetch_optional(state.store.pool())
-        .await
-        .map_err(ApiError::store)?
-        .ok_or_else(|| ApiError::not_found(format!("No media `{media_ref}`")))?;
-    let content_type: String = row.try_get("content_type").map_err(ApiError::store)?;
-    let filename: String = row.try_get("filename").map_err(ApiError::store)?;
-    let blob: String = row.try_get("object").map_err(ApiError::store)?;
-    let bytes = state.media.read(&blob).await.map_err(|e| ApiError::internal(format!("media: {e}")))?;
+    let media = super::form::load_media(&state, &principal.workspace_id, &media_ref).await?;
+    let (filename, content_type, bytes) = (media.filename, media.content_type, media.bytes);
     let disposition = format!("inline; filename=\"{}\"", filename.replace(['"', '\\'], "_"));
     Ok(HttpResponse::Ok().content_type(content_type).insert_header(("content-disposition", disposition)).body(bytes))
 }

@@ -2,10 +2,12 @@
 //! the API.md shapes; every error leaves through `errors::ApiError`.
 
 pub mod admin;
+pub mod billed;
 pub mod billing;
 pub mod body;
 pub mod chat;
 pub mod errors;
+pub mod form;
 pub mod idempotency;
 pub mod image;
 pub mod limits;
@@ -13,6 +15,7 @@ pub mod media;
 pub mod openai;
 pub mod openapi;
 pub mod ops;
+pub mod speech;
 pub mod task;
 
 use actix_web::{web, HttpResponse};

@@ -13,6 +13,8 @@ use utoipa::ToSchema;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/v1/chat/completions").route(web::post().to(chat_completions)))
         .service(super::resource("/v1/images/generations").route(web::post().to(images_generations)))
+        .service(super::resource("/v1/audio/speech").route(web::post().to(audio_speech)))
+        .service(super::resource("/v1/audio/transcriptions").route(web::post().to(audio_transcriptions)))
         .service(super::resource("/v1/models").route(web::get().to(list_models)));
 }
 
@@ -260,10 +262,12 @@ pub async fn images_generations(
         num_inference_steps: None,
         guidance_scale: None,
         seed: body.seed,
+        output_format: None,
+        image: None,
         reporting_group: None,
         use_fallback_model: None,
     };
-    let generation = super::image::generate(&state, &req, &principal, model, task, started).await?;
+    let generation = super::image::generate(&state, &req, &principal, model, task, None, started).await?;
     let data = generation
         .data
         .into_iter()
@@ -272,4 +276,199 @@ pub async fn images_generations(
     Ok(HttpResponse::Ok()
         .insert_header(("x-switchyard-model", generation.model.as_str()))
         .json(ImagesResponse { created: generation.created, data }))
+}
+
+/// OpenAI's speech request, mapped onto the catalogue's text-to-speech models. Fields OpenAI accepts and the
+/// gateway does not use (`instructions`, `stream_format`) are ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SpeechCreateRequest {
+    /// A text-to-speech model of the catalogue, e.g. `eleven-labs-tts`.
+    pub model: String,
+    pub input: String,
+    /// A voice name or id of the provider (e.g. `Rachel`, `adam`).
+    pub voice: String,
+    /// `mp3` (default), `wav`, `pcm` (24 kHz 16-bit mono), or a provider format such as `mp3_44100_128`.
+    pub response_format: Option<String>,
+    /// 0.7 to 1.2.
+    pub speed: Option<f64>,
+}
+
+fn speech_format(format: Option<&str>) -> Result<Option<String>, ApiError> {
+    Ok(Some(match format {
+        None | Some("mp3") => "mp3_44100_128".to_owned(),
+        Some("wav") => "wav_44100".to_owned(),
+        Some("pcm") => "pcm_24000".to_owned(),
+        Some(native) if switchyard_actors::speech::format_content_type(native).is_some() => native.to_owned(),
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "response_format",
+                format!("`response_format` `{other}` is not available: use mp3, wav or pcm"),
+            ))
+        }
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/audio/speech",
+    tag = "openai",
+    request_body = SpeechCreateRequest,
+    responses(
+        (status = 200, description = "The audio bytes, streamed as they are generated", content_type = "audio/mpeg"),
+        (status = 400, description = "invalid_json, missing_field, invalid_field, unsupported_model", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 402, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn audio_speech(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
+    let body: SpeechCreateRequest = from_object(parse_object(&body)?)?;
+    let model = state.catalogue.model(&body.model).ok_or_else(|| ApiError::unsupported_model(&body.model))?;
+    if model.modality != switchyard_actors::catalogue::Modality::Speech {
+        return Err(ApiError::unsupported_model(&body.model));
+    }
+    let task = super::speech::SpeechTaskRequest {
+        model: body.model.clone(),
+        text: body.input,
+        voice: Some(body.voice),
+        voice_settings: body.speed.map(|speed| serde_json::json!({ "speed": speed })),
+        output_format: speech_format(body.response_format.as_deref())?,
+        reporting_group: None,
+        use_fallback_model: None,
+    };
+    let call = super::speech::SpeakCall::check(model, task)?;
+    let speaking =
+        super::speech::start_speech(&state, &req, &principal, model, call, started, "/v1/audio/speech").await?;
+    Ok(super::speech::stream_audio(state.clone(), principal.workspace_id.clone(), speaking))
+}
+
+/// OpenAI's transcription response (`json`); `verbose_json` adds language, duration and words.
+#[derive(Serialize, ToSchema)]
+pub struct TranscriptionOut {
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<WordOut>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Vec<serde_json::Value>>,
+    pub usage: TranscriptionUsage,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WordOut {
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TranscriptionUsage {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub seconds: f64,
+}
+
+/// The multipart fields of OpenAI's transcription request; unknown fields are refused by name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TranscriptionFields {
+    model: String,
+    language: Option<String>,
+    /// Accepted for compatibility; the provider takes no prompt.
+    #[allow(dead_code)]
+    prompt: Option<String>,
+    response_format: Option<String>,
+    /// Accepted for compatibility; the provider takes no temperature.
+    #[allow(dead_code)]
+    temperature: Option<f64>,
+    timestamp_granularities: Option<Vec<String>>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/audio/transcriptions",
+    tag = "openai",
+    request_body(content_type = "multipart/form-data", description = "`file` (audio), `model`, `language`, `response_format` (json, text, verbose_json)"),
+    responses(
+        (status = 200, body = TranscriptionOut),
+        (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 402, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn audio_transcriptions(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    if !super::form::is_multipart(&req) {
+        return Err(ApiError::unsupported_media_type(
+            req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("none"),
+        )
+        .with_message("Send the audio as multipart/form-data, in a part named `file`"));
+    }
+    let form = super::form::read_form(&req, payload, state.config.media.max_upload_bytes as usize).await?;
+    let body: TranscriptionFields = from_object(form.fields)?;
+    let model = state.catalogue.model(&body.model).ok_or_else(|| ApiError::unsupported_model(&body.model))?;
+    if model.modality != switchyard_actors::catalogue::Modality::Transcription {
+        return Err(ApiError::unsupported_model(&body.model));
+    }
+    let verbose = match body.response_format.as_deref() {
+        None | Some("json") => Some(false),
+        Some("verbose_json") => Some(true),
+        Some("text") => None,
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "response_format",
+                format!("`response_format` `{other}` is not available: use json, verbose_json or text"),
+            ))
+        }
+    };
+    let audio = match form.file {
+        Some((field, file)) if field == "file" => file,
+        Some((field, _)) => return Err(ApiError::invalid_field(&field, "The audio goes in a part named `file`")),
+        None => return Err(ApiError::missing_field("file")),
+    };
+    let language = match body.language {
+        Some(l) if l.is_empty() => None,
+        other => other,
+    };
+    let call = super::speech::TranscribeCall { audio, language, reporting_group: None, use_fallback: false };
+    let t =
+        super::speech::transcribe(&state, &req, &principal, model, call, started, "/v1/audio/transcriptions").await?;
+    let model_header = ("x-switchyard-model", t.model.clone());
+    let Some(verbose) = verbose else {
+        return Ok(HttpResponse::Ok()
+            .insert_header(model_header)
+            .content_type("text/plain; charset=utf-8")
+            .body(t.text));
+    };
+    let words = verbose && body.timestamp_granularities.as_ref().is_none_or(|g| g.iter().any(|g| g == "word"));
+    let out = TranscriptionOut {
+        text: t.text,
+        task: verbose.then_some("transcribe"),
+        language: if verbose { t.language } else { None },
+        duration: verbose.then_some(t.duration_seconds),
+        words: words
+            .then(|| t.words.into_iter().map(|w| WordOut { word: w.text, start: w.start, end: w.end }).collect()),
+        segments: verbose.then(Vec::new),
+        usage: TranscriptionUsage { kind: "duration", seconds: t.duration_seconds },
+    };
+    Ok(HttpResponse::Ok().insert_header(model_header).json(out))
 }

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use super::{admin, billing, chat, errors, image, media, openai, ops, task};
+use super::{admin, billing, chat, errors, image, media, openai, ops, speech, task};
 use crate::store::Plan;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -13,6 +13,8 @@ use utoipa::{Modify, OpenApi};
         openai::chat_completions,
         openai::list_models,
         openai::images_generations,
+        openai::audio_speech,
+        openai::audio_transcriptions,
         billing::wallet,
         billing::usage_summary,
         media::init,
@@ -38,6 +40,9 @@ use utoipa::{Modify, OpenApi};
         billing::WalletView, billing::UsageSummary, billing::UsageGroup,
         openai::ImagesRequest, openai::ImagesResponse, openai::ImageOut,
         image::ImageTaskRequest, image::ImageGeneration, image::ImageData,
+        speech::SpeechTaskRequest, speech::ConversionTaskRequest, speech::TranscriptionTaskRequest,
+        speech::SpeechGeneration, speech::AudioOut, speech::SpeechUsage, speech::Transcription,
+        openai::SpeechCreateRequest, openai::TranscriptionOut, openai::WordOut, openai::TranscriptionUsage,
         media::InitUpload, media::UploadTicket, media::CompleteUpload, media::MediaObject, media::Uploaded,
     )),
     modifiers(&Security)

@@ -1,8 +1,10 @@
-//! `POST /api/v1/task`: the model-based Tasks API (001). Chat for now; the model's modality picks the body shape.
+//! `POST /api/v1/task`: the model-based Tasks API (001). The model's modality picks the body shape: chat, image,
+//! text-to-speech, speech-to-speech, speech-to-text. JSON, or `multipart/form-data` with one file.
 
 use super::body::{from_object, parse_object, read_json};
 use super::chat::{self, ChatCall, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
 use super::errors::{ApiError, ErrorBody};
+use super::form::{self, FileInput};
 use crate::auth::Principal;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -49,10 +51,10 @@ pub struct RoutingQuery {
     post,
     path = "/api/v1/task",
     tag = "tasks",
-    request_body(content = TaskChatRequest, description = "A chat task; an image task (`ImageTaskRequest`) for image models"),
+    request_body(content = TaskChatRequest, description = "A chat task; for other models `ImageTaskRequest`, `SpeechTaskRequest`, `ConversionTaskRequest` or `TranscriptionTaskRequest`. JSON, or multipart/form-data with the file in `audio` or `image`"),
     params(RoutingQuery, ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
     responses(
-        (status = 200, description = "The completion (with `stream: true`, an SSE stream of `task.completion.chunk`), or `image.generation` (`ImageGeneration`) for image models", body = Completion),
+        (status = 200, description = "The completion (with `stream: true`, an SSE stream of `task.completion.chunk`), `image.generation` (`ImageGeneration`), `speech.generation` (`SpeechGeneration`) or `transcription` (`Transcription`)", body = Completion),
         (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody),
         (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
         (status = 402, description = "insufficient_credits", body = ErrorBody),
@@ -74,15 +76,32 @@ pub async fn create_task(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
+    let query = query.into_inner();
+    if form::is_multipart(&req) {
+        let max_file = state.config.media.max_upload_bytes as usize;
+        let form = form::read_form(&req, payload, max_file).await?;
+        let fingerprint = form.fingerprint.clone();
+        let run = run(&state, &principal, query, &req, form.fields, form.file, started);
+        return super::idempotency::guard(&state, &req, &principal, &fingerprint, run).await;
+    }
     let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    super::idempotency::guard(
-        &state,
-        &req,
-        &principal,
-        &body,
-        run(&state, &principal, query.into_inner(), &req, &body, started),
+    let run = async {
+        let object = parse_object(&body)?;
+        run(&state, &principal, query, &req, object, None, started).await
+    };
+    super::idempotency::guard(&state, &req, &principal, &body, run).await
+}
+
+/// Body fields win over the query's; `use_fallback_model` holds if either says so.
+fn routing(
+    query: &RoutingQuery,
+    reporting_group: Option<String>,
+    use_fallback: Option<bool>,
+) -> (Option<String>, Option<bool>) {
+    (
+        reporting_group.or_else(|| query.reporting_group.clone()),
+        Some(use_fallback.unwrap_or(false) || query.use_fallback_model.unwrap_or(false)),
     )
-    .await
 }
 
 async fn run(
@@ -90,10 +109,10 @@ async fn run(
     principal: &Principal,
     query: RoutingQuery,
     req: &HttpRequest,
-    body: &[u8],
+    object: serde_json::Map<String, serde_json::Value>,
+    file: Option<(String, FileInput)>,
     started: Instant,
 ) -> Result<HttpResponse, ApiError> {
-    let object = parse_object(body)?;
     if object.contains_key("input_params") {
         return Err(ApiError::invalid_field(
             "input_params",
@@ -106,17 +125,53 @@ async fn run(
         None => return Err(ApiError::missing_field("model")),
     };
     let model = state.catalogue.model(&model_name).ok_or_else(|| ApiError::unsupported_model(&model_name))?;
+    // The one file a model takes, in the field it takes it in.
+    let wanted = match model.modality {
+        Modality::Image => Some("image"),
+        Modality::SpeechToSpeech | Modality::Transcription => Some("audio"),
+        Modality::Chat | Modality::Speech => None,
+    };
+    let file = match (file, wanted) {
+        (None, _) => None,
+        (Some((field, file)), Some(wanted)) if field == wanted => Some(file),
+        (Some((field, _)), _) => {
+            return Err(ApiError::invalid_field(
+                &field,
+                match wanted {
+                    Some(wanted) => format!("{} takes its file in `{wanted}`, not `{field}`", model.name),
+                    None => format!("{} takes no file", model.name),
+                },
+            ))
+        }
+    };
     match model.modality {
         Modality::Image => {
-            let body: super::image::ImageTaskRequest = from_object(object)?;
-            let mut body = body;
-            body.reporting_group = body.reporting_group.or(query.reporting_group);
-            body.use_fallback_model =
-                Some(body.use_fallback_model.unwrap_or(false) || query.use_fallback_model.unwrap_or(false));
-            super::image::respond(state, req, principal, model, body, started).await
+            let mut body: super::image::ImageTaskRequest = from_object(object)?;
+            (body.reporting_group, body.use_fallback_model) =
+                routing(&query, body.reporting_group, body.use_fallback_model);
+            super::image::respond(state, req, principal, model, body, file, started).await
+        }
+        Modality::Speech => {
+            let mut body: super::speech::SpeechTaskRequest = from_object(object)?;
+            (body.reporting_group, body.use_fallback_model) =
+                routing(&query, body.reporting_group, body.use_fallback_model);
+            super::speech::respond_speech(state, req, principal, model, body, started).await
+        }
+        Modality::SpeechToSpeech => {
+            let mut body: super::speech::ConversionTaskRequest = from_object(object)?;
+            (body.reporting_group, body.use_fallback_model) =
+                routing(&query, body.reporting_group, body.use_fallback_model);
+            super::speech::respond_conversion(state, req, principal, model, body, file, started).await
+        }
+        Modality::Transcription => {
+            let mut body: super::speech::TranscriptionTaskRequest = from_object(object)?;
+            (body.reporting_group, body.use_fallback_model) =
+                routing(&query, body.reporting_group, body.use_fallback_model);
+            super::speech::respond_transcription(state, req, principal, model, body, file, started).await
         }
         Modality::Chat => {
             let body: TaskChatRequest = from_object(object)?;
+            let (reporting_group, use_fallback) = routing(&query, body.reporting_group, body.use_fallback_model);
             let input = ChatInput {
                 messages: body.messages,
                 max_tokens: body.max_tokens,
@@ -132,8 +187,8 @@ async fn run(
                 model,
                 request,
                 delivery,
-                reporting_group: chat::check_reporting_group(body.reporting_group.or(query.reporting_group))?,
-                use_fallback: body.use_fallback_model.unwrap_or(false) || query.use_fallback_model.unwrap_or(false),
+                reporting_group: chat::check_reporting_group(reporting_group)?,
+                use_fallback: use_fallback.unwrap_or(false),
                 started,
                 endpoint: "/api/v1/task",
             };

@@ -518,13 +518,24 @@ fn ffmpeg_on_path() -> bool {
 }
 
 async fn to_mp3(wav_bytes: Vec<u8>, rate: u32, bitrate: u32) -> std::io::Result<Vec<u8>> {
+    let rate = rate.to_string();
+    let bitrate = format!("{bitrate}k");
+    let args = ["-f", "wav", "-i", "-", "-f", "mp3", "-ar", rate.as_str(), "-b:a", bitrate.as_str(), "-"];
+    ffmpeg(&args, wav_bytes).await
+}
+
+/// A PNG re-encoded as JPEG.
+async fn to_jpeg(png_bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    ffmpeg(&["-f", "png_pipe", "-i", "-", "-f", "image2pipe", "-vcodec", "mjpeg", "-"], png_bytes).await
+}
+
+/// Runs ffmpeg with `args`, `input` on stdin; answers stdout.
+async fn ffmpeg(args: &[&str], input: Vec<u8>) -> std::io::Result<Vec<u8>> {
     use std::process::Stdio;
+    let wav_bytes = input;
     let mut child = tokio::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "wav", "-i", "-", "-f", "mp3", "-ar"])
-        .arg(rate.to_string())
-        .arg("-b:a")
-        .arg(format!("{bitrate}k"))
-        .arg("-")
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -758,7 +769,7 @@ async fn handle(sh: &Shared, req: &Request) -> Resp {
 
     let method = req.method.as_str();
     match (method, segs.as_slice()) {
-        ("GET", ["samples", file]) => sample(sh, file),
+        ("GET", ["samples", file]) => sample(sh, file).await,
         ("GET", ["v1", "get_result"]) => get_result(sh, query.get("id").map(String::as_str).unwrap_or(""), &fault),
         ("GET", ["v1", "voices"]) => voices(),
         ("GET", ["v1", "voices", id]) => match voice_json(id) {
@@ -936,10 +947,19 @@ fn get_result(sh: &Shared, id: &str, fault: &MediaFault) -> Resp {
     }
 }
 
-fn sample(sh: &Shared, file: &str) -> Resp {
+async fn sample(sh: &Shared, file: &str) -> Resp {
     let id = file.rsplit_once('.').map(|(a, _)| a).unwrap_or(file);
     let task = lock(&sh.tasks).get(id).cloned();
     match task {
+        Some(t) if t.outcome == Outcome::Normal && t.output_format == "jpeg" => {
+            if !ffmpeg_on_path() {
+                return error_resp(Provider::Bfl, 501, Some("jpeg output needs ffmpeg on PATH (mock)"));
+            }
+            match to_jpeg(png(t.width, t.height, t.seed)).await {
+                Ok(jpeg) => Resp::bytes("image/jpeg", jpeg),
+                Err(e) => error_resp(Provider::Bfl, 500, Some(&format!("ffmpeg: {e}"))),
+            }
+        }
         Some(t) if t.outcome == Outcome::Normal => Resp::bytes("image/png", png(t.width, t.height, t.seed)),
         _ => Resp {
             status: 404,

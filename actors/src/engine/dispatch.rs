@@ -142,6 +142,60 @@ impl Attempt for ImageAttempt<'_> {
     }
 }
 
+/// Text to speech: the answer has begun once the first audio arrived.
+pub struct SpeechAttempt<'a> {
+    pub request: &'a crate::speech::SpeechRequest,
+}
+
+impl Attempt for SpeechAttempt<'_> {
+    type Output = crate::speech::AudioStream;
+
+    async fn run(
+        &self,
+        provider: &Provider,
+        upstream: usize,
+        model: &ModelSpec,
+    ) -> Result<crate::speech::AudioStream, ProviderError> {
+        provider.speak(upstream, model, self.request).await
+    }
+}
+
+/// Speech to speech: the answer has begun once the first audio arrived.
+pub struct ConvertAttempt<'a> {
+    pub request: &'a crate::speech::ConvertRequest,
+}
+
+impl Attempt for ConvertAttempt<'_> {
+    type Output = crate::speech::AudioStream;
+
+    async fn run(
+        &self,
+        provider: &Provider,
+        upstream: usize,
+        model: &ModelSpec,
+    ) -> Result<crate::speech::AudioStream, ProviderError> {
+        provider.convert(upstream, model, self.request).await
+    }
+}
+
+/// Speech to text.
+pub struct TranscribeAttempt<'a> {
+    pub request: &'a crate::speech::TranscribeRequest,
+}
+
+impl Attempt for TranscribeAttempt<'_> {
+    type Output = crate::speech::Transcript;
+
+    async fn run(
+        &self,
+        provider: &Provider,
+        upstream: usize,
+        model: &ModelSpec,
+    ) -> Result<crate::speech::Transcript, ProviderError> {
+        provider.transcribe(upstream, model, self.request).await
+    }
+}
+
 /// Runs a chat on the first model of its chain that answers. `manual_fallback` skips the primary.
 pub async fn dispatch(
     engine: &Engine,

@@ -5,6 +5,7 @@ use super::http::Upstream;
 use crate::catalogue::ModelSpec;
 use crate::error::{ProviderError, TimeoutPhase};
 use crate::image::{ImageRequest, ImageResult};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -33,7 +34,8 @@ impl Bfl {
             steps: request.steps,
             guidance: request.guidance,
             seed: request.seed,
-            output_format: "png",
+            output_format: &request.output_format,
+            image_prompt: request.image_prompt.as_ref().map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
         };
         let url = format!("{}/v1/{}", self.upstream.base_url, model.upstream);
         let submit = self.keyed(self.upstream.client.post(url).json(&body));
@@ -115,7 +117,9 @@ struct WireSubmit<'a> {
     guidance: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
-    output_format: &'static str,
+    output_format: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_prompt: Option<String>,
 }
 
 #[derive(Deserialize)]

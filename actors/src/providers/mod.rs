@@ -3,6 +3,7 @@
 
 mod anthropic;
 mod bfl;
+mod elevenlabs;
 mod http;
 mod openai;
 mod simulator;
@@ -56,6 +57,7 @@ pub enum Provider {
     Anthropic(Vec<anthropic::Anthropic>),
     Simulator(simulator::Simulator),
     Bfl(Vec<bfl::Bfl>),
+    ElevenLabs(Vec<elevenlabs::ElevenLabs>),
     /// Configured in the catalogue but missing its key: every call answers `ProviderError::Unavailable`.
     Unavailable {
         name: String,
@@ -72,7 +74,11 @@ impl Provider {
     pub fn missing_variable(&self) -> Option<&str> {
         match self {
             Provider::Unavailable { variable, .. } => Some(variable),
-            Provider::OpenAi(_) | Provider::Anthropic(_) | Provider::Simulator(_) | Provider::Bfl(_) => None,
+            Provider::OpenAi(_)
+            | Provider::Anthropic(_)
+            | Provider::Simulator(_)
+            | Provider::Bfl(_)
+            | Provider::ElevenLabs(_) => None,
         }
     }
 
@@ -86,6 +92,7 @@ impl Provider {
             Provider::OpenAi(u) => u.len(),
             Provider::Anthropic(u) => u.len(),
             Provider::Bfl(u) => u.len(),
+            Provider::ElevenLabs(u) => u.len(),
             Provider::Simulator(_) | Provider::Unavailable { .. } => 1,
         }
     }
@@ -117,10 +124,50 @@ impl Provider {
                 u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.generate(model, request).await
             }
             Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
-            Provider::OpenAi(_) | Provider::Anthropic(_) | Provider::Simulator(_) => {
+            Provider::OpenAi(_) | Provider::Anthropic(_) | Provider::Simulator(_) | Provider::ElevenLabs(_) => {
                 Err(Self::wrong_kind(model, "images"))
             }
         }
+    }
+
+    fn speech_upstream(&self, upstream: usize, model: &ModelSpec) -> Result<&elevenlabs::ElevenLabs, ProviderError> {
+        match self {
+            Provider::ElevenLabs(u) => u.get(upstream).ok_or_else(|| Self::no_upstream(upstream)),
+            Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
+            Provider::OpenAi(_) | Provider::Anthropic(_) | Provider::Simulator(_) | Provider::Bfl(_) => {
+                Err(Self::wrong_kind(model, "speech"))
+            }
+        }
+    }
+
+    /// Text to speech from upstream number `upstream`; resolves once the first audio arrived.
+    pub async fn speak(
+        &self,
+        upstream: usize,
+        model: &ModelSpec,
+        request: &crate::speech::SpeechRequest,
+    ) -> Result<crate::speech::AudioStream, ProviderError> {
+        self.speech_upstream(upstream, model)?.speak(model, request).await
+    }
+
+    /// Speech to speech from upstream number `upstream`; resolves once the first audio arrived.
+    pub async fn convert(
+        &self,
+        upstream: usize,
+        model: &ModelSpec,
+        request: &crate::speech::ConvertRequest,
+    ) -> Result<crate::speech::AudioStream, ProviderError> {
+        self.speech_upstream(upstream, model)?.convert(model, request).await
+    }
+
+    /// Speech to text from upstream number `upstream`.
+    pub async fn transcribe(
+        &self,
+        upstream: usize,
+        model: &ModelSpec,
+        request: &crate::speech::TranscribeRequest,
+    ) -> Result<crate::speech::Transcript, ProviderError> {
+        self.speech_upstream(upstream, model)?.transcribe(model, request).await
     }
 
     /// A whole answer from upstream number `upstream`.
@@ -138,7 +185,7 @@ impl Provider {
                 u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.chat(model, request).await
             }
             Provider::Simulator(p) => p.chat(model, request).await,
-            Provider::Bfl(_) => Err(Self::wrong_kind(model, "chat")),
+            Provider::Bfl(_) | Provider::ElevenLabs(_) => Err(Self::wrong_kind(model, "chat")),
             Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
         }
     }
@@ -158,7 +205,7 @@ impl Provider {
                 u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.chat_stream(model, request).await
             }
             Provider::Simulator(p) => p.chat_stream(model, request).await,
-            Provider::Bfl(_) => Err(Self::wrong_kind(model, "chat")),
+            Provider::Bfl(_) | Provider::ElevenLabs(_) => Err(Self::wrong_kind(model, "chat")),
             Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
         }
     }
@@ -183,13 +230,16 @@ impl ProviderSet {
             let key = spec.api_key_env.as_deref().and_then(env).filter(|k| !k.trim().is_empty());
             let provider = match spec.kind {
                 ProviderKind::Simulator => Provider::Simulator(simulator::Simulator::new(simulator)),
-                ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Bfl
+                ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Bfl | ProviderKind::Elevenlabs
                     if key.is_none() && spec.key_required =>
                 {
                     let variable = spec.api_key_env.clone().unwrap_or_else(|| "an API key".to_owned());
                     Provider::Unavailable { name: name.clone(), variable }
                 }
-                kind @ (ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Bfl) => {
+                kind @ (ProviderKind::Openai
+                | ProviderKind::Anthropic
+                | ProviderKind::Bfl
+                | ProviderKind::Elevenlabs) => {
                     let base_urls =
                         spec.resolve_base_url(env).ok_or_else(|| format!("provider `{name}` has no base URL"))?;
                     let key_variable = spec.api_key_env.clone().unwrap_or_default();
@@ -229,6 +279,9 @@ impl ProviderSet {
                             Provider::Anthropic(upstreams.into_iter().map(anthropic::Anthropic::new).collect())
                         }
                         ProviderKind::Bfl => Provider::Bfl(upstreams.into_iter().map(bfl::Bfl::new).collect()),
+                        ProviderKind::Elevenlabs => {
+                            Provider::ElevenLabs(upstreams.into_iter().map(elevenlabs::ElevenLabs::new).collect())
+                        }
                         ProviderKind::Simulator => Provider::Simulator(simulator::Simulator::new(simulator)),
                     }
                 }
