@@ -291,3 +291,19 @@ async fn the_official_openai_python_sdk_generates_images_unchanged() {
     run_script(&python, "openai_images.py", &gateway).await;
     assert!(bfl.calls("/v1/flux-schnell") >= 2);
 }
+
+#[tokio::test]
+async fn the_official_openai_python_sdk_speaks_and_transcribes_unchanged() {
+    let Some(python) = python() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the OpenAI SDK test: run `make test`");
+        eprintln!("SKIPPED: the OpenAI Python SDK test needs `make test` (it installs the SDK into .cache/venv)");
+        return;
+    };
+    let eleven = media_mock::MediaMock::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ELEVENLABS_BASE_URL", eleven.url()), ("ELEVENLABS_API_KEY", "xi-test".to_owned())];
+    let gateway = start_with(dir.path(), &env);
+    run_script(&python, "openai_audio.py", &gateway).await;
+    assert_eq!(eleven.calls("/v1/text-to-speech"), 2);
+    assert_eq!(eleven.calls("/v1/speech-to-text"), 2);
+}

@@ -372,6 +372,36 @@ async fn speech_to_text_reads_an_uploaded_mp3_by_media_ref() {
 }
 
 #[actix_web::test]
+async fn an_idempotency_key_replays_a_multipart_request_whatever_its_boundary() {
+    let (mock, gw) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (workspace, key) = gw.workspace("100", 1000, 10, 1_000_000).await;
+    let wav = espeak_wav(dir.path(), "Once only.");
+    let send = |wav: Vec<u8>, model: &'static str| {
+        // reqwest draws a new boundary for every form.
+        let form = multipart(&[("model", model)], Some(("audio", "once.wav", "audio/wav", wav)));
+        gw.client
+            .post(format!("{}/api/v1/task", gw.url))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "stt-once")
+            .multipart(form)
+            .send()
+    };
+    let first: Value = send(wav.clone(), "eleven-labs-stt").await.unwrap().json().await.unwrap();
+    let second: Value = send(wav.clone(), "eleven-labs-stt").await.unwrap().json().await.unwrap();
+    assert_eq!(first["id"], second["id"], "the second is a replay");
+    assert_eq!(mock.calls("/v1/speech-to-text"), 1);
+    assert_eq!(usage_statuses(&gw, &workspace).await.len(), 1, "charged once");
+    // The same key with another body is a conflict.
+    let mut other = wav.clone();
+    let last = other.len() - 1;
+    other[last] ^= 1;
+    let response = send(other, "eleven-labs-stt").await.unwrap();
+    assert_eq!(error_code(response).await, (409, "idempotency_conflict".to_owned()));
+    gw.stop().await;
+}
+
+#[actix_web::test]
 async fn multipart_bodies_are_checked_part_by_part() {
     let (mock, gw) = setup_with(|c| c.media.max_upload_bytes = 200_000).await;
     let dir = tempfile::tempdir().unwrap();

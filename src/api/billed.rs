@@ -101,12 +101,14 @@ impl Billed {
         spec: &CallSpec<'_>,
         attempt: &A,
     ) -> Result<(Answered, A::Output), ApiError> {
+        let upstream_started = Instant::now();
         let dispatched =
             dispatch_with(&self.engine, &state.catalogue, &state.providers, spec.model, spec.use_fallback, attempt)
                 .await;
         match dispatched {
             Ok(Served { model, answer, lease, fallback, attempts }) => {
                 lease.report(Outcome::Success);
+                super::chat::observe_upstream(state, &model, upstream_started.elapsed());
                 let answered = Answered { model, attempts, fallback };
                 self.record.model = answered.model.name.clone();
                 self.record.provider = answered.model.provider.clone();

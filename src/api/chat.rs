@@ -489,7 +489,7 @@ pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn observe_upstream(state: &AppState, model: &ModelSpec, elapsed: Duration) {
+pub(crate) fn observe_upstream(state: &AppState, model: &ModelSpec, elapsed: Duration) {
     state.metrics.upstream_duration.with_label_values(&[&model.provider, &model.name]).observe(elapsed.as_secs_f64());
 }
 
