@@ -120,6 +120,25 @@ async fn a_failed_task_falls_back_and_moderation_is_the_callers_problem() {
 }
 
 #[actix_web::test]
+async fn a_task_that_never_finishes_is_a_timeout_within_the_bound_and_not_charged() {
+    let (mock, gw) = setup_with(|c| {
+        c.pool.max_retries = 0;
+        c.upstream.total_timeout_ms = 300;
+    })
+    .await;
+    let (workspace, key) = gw.workspace("100", 1000, 10, 1_000_000).await;
+    mock.set_fault(MediaFault::NeverReady, Some(1));
+    let body = json!({"model": "flux-1-schnell", "prompt": "a lake", "width": 256, "height": 256});
+    let response =
+        gw.client.post(format!("{}/api/v1/task", gw.url)).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(error_code(response).await, (504, "provider_timeout".to_owned()));
+    assert!(mock.calls("/v1/get_result") >= 2, "it polled until the bound");
+    assert_eq!(gw.settled(&key).await, (100_000, 0));
+    assert_eq!(gw.usage(&workspace).await.iter().filter(|u| u.2 == "ok").count(), 0);
+    gw.stop().await;
+}
+
+#[actix_web::test]
 async fn an_image_model_without_its_key_is_unavailable() {
     let gw = Gateway::start(HashMap::new(), |_| {}).await;
     let response =

@@ -549,29 +549,35 @@ pub fn stream_audio(state: actix_web::web::Data<AppState>, workspace_id: String,
     let model_name = answered.model.name.clone();
     let body = async_stream::stream! {
         let mut bill = LeftBill { billed: Some(billed), cost, units, bytes: 0 };
+        // The copy kept as media is best effort here: the client has the audio either way. A copy that cannot be
+        // written whole is dropped, never published part way.
         let mut writer = match crate::media::MediaWriter::create(&state, &workspace_id).await {
-            Ok(writer) => writer,
+            Ok(writer) => Some(writer),
             Err(e) => {
-                if let Some(mut billed) = bill.billed.take() {
-                    billed.fail("error");
-                }
-                yield Err(std::io::Error::other(format!("media: {e}")));
-                return;
+                tracing::warn!(error = %e, "could not store streamed audio");
+                None
             }
         };
         let mut chunks = futures::stream::iter([Ok(stream.first)]).chain(stream.rest);
         while let Some(chunk) = chunks.next().await {
             match chunk {
                 Ok(chunk) => {
-                    if let Err(e) = writer.write(&chunk).await {
-                        tracing::warn!(error = %e, "could not store streamed audio");
+                    if let Some(w) = writer.as_mut() {
+                        if let Err(e) = w.write(&chunk).await {
+                            tracing::warn!(error = %e, "could not store streamed audio");
+                            if let Some(w) = writer.take() {
+                                w.abort().await;
+                            }
+                        }
                     }
                     bill.bytes += chunk.len() as u64;
                     yield Ok::<Bytes, std::io::Error>(chunk);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "the audio stream broke off");
-                    writer.abort().await;
+                    if let Some(w) = writer.take() {
+                        w.abort().await;
+                    }
                     if let Some(mut billed) = bill.billed.take() {
                         billed.fail("cut");
                     }
@@ -580,10 +586,11 @@ pub fn stream_audio(state: actix_web::web::Data<AppState>, workspace_id: String,
                 }
             }
         }
-        let filename = format!("speech.{}", format_extension(&format));
-        let stored = writer.finish(&state, &filename, content_type).await;
-        if let Err(e) = &stored {
-            tracing::warn!(error = %e, "could not store streamed audio");
+        if let Some(w) = writer {
+            let filename = format!("speech.{}", format_extension(&format));
+            if let Err(e) = w.finish(&state, &filename, content_type).await {
+                tracing::warn!(error = %e, "could not store streamed audio");
+            }
         }
         if let Some(billed) = bill.billed.take() {
             if let Err(e) = billed.settle(&answered, cost, units, bill.bytes).await {
