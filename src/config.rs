@@ -25,6 +25,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub simulator: SimulatorSection,
     pub catalogue: CatalogueConfig,
+    pub tasks: TasksConfig,
     pub bootstrap: BootstrapConfig,
     pub log: LogConfig,
 }
@@ -94,6 +95,13 @@ pub struct SimulatorSection {
 #[serde(deny_unknown_fields)]
 pub struct CatalogueConfig {
     pub path: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksConfig {
+    /// A directory of `<slug>.toml` task files; empty for none.
+    pub dir: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -7,8 +7,10 @@ pub mod auth;
 pub mod config;
 pub mod media;
 pub mod metrics;
+pub mod render;
 pub mod state;
 pub mod store;
+pub mod tasks;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};

@@ -14,6 +14,9 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub streams_in_flight: IntGauge,
     pub upstream_errors: IntCounterVec,
+    /// Task runs by task, revision and outcome (`ok`, `fallback`, `error`): an A/B test on a dashboard.
+    pub task_runs: IntCounterVec,
+    pub task_run_duration: HistogramVec,
     pub engine: switchyard_actors::engine::metrics::EngineMetrics,
 }
 
@@ -57,6 +60,17 @@ impl Metrics {
             Opts::new("upstream_errors_total", "Provider failures by provider and kind"),
             &["provider", "kind"],
         )?;
+        let task_runs = IntCounterVec::new(
+            Opts::new("task_runs_total", "Task runs by task, revision and outcome (ok, fallback, error)"),
+            &["task", "revision", "outcome"],
+        )?;
+        let task_run_duration = HistogramVec::new(
+            HistogramOpts::new("task_run_duration_seconds", "Task run time by task and revision")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["task", "revision"],
+        )?;
+        registry.register(Box::new(task_runs.clone()))?;
+        registry.register(Box::new(task_run_duration.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -77,6 +91,8 @@ impl Metrics {
             tokens,
             streams_in_flight,
             upstream_errors,
+            task_runs,
+            task_run_duration,
         })
     }
 

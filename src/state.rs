@@ -20,6 +20,10 @@ pub struct AppState {
     pub admin_key: Option<[u8; 32]>,
     /// Uploaded and generated media.
     pub media: Arc<dyn crate::media::BlobStore>,
+    /// Serialises the admin API's task edits (each one reads, changes and stores a whole task).
+    pub task_edits: tokio::sync::Mutex<()>,
+    /// The tasks, handed to the revision router when the engine starts (and read by runs through the engine).
+    tasks: switchyard_actors::engine::router::TaskSnapshot,
     /// The engine's actors, started on the first HTTP worker's arbiter (see `start_engine`).
     engine: OnceLock<Engine>,
     /// Committed balances read at start, handed to the ledger when the engine starts.
@@ -60,6 +64,7 @@ impl AppState {
         UsageJournal::clear(&journal_dir).map_err(|e| format!("cannot clear the usage journal: {e}"))?;
         let journal = UsageJournal::open(&journal_dir).map_err(|e| format!("cannot open the usage journal: {e}"))?;
         let opening_balances = store.balances().await.map_err(|e| format!("cannot load wallets: {e}"))?;
+        let tasks = crate::tasks::load(&config.tasks.dir, &catalogue, &store).await?;
         let admin_key = env("SWITCHYARD_ADMIN_KEY").filter(|k| !k.trim().is_empty()).map(|k| auth::hash_key(k.trim()));
         let state = AppState {
             config: Arc::new(config),
@@ -75,6 +80,8 @@ impl AppState {
                     .map_err(|e| format!("cannot create the media directory: {e}"))?,
             ),
             opening_balances,
+            task_edits: tokio::sync::Mutex::new(()),
+            tasks,
             journal: std::sync::Mutex::new(Some(journal)),
         };
         Ok((state, bootstrap))
@@ -86,15 +93,14 @@ impl AppState {
     /// build its app, so with one worker every actor message is a same-thread hand-off.
     pub fn start_engine(&self) -> &Engine {
         self.engine.get_or_init(|| {
-            Engine::start(
-                self.config.engine(),
-                &self.catalogue,
-                &self.providers,
-                self.opening_balances.clone(),
-                self.take_journal(),
-                Arc::new(self.store.clone()),
-                self.metrics.engine.clone(),
-            )
+            let opening = switchyard_actors::engine::Opening {
+                wallets: self.opening_balances.clone(),
+                journal: self.take_journal(),
+                store: Arc::new(self.store.clone()),
+                metrics: self.metrics.engine.clone(),
+                tasks: self.tasks.clone(),
+            };
+            Engine::start(self.config.engine(), &self.catalogue, &self.providers, opening)
         })
     }
 

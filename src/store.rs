@@ -94,6 +94,13 @@ CREATE TABLE IF NOT EXISTS idempotency (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (workspace_id, key)
 );
+CREATE TABLE IF NOT EXISTS tasks (
+    workspace_id TEXT NOT NULL,
+    slug TEXT NOT NULL,
+    definition TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (workspace_id, slug)
+);
 "#;
 
 /// Usage columns, in the order `insert_usage` binds them.
@@ -191,6 +198,29 @@ impl Store {
             *writer = Some(self.options.connect().await.map_err(|e| format!("cannot open the usage writer: {e}"))?);
         }
         Ok(writer)
+    }
+
+    /// Tasks changed through the admin API: (workspace id or "" for shared, slug, definition as JSON). A `None`
+    /// definition is a deletion, kept so that a task from `config/tasks/` stays deleted across restarts.
+    pub async fn tasks(&self) -> StoreResult<Vec<(String, String, Option<String>)>> {
+        let rows = sqlx::query("SELECT workspace_id, slug, definition FROM tasks").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("workspace_id")?, r.try_get("slug")?, r.try_get("definition")?))).collect()
+    }
+
+    /// Stores a task's definition (`None`: deleted).
+    pub async fn put_task(&self, workspace_id: &str, slug: &str, definition: Option<&str>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO tasks (workspace_id, slug, definition, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (workspace_id, slug) DO UPDATE SET definition = excluded.definition, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(workspace_id)
+        .bind(slug)
+        .bind(definition)
+        .bind(crate::state::now_unix())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Every workspace's committed balance, for the ledger at start.

@@ -26,6 +26,23 @@ impl Role {
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// Images shown with the text (vision models).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<InlineImage>,
+}
+
+impl Message {
+    pub fn text(role: Role, content: impl Into<String>) -> Message {
+        Message { role, content: content.into(), images: Vec::new() }
+    }
+}
+
+/// An image sent inline with a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineImage {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
+    pub media_type: String,
+    pub data_base64: String,
 }
 
 /// A chat request after validation. `max_tokens` is always set: the caller's value or the model's default.
@@ -36,6 +53,8 @@ pub struct ChatRequest {
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub stop: Vec<String>,
+    /// Ask for a JSON object (the provider's JSON mode where it has one).
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

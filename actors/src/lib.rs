@@ -9,6 +9,7 @@ pub mod error;
 pub mod image;
 pub mod providers;
 pub mod speech;
+pub mod tasks;
 
 pub use catalogue::{Catalogue, ModelSpec, ProviderKind, ProviderSpec};
 pub use chat::{ChatEvent, ChatRequest, ChatResponse, ChatStream, FinishReason, Message, Role, Usage};

@@ -21,7 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Lets the request through only with the admin key. With the admin API off, the routes do not exist (404).
-fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     let Some(admin_hash) = state.admin_key else {
         return Err(ApiError::not_found("The admin API is off: set SWITCHYARD_ADMIN_KEY to turn it on"));
     };

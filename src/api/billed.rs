@@ -26,6 +26,8 @@ pub struct CallSpec<'a> {
     /// The prefix of the usage record's id (`img`, `spc`, `stt`).
     pub id_prefix: &'static str,
     pub started: Instant,
+    /// The task and revision a run is for (kept on the usage record).
+    pub task: Option<(String, String)>,
 }
 
 /// What the model that answered was, for the record and the response metadata.
@@ -81,6 +83,8 @@ impl Billed {
             endpoint: spec.endpoint.into(),
             reporting_group: spec.reporting_group.clone(),
             primary_model: Some(model.name.clone()),
+            task: spec.task.as_ref().map(|t| t.0.clone()),
+            revision: spec.task.as_ref().map(|t| t.1.clone()),
             ..Default::default()
         };
         Ok(Billed {

@@ -62,7 +62,7 @@ pub struct SummaryQuery {
     pub from: Option<String>,
     /// End (exclusive), same forms. Default: now.
     pub to: Option<String>,
-    /// `model` (default), `reporting_group`, `api_key` or `day`.
+    /// `model` (default), `reporting_group`, `api_key`, `day`, `task` or `revision`.
     pub group_by: Option<String>,
 }
 
@@ -108,6 +108,17 @@ fn parse_time(field: &str, value: &str) -> Result<i64, ApiError> {
     Err(ApiError::invalid_field(field, format!("`{field}` must be RFC 3339, YYYY-MM-DD or Unix seconds")))
 }
 
+/// A time range in Unix seconds: `from` (default 30 days ago) inclusive, `to` (default now) exclusive.
+pub(crate) fn time_range(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), ApiError> {
+    let now = crate::state::now_unix();
+    let from = from.map(|v| parse_time("from", v)).transpose()?.unwrap_or(now - 30 * 86_400);
+    let to = to.map(|v| parse_time("to", v)).transpose()?.unwrap_or(now + 1);
+    if to <= from {
+        return Err(ApiError::invalid_field("to", "`to` must be after `from`"));
+    }
+    Ok((from, to))
+}
+
 #[utoipa::path(get, path = "/api/billing/usage/summary", tag = "billing", params(SummaryQuery),
     responses((status = 200, body = UsageSummary), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
@@ -118,12 +129,7 @@ pub async fn usage_summary(
     query: web::Query<SummaryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
-    let now = crate::state::now_unix();
-    let from = query.from.as_deref().map(|v| parse_time("from", v)).transpose()?.unwrap_or(now - 30 * 86_400);
-    let to = query.to.as_deref().map(|v| parse_time("to", v)).transpose()?.unwrap_or(now + 1);
-    if to <= from {
-        return Err(ApiError::invalid_field("to", "`to` must be after `from`"));
-    }
+    let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
     let group_by = query.group_by.clone().unwrap_or_else(|| "model".to_owned());
     let key = match group_by.as_str() {
         "model" => "model",

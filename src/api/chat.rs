@@ -132,7 +132,7 @@ pub fn prepare(model: &ModelSpec, input: ChatInput) -> Result<ChatRequest, ApiEr
                 text
             }
         };
-        messages.push(Message { role, content });
+        messages.push(Message::text(role, content));
     }
     if !messages.iter().any(|m| m.role != Role::System) {
         return Err(ApiError::invalid_field("messages", "`messages` needs at least one user or assistant message"));
@@ -166,7 +166,7 @@ pub fn prepare(model: &ModelSpec, input: ChatInput) -> Result<ChatRequest, ApiEr
     if stop.len() > 4 || stop.iter().any(String::is_empty) {
         return Err(ApiError::invalid_field("stop", "`stop` takes up to 4 non-empty sequences"));
     }
-    Ok(ChatRequest { messages, max_tokens, temperature: input.temperature, top_p: input.top_p, stop })
+    Ok(ChatRequest { messages, max_tokens, temperature: input.temperature, top_p: input.top_p, stop, json: false })
 }
 
 /// The time spent upstream, left on the response for the overhead measurement.
@@ -285,6 +285,8 @@ pub struct ChatCall<'a> {
     pub use_fallback: bool,
     pub started: Instant,
     pub endpoint: &'static str,
+    /// The task and revision a run is for (kept on the usage record).
+    pub task: Option<(String, String)>,
 }
 
 /// `reporting_group`: 1 to 128 printable characters.
@@ -306,6 +308,21 @@ fn prompt_estimate(request: &ChatRequest) -> u64 {
     request.messages.iter().map(|m| switchyard_actors::chat::estimate_tokens(&m.content) + 4).sum()
 }
 
+/// A whole answer, settled: what a caller that post-processes the text (task runs) needs.
+pub struct Completed {
+    pub id: String,
+    pub answer: ChatResponse,
+    pub metadata: Metadata,
+    pub model: ModelSpec,
+    pub upstream: Duration,
+}
+
+/// A chat call's outcome: a whole answer (settled), or a streaming response already under way.
+pub enum ChatOutcome {
+    Whole(Box<Completed>),
+    Stream(HttpResponse),
+}
+
 /// Admits, reserves, runs the request through the pool and answers it, whole or as an SSE stream; the charge is
 /// settled (and its usage record committed) before the response that reports it completes.
 pub async fn respond(
@@ -313,6 +330,21 @@ pub async fn respond(
     req: &HttpRequest,
     call: ChatCall<'_>,
 ) -> Result<HttpResponse, ApiError> {
+    let face = call.face;
+    match run(state, req, call).await? {
+        ChatOutcome::Stream(response) => Ok(response),
+        ChatOutcome::Whole(done) => {
+            let Completed { id, answer, metadata, model, upstream } = *done;
+            let body = completion(id, face, &model, answer, metadata);
+            let mut response = HttpResponse::Ok().insert_header(("x-switchyard-model", model.name.as_str())).json(body);
+            response.extensions_mut().insert(UpstreamTime(upstream));
+            Ok(response)
+        }
+    }
+}
+
+/// Runs a chat call to its outcome: the answer whole and settled, or a stream that settles as it ends.
+pub async fn run(state: &web::Data<AppState>, req: &HttpRequest, call: ChatCall<'_>) -> Result<ChatOutcome, ApiError> {
     let model = call.model;
     if call.use_fallback && model.fallback.is_empty() {
         return Err(ApiError::invalid_field(
@@ -345,6 +377,8 @@ pub async fn respond(
         provider: model.provider.clone(),
         endpoint: call.endpoint.to_owned(),
         reporting_group: call.reporting_group.clone(),
+        task: call.task.as_ref().map(|t| t.0.clone()),
+        revision: call.task.as_ref().map(|t| t.1.clone()),
         ..Default::default()
     };
     let upstream_started = Instant::now();
@@ -412,11 +446,7 @@ pub async fn respond(
             permit.record_tokens(usage.total());
             metadata.credits_charged = charged;
             metadata.latency_ms = call.started.elapsed().as_millis() as u64;
-            let body = completion(id, call.face, &served_model, answer, metadata);
-            let mut response =
-                HttpResponse::Ok().insert_header(("x-switchyard-model", served_model.name.as_str())).json(body);
-            response.extensions_mut().insert(UpstreamTime(upstream));
-            Ok(response)
+            Ok(ChatOutcome::Whole(Box::new(Completed { id, answer, metadata, model: served_model, upstream })))
         }
         Answer::Stream { first, rest } => {
             state.metrics.ttft.with_label_values(&[&served_model.name]).observe(call.started.elapsed().as_secs_f64());
@@ -443,12 +473,14 @@ pub async fn respond(
                 billing,
                 metadata,
             );
-            Ok(HttpResponse::Ok()
-                .content_type("text/event-stream")
-                .insert_header(("Cache-Control", "no-cache"))
-                .insert_header(("X-Accel-Buffering", "no"))
-                .insert_header(("x-switchyard-model", served_model.name.as_str()))
-                .streaming(body))
+            Ok(ChatOutcome::Stream(
+                HttpResponse::Ok()
+                    .content_type("text/event-stream")
+                    .insert_header(("Cache-Control", "no-cache"))
+                    .insert_header(("X-Accel-Buffering", "no"))
+                    .insert_header(("x-switchyard-model", served_model.name.as_str()))
+                    .streaming(body),
+            ))
         }
     }
 }

@@ -170,6 +170,18 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, ErrorType::ConflictError, "idempotency_conflict", message)
     }
 
+    /// A task run without a value for some of its template's variables; names every one.
+    pub fn missing_variable(task: &str, missing: &[String]) -> Self {
+        let list = missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ");
+        ApiError::bad("missing_variable", format!("Task `{task}` needs these variables in `task_input`: {list}"))
+            .with_param(format!("task_input.{}", missing.first().map(String::as_str).unwrap_or("")))
+    }
+
+    /// The model answered, but not in the form the task promises (after one repair attempt).
+    pub fn invalid_model_output(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_GATEWAY, ErrorType::UpstreamError, "invalid_model_output", message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, ErrorType::NotFoundError, "not_found", message)
     }

@@ -35,6 +35,9 @@ pub struct ImageTaskRequest {
     pub image: Option<String>,
     pub reporting_group: Option<String>,
     pub use_fallback_model: Option<bool>,
+    /// The task and revision a run is for (set by task runs, never by callers).
+    #[serde(skip)]
+    pub task: Option<(String, String)>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -163,6 +166,7 @@ pub async fn generate(
         endpoint: "/api/v1/task",
         id_prefix: "img",
         started,
+        task: body.task.clone(),
     };
     let mut billed = Billed::begin(state, req, &spec, |m| m.pricing.per_image).await?;
     let (answered, image) = billed.dispatch(state, &spec, &ImageAttempt { request: &request }).await?;

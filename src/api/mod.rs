@@ -2,6 +2,7 @@
 //! the API.md shapes; every error leaves through `errors::ApiError`.
 
 pub mod admin;
+pub mod admin_tasks;
 pub mod billed;
 pub mod billing;
 pub mod body;
@@ -17,6 +18,7 @@ pub mod openapi;
 pub mod ops;
 pub mod speech;
 pub mod task;
+pub mod tasks;
 
 use actix_web::{web, HttpResponse};
 use errors::ApiError;
@@ -28,10 +30,12 @@ pub fn resource(path: &str) -> actix_web::Resource {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     task::configure(cfg);
+    tasks::configure(cfg);
     billing::configure(cfg);
     media::configure(cfg);
     openai::configure(cfg);
     admin::configure(cfg);
+    admin_tasks::configure(cfg);
     ops::configure(cfg);
 }
 

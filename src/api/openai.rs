@@ -112,6 +112,7 @@ async fn run(
         use_fallback: query.use_fallback_model.unwrap_or(false),
         started,
         endpoint: "/v1/chat/completions",
+        task: None,
     };
     chat::respond(state, req, call).await
 }
@@ -266,6 +267,7 @@ pub async fn images_generations(
         image: None,
         reporting_group: None,
         use_fallback_model: None,
+        task: None,
     };
     let generation = super::image::generate(&state, &req, &principal, model, task, None, started).await?;
     let data = generation

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use super::{admin, billing, chat, errors, image, media, openai, ops, speech, task};
+use super::{admin, admin_tasks, billing, chat, errors, image, media, openai, ops, speech, task, tasks};
 use crate::store::Plan;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -10,6 +10,15 @@ use utoipa::{Modify, OpenApi};
     info(title = "Switchyard", description = "A self-hosted AI gateway: chat, images and speech through one API key and one wallet."),
     paths(
         task::create_task,
+        tasks::list_tasks,
+        tasks::run_task,
+        tasks::revision_stats,
+        admin_tasks::list,
+        admin_tasks::get,
+        admin_tasks::put,
+        admin_tasks::delete,
+        admin_tasks::add_revision,
+        admin_tasks::patch_revision,
         openai::chat_completions,
         openai::list_models,
         openai::images_generations,
@@ -43,6 +52,9 @@ use utoipa::{Modify, OpenApi};
         speech::SpeechTaskRequest, speech::ConversionTaskRequest, speech::TranscriptionTaskRequest,
         speech::SpeechGeneration, speech::AudioOut, speech::SpeechUsage, speech::Transcription,
         openai::SpeechCreateRequest, openai::TranscriptionOut, openai::WordOut, openai::TranscriptionUsage,
+        tasks::RunRequest, tasks::TaskRun, tasks::RevisionRef, tasks::RunFile, tasks::RunMetadata, tasks::TaskView,
+        tasks::RevisionView, tasks::TaskList, tasks::RevisionStats, tasks::StatsResponse,
+        admin_tasks::RevisionPatch, admin_tasks::AdminTaskList,
         media::InitUpload, media::UploadTicket, media::CompleteUpload, media::MediaObject, media::Uploaded,
     )),
     modifiers(&Security)

@@ -252,6 +252,8 @@ pub struct SpeakCall {
     pub request: SpeechRequest,
     pub reporting_group: Option<String>,
     pub use_fallback: bool,
+    /// The task and revision a run is for.
+    pub task: Option<(String, String)>,
 }
 
 impl SpeakCall {
@@ -276,6 +278,7 @@ impl SpeakCall {
             },
             reporting_group: super::chat::check_reporting_group(body.reporting_group)?,
             use_fallback: body.use_fallback_model.unwrap_or(false),
+            task: None,
         })
     }
 
@@ -316,6 +319,7 @@ pub async fn start_speech(
         endpoint,
         id_prefix: "spc",
         started,
+        task: call.task,
     };
     let mut billed = Billed::begin(state, req, &spec, |m| m.pricing.characters_cost(characters)).await?;
     let (answered, stream) = billed.dispatch(state, &spec, &SpeechAttempt { request: &call.request }).await?;
@@ -333,7 +337,7 @@ pub async fn start_speech(
 
 /// Stores the whole stream as media (as it arrives) and settles; a stream that breaks off is discarded and
 /// answered 502, with nothing charged.
-async fn finish_audio(
+pub(crate) async fn finish_audio(
     state: &AppState,
     req: &HttpRequest,
     workspace_id: &str,
@@ -446,6 +450,7 @@ pub async fn respond_conversion(
         endpoint: "/api/v1/task",
         id_prefix: "sts",
         started,
+        task: None,
     };
     let mut billed = Billed::begin(state, req, &spec, |m| m.pricing.audio_cost(millis)).await?;
     let (answered, stream) = billed.dispatch(state, &spec, &ConvertAttempt { request: &request }).await?;
@@ -496,6 +501,7 @@ pub async fn transcribe(
         endpoint,
         id_prefix: "stt",
         started,
+        task: None,
     };
     let mut billed = Billed::begin(state, req, &spec, |m| m.pricing.audio_cost(millis)).await?;
     let (answered, transcript) = billed.dispatch(state, &spec, &TranscribeAttempt { request: &request }).await?;

@@ -191,6 +191,7 @@ async fn run(
                 use_fallback: use_fallback.unwrap_or(false),
                 started,
                 endpoint: "/api/v1/task",
+                task: None,
             };
             chat::respond(state, req, call).await
         }

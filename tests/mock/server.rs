@@ -88,6 +88,10 @@ struct Shared {
     seq: AtomicU64,
     open: AtomicUsize,
     last: Mutex<Option<RecordedRequest>>,
+    /// Replies to give, in order, before the generated ones (a test's script of what the "model" says).
+    scripted: Mutex<std::collections::VecDeque<String>>,
+    /// Every chat request body received, in order.
+    bodies: Mutex<Vec<Value>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,6 +141,8 @@ impl MockServer {
             seq: AtomicU64::new(0),
             open: AtomicUsize::new(0),
             last: Mutex::new(None),
+            scripted: Mutex::new(std::collections::VecDeque::new()),
+            bodies: Mutex::new(Vec::new()),
         });
         let sh = shared.clone();
         let task = tokio::spawn(async move {
@@ -192,6 +198,16 @@ impl MockServer {
     }
 
     /// Client connections currently open.
+    /// The next chat completion (stream or not) answers exactly `text`; replies queue in order.
+    pub fn push_reply(&self, text: &str) {
+        lock(&self.shared.scripted).push_back(text.to_owned());
+    }
+
+    /// Every chat request body received so far, in order.
+    pub fn chat_bodies(&self) -> Vec<Value> {
+        lock(&self.shared.bodies).clone()
+    }
+
     pub fn open_connections(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)
     }
@@ -301,7 +317,7 @@ struct Plan {
     cut: Option<Option<String>>,
 }
 
-fn plan(body: &Value, provider: Provider, cfg: &MockConfig) -> Plan {
+fn plan(body: &Value, provider: Provider, cfg: &MockConfig, scripted: Option<String>) -> Plan {
     let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     let mut prompt_tokens = 0;
     let mut last_user = String::new();
@@ -333,7 +349,25 @@ fn plan(body: &Value, provider: Provider, cfg: &MockConfig) -> Plan {
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
         _ => Vec::new(),
     };
-    let mut deltas = reply_deltas(&last_user, n);
+    let json_mode = body.pointer("/response_format/type").and_then(Value::as_str) == Some("json_object");
+    let mut deltas = match scripted {
+        // A scripted reply, in word-sized deltas (whitespace kept), cut at max_tokens like any other.
+        Some(text) => {
+            let mut pieces: Vec<String> = text.split_inclusive(char::is_whitespace).map(str::to_owned).collect();
+            if pieces.is_empty() {
+                pieces.push(String::new());
+            }
+            cut = None;
+            if let Some(m) = max.filter(|m| *m < pieces.len()) {
+                pieces.truncate(m);
+                cut = Some(None);
+            }
+            pieces
+        }
+        // JSON mode answers a JSON object, as the real API promises.
+        None if json_mode => vec![serde_json::json!({ "reply": reply_text(&last_user, n) }).to_string()],
+        None => reply_deltas(&last_user, n),
+    };
     if let Some((i, s)) = deltas
         .iter()
         .enumerate()
@@ -685,7 +719,9 @@ impl Conn {
             return self.respond(400, &extra, &b, ka).await;
         }
         let cfg = *lock(&self.sh.config);
-        let p = plan(&body, provider, &cfg);
+        lock(&self.sh.bodies).push(body.clone());
+        let scripted = lock(&self.sh.scripted).pop_front();
+        let p = plan(&body, provider, &cfg, scripted);
         self.pause(cfg.ttft).await?;
         if p.stream {
             return self.stream_reply(provider, &p, &fault, &extra, cfg.token_interval, seq, ka).await;

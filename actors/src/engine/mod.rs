@@ -7,6 +7,7 @@ pub mod journal;
 pub mod ledger;
 pub mod metrics;
 pub mod pool;
+pub mod router;
 pub mod session;
 pub mod supervise;
 
@@ -35,6 +36,16 @@ pub struct EngineConfig {
     pub maintain_every: Duration,
 }
 
+/// What the engine starts from: the committed balances, the usage journal and the store behind it, the metrics, and
+/// the tasks loaded at start.
+pub struct Opening {
+    pub wallets: Vec<(String, Credits)>,
+    pub journal: journal::UsageJournal,
+    pub store: Arc<dyn LedgerStore>,
+    pub metrics: EngineMetrics,
+    pub tasks: router::TaskSnapshot,
+}
+
 /// Handles to the engine's actors.
 #[derive(Clone)]
 pub struct Engine {
@@ -43,22 +54,19 @@ pub struct Engine {
     pub pool: Addr<ProviderPool>,
     pub metrics: EngineMetrics,
     pub retry: RetryPolicy,
+    /// The tasks as runs see them (read without a message).
+    pub tasks: router::TaskSnapshot,
+    /// Where task changes go.
+    pub router: Addr<router::RevisionRouter>,
     journal: ledger::Journal,
     stored: tokio::sync::watch::Receiver<u64>,
     _importer: Arc<actix::Arbiter>,
 }
 
 impl Engine {
-    /// Starts the actors on the current arbiter, under supervisors. `wallets` are the committed balances.
-    pub fn start(
-        config: EngineConfig,
-        catalogue: &Catalogue,
-        providers: &ProviderSet,
-        wallets: Vec<(String, Credits)>,
-        journal: journal::UsageJournal,
-        store: Arc<dyn LedgerStore>,
-        metrics: EngineMetrics,
-    ) -> Engine {
+    /// Starts the actors on the current arbiter, under supervisors.
+    pub fn start(config: EngineConfig, catalogue: &Catalogue, providers: &ProviderSet, opening: Opening) -> Engine {
+        let Opening { wallets, journal, store, metrics, tasks } = opening;
         let journal = ledger::Journal::new(journal);
         let importer = Arc::new(actix::Arbiter::new());
         let stored = ledger::spawn_importer(
@@ -84,7 +92,21 @@ impl Engine {
         let breaker = config.breaker;
         let pool = Supervisor::start(move |_| ProviderPool::new(upstreams, breaker, pool_metrics));
         let sessions = SessionRegistry::new(actix::Arbiter::current(), config.session_idle, metrics.clone());
-        Engine { sessions, ledger, pool, metrics, retry: config.retry, journal, stored, _importer: importer }
+        let router_tasks = tasks.clone();
+        let router_metrics = metrics.clone();
+        let router = Supervisor::start(move |_| router::RevisionRouter::new(router_tasks, router_metrics));
+        Engine {
+            sessions,
+            ledger,
+            pool,
+            metrics,
+            retry: config.retry,
+            tasks,
+            router,
+            journal,
+            stored,
+            _importer: importer,
+        }
     }
 
     /// Waits (at most 5 s) until every usage record committed so far is in the store, for readers of the store.

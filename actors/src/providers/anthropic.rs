@@ -45,12 +45,35 @@ fn to_wire<'a>(model: &'a ModelSpec, request: &'a ChatRequest, stream: bool) -> 
             Role::User => "user",
             Role::Assistant => "assistant",
         };
+        let blocks = || -> Vec<serde_json::Value> {
+            let mut blocks: Vec<serde_json::Value> = message
+                .images
+                .iter()
+                .map(|image| {
+                    serde_json::json!({"type": "image", "source": {"type": "base64",
+                        "media_type": image.media_type, "data": image.data_base64}})
+                })
+                .collect();
+            blocks.push(serde_json::json!({"type": "text", "text": message.content}));
+            blocks
+        };
         match messages.last_mut() {
-            Some(last) if last.role == role => {
-                last.content.push_str("\n\n");
-                last.content.push_str(&message.content);
+            Some(last) if last.role == role => match (&mut last.content, message.images.is_empty()) {
+                (WireContent::Text(text), true) => {
+                    text.push_str("\n\n");
+                    text.push_str(&message.content);
+                }
+                (WireContent::Text(text), false) => {
+                    let mut merged = vec![serde_json::json!({"type": "text", "text": text})];
+                    merged.extend(blocks());
+                    last.content = WireContent::Blocks(merged);
+                }
+                (WireContent::Blocks(existing), _) => existing.extend(blocks()),
+            },
+            _ if message.images.is_empty() => {
+                messages.push(WireMessage { role, content: WireContent::Text(message.content.clone()) })
             }
-            _ => messages.push(WireMessage { role, content: message.content.clone() }),
+            _ => messages.push(WireMessage { role, content: WireContent::Blocks(blocks()) }),
         }
     }
     WireRequest {
@@ -210,7 +233,15 @@ struct WireRequest<'a> {
 #[derive(Serialize)]
 struct WireMessage {
     role: &'static str,
-    content: String,
+    content: WireContent,
+}
+
+/// A turn's content: plain text, or blocks (images and text).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent {
+    Text(String),
+    Blocks(Vec<serde_json::Value>),
 }
 
 #[derive(Deserialize)]
@@ -303,7 +334,7 @@ mod tests {
     fn system_messages_move_to_the_top_and_turns_alternate() {
         let catalogue = Catalogue::builtin().unwrap();
         let model = catalogue.model("claude-3-haiku").unwrap();
-        let msg = |role, content: &str| Message { role, content: content.to_owned() };
+        let msg = |role, content: &str| Message::text(role, content);
         let request = ChatRequest {
             messages: vec![
                 msg(Role::System, "be brief"),
@@ -315,6 +346,7 @@ mod tests {
             temperature: None,
             top_p: None,
             stop: vec![],
+            json: false,
         };
         let wire = serde_json::to_value(to_wire(model, &request, true)).unwrap();
         assert_eq!(wire["system"], "be brief");

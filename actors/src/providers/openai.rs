@@ -24,7 +24,7 @@ impl OpenAi {
             messages: request
                 .messages
                 .iter()
-                .map(|m| WireMessage { role: m.role.as_str(), content: &m.content })
+                .map(|m| WireMessage { role: m.role.as_str(), content: wire_content(m) })
                 .collect(),
             max_tokens: request.max_tokens,
             temperature: request.temperature,
@@ -32,6 +32,7 @@ impl OpenAi {
             stop: (!request.stop.is_empty()).then_some(&request.stop),
             stream,
             stream_options: stream.then_some(StreamOptions { include_usage: true }),
+            response_format: request.json.then(|| serde_json::json!({"type": "json_object"})),
         };
         let url = format!("{}/chat/completions", self.upstream.base_url);
         let builder = self.upstream.client.post(url).json(&body);
@@ -180,12 +181,34 @@ struct WireRequest<'a> {
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'a str,
-    content: &'a str,
+    content: WireContent<'a>,
+}
+
+/// Plain text, or text and images as content parts.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(&'a str),
+    Parts(Vec<serde_json::Value>),
+}
+
+fn wire_content(message: &crate::chat::Message) -> WireContent<'_> {
+    if message.images.is_empty() {
+        return WireContent::Text(&message.content);
+    }
+    let mut parts = vec![serde_json::json!({"type": "text", "text": message.content})];
+    parts.extend(message.images.iter().map(|image| {
+        let url = format!("data:{};base64,{}", image.media_type, image.data_base64);
+        serde_json::json!({"type": "image_url", "image_url": {"url": url}})
+    }));
+    WireContent::Parts(parts)
 }
 
 #[derive(Serialize)]

@@ -132,11 +132,12 @@ mod tests {
 
     fn request(text: &str, max_tokens: u32) -> ChatRequest {
         ChatRequest {
-            messages: vec![Message { role: Role::User, content: text.to_owned() }],
+            messages: vec![Message::text(Role::User, text)],
             max_tokens,
             temperature: None,
             top_p: None,
             stop: vec![],
+            json: false,
         }
     }
 

@@ -1,0 +1,100 @@
+//! Where tasks come from at start: the examples built in from `config/tasks/`, the operator's `tasks.dir`, then
+//! the changes made through the admin API (stored in the database, deletions included). Later sources win.
+
+use crate::store::Store;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use switchyard_actors::engine::router::TaskSnapshot;
+use switchyard_actors::tasks::TaskSpec;
+use switchyard_actors::Catalogue;
+
+/// The example tasks shipped in the binary, as (slug, TOML).
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("summarize", include_str!("../config/tasks/summarize.toml")),
+    ("extract-contact", include_str!("../config/tasks/extract-contact.toml")),
+    ("meeting-minutes", include_str!("../config/tasks/meeting-minutes.toml")),
+];
+
+/// Parses and checks one task file; the slug is the file's name.
+pub fn parse_file(slug: &str, text: &str, catalogue: &Catalogue) -> Result<TaskSpec, String> {
+    let mut task: TaskSpec = toml::from_str(text).map_err(|e| format!("task `{slug}`: {e}"))?;
+    if !task.slug.is_empty() && task.slug != slug {
+        return Err(format!("task file `{slug}` says its slug is `{}`", task.slug));
+    }
+    task.slug = slug.to_owned();
+    task.validate(catalogue, false).map_err(|e| format!("task `{slug}`: {e}"))?;
+    check_schema(&task).map_err(|e| format!("task `{slug}`: {e}"))?;
+    for revision in &task.revisions {
+        crate::api::tasks::check_params(task.output_format, &revision.params)
+            .map_err(|e| format!("task `{slug}` revision `{}` params: {e}", revision.id))?;
+    }
+    Ok(task)
+}
+
+/// A json task's schema must compile.
+pub fn check_schema(task: &TaskSpec) -> Result<(), String> {
+    match &task.schema {
+        Some(schema) => jsonschema::validator_for(schema).map(|_| ()).map_err(|e| format!("schema: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// Every task at start, by (workspace id or "", slug).
+pub async fn load(dir: &str, catalogue: &Catalogue, store: &Store) -> Result<TaskSnapshot, String> {
+    let mut tasks: HashMap<(String, String), TaskSpec> = HashMap::new();
+    for (slug, text) in BUILTIN {
+        tasks.insert((String::new(), (*slug).to_owned()), parse_file(slug, text, catalogue)?);
+    }
+    if !dir.is_empty() {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("tasks.dir `{dir}`: {e}"))?;
+        for entry in entries {
+            let path = entry.map_err(|e| format!("tasks.dir `{dir}`: {e}"))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let slug = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let task =
+                parse_file(&slug, &text, catalogue).map_err(|e| format!("{}: {e}", Path::new(&path).display()))?;
+            tasks.insert((String::new(), slug), task);
+        }
+    }
+    for (workspace_id, slug, definition) in store.tasks().await.map_err(|e| format!("cannot load tasks: {e}"))? {
+        let key = (workspace_id, slug);
+        let Some(definition) = definition else {
+            tasks.remove(&key);
+            continue;
+        };
+        let parsed = serde_json::from_str::<TaskSpec>(&definition)
+            .map_err(|e| e.to_string())
+            .and_then(|t| t.validate(catalogue, false).map(|()| t).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(task) => {
+                tasks.insert(key, task);
+            }
+            Err(e) => tracing::warn!(workspace = %key.0, task = %key.1, error = %e, "stored task skipped"),
+        }
+    }
+    let snapshot = TaskSnapshot::default();
+    let mut set = switchyard_actors::engine::router::TaskSet::default();
+    for ((workspace_id, _), task) in tasks {
+        set.insert(workspace_id, task);
+    }
+    snapshot.store(Arc::new(set));
+    Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_examples_are_valid() {
+        let catalogue = Catalogue::builtin().unwrap();
+        for (slug, text) in BUILTIN {
+            let task = parse_file(slug, text, &catalogue).unwrap();
+            task.validate(&catalogue, true).unwrap();
+        }
+    }
+}
