@@ -446,6 +446,7 @@ async fn text_tasks_stream_and_other_formats_do_not() {
         run(&gw, "summarize", "?revision_tag=demo&stream=true", json!({"text": "A long story.", "sentences": 2})).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["x-switchyard-revision"], "demo");
     let events = common::sse_data(&response.text().await.unwrap());
     assert_eq!(events.last().unwrap(), "[DONE]");
     let response = run(&gw, "extract-contact", "?stream=true", json!({"text": "x"})).await;

@@ -327,7 +327,14 @@ async fn execute(
     state.metrics.task_runs.with_label_values(&[labels[0], labels[1], outcome]).inc();
     state.metrics.task_run_duration.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
     match result? {
-        RunAnswer::Stream(response) => Ok(response),
+        RunAnswer::Stream(mut response) => {
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&revision.id) {
+                response
+                    .headers_mut()
+                    .insert(actix_web::http::header::HeaderName::from_static("x-switchyard-revision"), value);
+            }
+            Ok(response)
+        }
         RunAnswer::Run(mut run) => {
             run.input = input;
             let model = run.metadata.call.model.clone();
