@@ -29,6 +29,10 @@ async fn every_dashboard_query_names_an_exported_metric() {
     // A model without its provider key records an upstream error.
     let unavailable = json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]});
     let _ = gw.post("/api/v1/task").json(&unavailable).send().await.unwrap().text().await.unwrap();
+    // A task run (the built-in example's simulator revision) records the per-revision metrics.
+    let run = json!({"task_input": {"text": "A story.", "sentences": 1}});
+    let ran = gw.post("/api/v1/tasks/summarize/run?revision_tag=demo").json(&run).send().await.unwrap();
+    assert_eq!(ran.status(), 200);
     let exported = gw.client.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
     let exported = metric_names(&exported);
     let root = env!("CARGO_MANIFEST_DIR");
