@@ -100,6 +100,7 @@ async fn a_text_task_runs_its_revision_with_the_input_filled_in() {
     assert_eq!(answer["metadata"]["model"], "gpt-4");
     assert!(answer["metadata"]["credits_charged"].as_f64().unwrap() > 0.0);
     assert!(answer["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(answer["metadata"]["tokens"], answer["usage"]);
     let sent = mock.last_request().unwrap().body;
     assert_eq!(sent["messages"][0], json!({"role": "system", "content": "You are a translator for tourists."}));
     assert_eq!(last_user_text(&mock), "Translate Good morning into French.");

@@ -94,6 +94,8 @@ pub struct RunMetadata {
     pub call: Metadata,
     /// Whether a json or csv answer needed the repair attempt.
     pub repaired: bool,
+    /// Tokens, for chat-based tasks (the repair attempt's included).
+    pub tokens: Option<UsageOut>,
 }
 
 /// A run's request, parsed: its fields and the file sent with it.
@@ -466,8 +468,8 @@ async fn run_chat(
             _ => Ok(Value::String(text.to_owned())),
         }
     };
-    let (done, output, repaired, credits) = match check(&first.answer.text) {
-        Ok(output) => (first, output, false, None),
+    let (done, output, repaired, credits, spent_tokens) = match check(&first.answer.text) {
+        Ok(output) => (first, output, false, None, (0, 0)),
         Err(problem) => {
             // One repair attempt: the answer and what is wrong with it go back to the model.
             let mut retry = request.clone();
@@ -482,8 +484,9 @@ async fn run_chat(
             };
             let spent =
                 switchyard_actors::Credits(first.metadata.credits_charged.0 + second.metadata.credits_charged.0);
+            let first_tokens = (first.answer.usage.prompt_tokens, first.answer.usage.completion_tokens);
             match check(&second.answer.text) {
-                Ok(output) => (second, output, true, Some(spent)),
+                Ok(output) => (second, output, true, Some(spent), first_tokens),
                 Err(problem) => {
                     return Err(ApiError::invalid_model_output(format!(
                         "The model's {} answer was not valid, even after a repair attempt: {problem}",
@@ -519,8 +522,13 @@ async fn run_chat(
         }
         _ => output,
     };
-    let mut run = task_run(plan, id, output, files, RunMetadata { call: metadata, repaired });
-    run.usage = Some(answer.usage.into());
+    let tokens = switchyard_actors::Usage {
+        prompt_tokens: answer.usage.prompt_tokens + spent_tokens.0,
+        completion_tokens: answer.usage.completion_tokens + spent_tokens.1,
+    };
+    let metadata = RunMetadata { call: metadata, repaired, tokens: Some(tokens.into()) };
+    let mut run = task_run(plan, id, output, files, metadata);
+    run.usage = Some(tokens.into());
     Ok(RunAnswer::Run(Box::new(run)))
 }
 
@@ -614,7 +622,7 @@ async fn run_image(
         bytes: bytes as u64,
     };
     let output = serde_json::json!({"url": data.url, "media_ref": data.media_ref, "b64_json": data.b64_json});
-    let metadata = RunMetadata { call: generation.metadata, repaired: false };
+    let metadata = RunMetadata { call: generation.metadata, repaired: false, tokens: None };
     Ok(RunAnswer::Run(Box::new(task_run(plan, generation.id, output, vec![file], metadata))))
 }
 
@@ -659,7 +667,7 @@ async fn run_audio(
     };
     let output = serde_json::json!({"url": audio.url, "media_ref": audio.media_ref,
         "content_type": audio.content_type, "duration_seconds": audio.duration_seconds});
-    let metadata = RunMetadata { call: generation.metadata, repaired: false };
+    let metadata = RunMetadata { call: generation.metadata, repaired: false, tokens: None };
     Ok(RunAnswer::Run(Box::new(task_run(plan, generation.id, output, vec![file], metadata))))
 }
 
