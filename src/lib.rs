@@ -5,6 +5,7 @@ pub mod api;
 pub mod audio;
 pub mod auth;
 pub mod config;
+pub mod index_cli;
 pub mod media;
 pub mod metrics;
 pub mod render;

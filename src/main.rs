@@ -33,6 +33,33 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Index a JSONL file of documents (`{"id", "text", "metadata"}` per line) into a scope, through the API.
+    /// Resumable: run it again to continue where it stopped, or after appending lines.
+    Index {
+        /// The embedding model, e.g. all-minilm-l6-v2.
+        #[arg(long)]
+        model: String,
+        /// The scope to index into.
+        #[arg(long)]
+        scope: String,
+        /// The JSONL file.
+        file: PathBuf,
+        /// The gateway's URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An API key of the workspace to index into.
+        #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Documents per request.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Where progress is kept (default: FILE.progress.json beside the file).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Ignore earlier progress and index the whole file again.
+        #[arg(long)]
+        restart: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,6 +67,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, listen, data_dir } => serve(config, listen, data_dir),
         Command::CheckConfig { config } => check_config(config),
+        Command::Index { model, scope, file, url, api_key, batch, state, restart } => {
+            use std::io::IsTerminal;
+            let args = switchyard::index_cli::IndexArgs {
+                url,
+                api_key,
+                model,
+                scope,
+                file,
+                batch,
+                state_file: state,
+                restart,
+                progress: std::io::stderr().is_terminal(),
+            };
+            index(&args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,6 +90,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[allow(clippy::print_stdout)]
+fn index(args: &switchyard::index_cli::IndexArgs) -> Result<(), String> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start: {e}"))?;
+    let summary = runtime.block_on(switchyard::index_cli::run(args))?;
+    if summary.already > 0 {
+        println!("{} documents were indexed by an earlier run", summary.already);
+    }
+    println!(
+        "indexed {} documents ({} chunks) into scope `{}` of {}; charged {} credits",
+        summary.documents,
+        summary.chunks,
+        args.scope,
+        args.model,
+        switchyard_actors::Credits(summary.credits_milli)
+    );
+    Ok(())
 }
 
 #[allow(clippy::print_stdout)]
@@ -118,6 +179,12 @@ fn serve(file: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf
                 state.providers.for_model(m).and_then(|p| p.missing_variable()).map(|v| format!("{} ({v})", m.name))
             })
             .collect();
+        if let Err(reason) = state.providers.embedder() {
+            if state.catalogue.models.values().any(|m| m.modality == switchyard_actors::catalogue::Modality::Embedding)
+            {
+                println!("Embedding models unavailable ({reason}): fetch them with `make models`, then restart.");
+            }
+        }
         if !unavailable.is_empty() {
             tracing::info!(models = %unavailable.join(", "), "models unavailable until their provider variable is set");
         }

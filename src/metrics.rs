@@ -17,6 +17,12 @@ pub struct Metrics {
     /// Task runs by task, revision and outcome (`ok`, `fallback`, `error`): an A/B test on a dashboard.
     pub task_runs: IntCounterVec,
     pub task_run_duration: HistogramVec,
+    /// Texts embedded, and the time one embedding call took (queueing included).
+    pub embedded_texts: prometheus::IntCounter,
+    pub embedding_duration: prometheus::Histogram,
+    /// Vector store operations (index, search, delete) by outcome, and their time.
+    pub vector_ops: IntCounterVec,
+    pub vector_duration: HistogramVec,
     pub engine: switchyard_actors::engine::metrics::EngineMetrics,
 }
 
@@ -69,6 +75,24 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
             &["task", "revision"],
         )?;
+        let embedded_texts = prometheus::IntCounter::new("embedded_texts_total", "Texts embedded by the local model")?;
+        let embedding_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new("embedding_duration_seconds", "Time of one embedding call, queueing included")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let vector_ops = IntCounterVec::new(
+            Opts::new("vector_operations_total", "Vector store operations by kind and outcome"),
+            &["operation", "outcome"],
+        )?;
+        let vector_duration = HistogramVec::new(
+            HistogramOpts::new("vector_operation_duration_seconds", "Vector store time by operation")
+                .buckets(OVERHEAD_BUCKETS.iter().chain(LATENCY_BUCKETS.iter().skip(4)).copied().collect()),
+            &["operation"],
+        )?;
+        registry.register(Box::new(embedded_texts.clone()))?;
+        registry.register(Box::new(embedding_duration.clone()))?;
+        registry.register(Box::new(vector_ops.clone()))?;
+        registry.register(Box::new(vector_duration.clone()))?;
         registry.register(Box::new(task_runs.clone()))?;
         registry.register(Box::new(task_run_duration.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -93,7 +117,21 @@ impl Metrics {
             upstream_errors,
             task_runs,
             task_run_duration,
+            embedded_texts,
+            embedding_duration,
+            vector_ops,
+            vector_duration,
         })
+    }
+
+    pub fn observe_embedding(&self, texts: u64, elapsed: std::time::Duration) {
+        self.embedded_texts.inc_by(texts);
+        self.embedding_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_vectors(&self, operation: &str, ok: bool, elapsed: std::time::Duration) {
+        self.vector_ops.with_label_values(&[operation, if ok { "ok" } else { "error" }]).inc();
+        self.vector_duration.with_label_values(&[operation]).observe(elapsed.as_secs_f64());
     }
 
     pub fn render(&self) -> Result<String, prometheus::Error> {

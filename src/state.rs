@@ -20,6 +20,10 @@ pub struct AppState {
     pub admin_key: Option<[u8; 32]>,
     /// Uploaded and generated media.
     pub media: Arc<dyn crate::media::BlobStore>,
+    /// Scoped vector data (embedded Qdrant engine, or a Qdrant server).
+    pub vectors: Arc<dyn switchyard_actors::vectors::VectorStore>,
+    /// Which vector backend is in use: `embedded` or `qdrant`.
+    pub vector_backend: &'static str,
     /// Serialises the admin API's task edits (each one reads, changes and stores a whole task).
     pub task_edits: tokio::sync::Mutex<()>,
     /// The tasks, handed to the revision router when the engine starts (and read by runs through the engine).
@@ -65,6 +69,8 @@ impl AppState {
         let journal = UsageJournal::open(&journal_dir).map_err(|e| format!("cannot open the usage journal: {e}"))?;
         let opening_balances = store.balances().await.map_err(|e| format!("cannot load wallets: {e}"))?;
         let tasks = crate::tasks::load(&config.tasks.dir, &catalogue, &store).await?;
+        providers.install_local(start_embedder(&config, &catalogue).await);
+        let (vectors, vector_backend) = open_vectors(&config, env).await?;
         let admin_key = env("SWITCHYARD_ADMIN_KEY").filter(|k| !k.trim().is_empty()).map(|k| auth::hash_key(k.trim()));
         let state = AppState {
             config: Arc::new(config),
@@ -81,6 +87,8 @@ impl AppState {
             ),
             opening_balances,
             task_edits: tokio::sync::Mutex::new(()),
+            vectors,
+            vector_backend,
             tasks,
             journal: std::sync::Mutex::new(Some(journal)),
         };
@@ -115,6 +123,64 @@ impl AppState {
 
     pub fn engine(&self) -> &Engine {
         self.start_engine()
+    }
+}
+
+/// Loads the embedding model when the catalogue has one; when its files are missing the gateway still starts, and
+/// says so.
+async fn start_embedder(config: &Config, catalogue: &Catalogue) -> Result<switchyard_actors::embed::Embedder, String> {
+    use switchyard_actors::catalogue::Modality;
+    use switchyard_actors::embed::{Embedder, EmbeddingFiles};
+    if !catalogue.models.values().any(|m| m.modality == Modality::Embedding) {
+        return Err("the catalogue has no embedding model".into());
+    }
+    let e = &config.embeddings;
+    if e.cache_dir.trim().is_empty() {
+        return Err("embeddings are turned off: embeddings.cache_dir is empty".into());
+    }
+    let files = EmbeddingFiles::in_cache(std::path::Path::new(&e.cache_dir));
+    let (threads, queue) = (e.threads, e.queue);
+    let started = tokio::task::spawn_blocking(move || Embedder::start(&files, threads, queue))
+        .await
+        .map_err(|e| format!("the embedding loader failed: {e}"))
+        .and_then(|r| r);
+    match &started {
+        Ok(_) => tracing::info!(cache_dir = %e.cache_dir, "embedding model loaded"),
+        Err(reason) => tracing::warn!(
+            "embedding models are unavailable ({reason}); fetch them with `make models` (into {})",
+            e.cache_dir
+        ),
+    }
+    started
+}
+
+/// Opens the vector store the configuration names: the embedded engine under the data directory, or a Qdrant
+/// server at `QDRANT_URL`.
+async fn open_vectors(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Arc<dyn switchyard_actors::vectors::VectorStore>, &'static str), String> {
+    use crate::config::VectorBackend;
+    use switchyard_actors::vectors::{edge::EdgeStore, remote};
+    let url = env("QDRANT_URL").filter(|u| !u.trim().is_empty());
+    let dimensions = switchyard_actors::embed::DIMENSIONS;
+    match (config.vectors.backend, url) {
+        (VectorBackend::Qdrant, None) => Err("vectors.backend is `qdrant` but QDRANT_URL is not set".into()),
+        (VectorBackend::Qdrant | VectorBackend::Auto, Some(url)) => {
+            let key = env("QDRANT_API_KEY").filter(|k| !k.trim().is_empty());
+            let store = remote::connect(&url, key, dimensions, &config.vectors.collection_prefix)
+                .await
+                .map_err(|e| format!("cannot reach Qdrant at {url}: {e}"))?;
+            tracing::info!(%url, "vectors: Qdrant server");
+            Ok((Arc::new(store), "qdrant"))
+        }
+        (VectorBackend::Embedded | VectorBackend::Auto, _) => {
+            let root = config.server.data_dir.join("vectors");
+            let store = tokio::task::spawn_blocking(move || EdgeStore::open(&root, dimensions))
+                .await
+                .map_err(|e| format!("cannot open the vector store: {e}"))??;
+            Ok((Arc::new(store), "embedded"))
+        }
     }
 }
 

@@ -18,6 +18,8 @@ pub enum ProviderKind {
     Bfl,
     /// ElevenLabs: text-to-speech, speech-to-speech and speech-to-text.
     Elevenlabs,
+    /// Models run inside the gateway (the embedding model): no account, no network.
+    Local,
 }
 
 impl ProviderKind {
@@ -28,6 +30,7 @@ impl ProviderKind {
             ProviderKind::Simulator => "simulator",
             ProviderKind::Bfl => "bfl",
             ProviderKind::Elevenlabs => "elevenlabs",
+            ProviderKind::Local => "local",
         }
     }
 
@@ -38,6 +41,7 @@ impl ProviderKind {
             ProviderKind::Simulator => None,
             ProviderKind::Bfl => Some("https://api.bfl.ai"),
             ProviderKind::Elevenlabs => Some("https://api.elevenlabs.io"),
+            ProviderKind::Local => None,
         }
     }
 }
@@ -91,6 +95,8 @@ pub enum Modality {
     SpeechToSpeech,
     /// Audio in, text out (speech-to-text).
     Transcription,
+    /// Text in, a vector out; also indexes and searches scoped vector data.
+    Embedding,
 }
 
 impl Modality {
@@ -101,6 +107,7 @@ impl Modality {
             Modality::Speech => "speech",
             Modality::SpeechToSpeech => "speech_to_speech",
             Modality::Transcription => "transcription",
+            Modality::Embedding => "embedding",
         }
     }
 
@@ -126,6 +133,16 @@ pub struct AudioLimits {
     /// The `output_format` used when a request names none, e.g. `mp3_44100_128`.
     #[serde(default)]
     pub default_output_format: Option<String>,
+}
+
+/// What an embedding model produces and takes.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingLimits {
+    /// The length of its vectors.
+    pub dimensions: u32,
+    /// The most tokens one input is read to; longer documents are chunked before embedding.
+    pub max_tokens: u32,
 }
 
 /// What an image model accepts: sizes (a range and a step), inference steps and guidance.
@@ -164,6 +181,9 @@ pub struct Pricing {
     /// Credits per second of audio taken in.
     #[serde(default)]
     pub per_audio_second: Credits,
+    /// Credits per text embedded (each input, each indexed chunk, each search query).
+    #[serde(default)]
+    pub per_input: Credits,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -192,11 +212,29 @@ pub struct ModelSpec {
     /// For speech models: text and audio lengths, default voice and output format.
     #[serde(default)]
     pub audio: Option<AudioLimits>,
+    /// For embedding models: dimensions and input length.
+    #[serde(default)]
+    pub embedding: Option<EmbeddingLimits>,
     #[serde(default)]
     pub pricing: Pricing,
     /// Models tried in order when this one fails before the first byte.
     #[serde(default)]
     pub fallback: Vec<String>,
+}
+
+impl ModelSpec {
+    /// The modes `POST /api/runs` accepts for this model: every model executes; embedding models also index and
+    /// search scoped vector data.
+    pub fn modes(&self) -> &'static [&'static str] {
+        match self.modality {
+            Modality::Embedding => &["execute", "index", "search"],
+            Modality::Chat
+            | Modality::Image
+            | Modality::Speech
+            | Modality::SpeechToSpeech
+            | Modality::Transcription => &["execute"],
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +296,20 @@ impl Catalogue {
                     && (limits.min_size..=limits.max_size).contains(&limits.default_height);
                 if !sizes_ok {
                     return Err(format!("model catalogue: image model `{name}` has inconsistent size limits"));
+                }
+                continue;
+            }
+            if model.modality == Modality::Embedding {
+                match model.embedding {
+                    Some(limits) if limits.dimensions > 0 && limits.max_tokens > 0 => {}
+                    _ => {
+                        return Err(format!(
+                            "model catalogue: embedding model `{name}` needs `embedding = {{ dimensions, max_tokens }}`"
+                        ))
+                    }
+                }
+                if !model.fallback.is_empty() {
+                    return Err(format!("model catalogue: embedding model `{name}` cannot fall back (vectors differ)"));
                 }
                 continue;
             }
@@ -376,6 +428,12 @@ impl Pricing {
     pub fn characters_cost(&self, characters: u64) -> Credits {
         let milli = u128::from(characters) * self.per_1k_characters.milli().max(0) as u128;
         Credits(i64::try_from(milli.div_ceil(1000)).unwrap_or(i64::MAX))
+    }
+
+    /// What embedding `inputs` texts costs.
+    pub fn inputs_cost(&self, inputs: u64) -> Credits {
+        let milli = u128::from(inputs) * self.per_input.milli().max(0) as u128;
+        Credits(i64::try_from(milli).unwrap_or(i64::MAX))
     }
 
     /// What `millis` of audio in cost, rounded up to the millicredit.

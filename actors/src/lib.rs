@@ -3,13 +3,16 @@
 
 pub mod catalogue;
 pub mod chat;
+pub mod chunk;
 pub mod credits;
+pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod image;
 pub mod providers;
 pub mod speech;
 pub mod tasks;
+pub mod vectors;
 
 pub use catalogue::{Catalogue, ModelSpec, ProviderKind, ProviderSpec};
 pub use chat::{ChatEvent, ChatRequest, ChatResponse, ChatStream, FinishReason, Message, Role, Usage};

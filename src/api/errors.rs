@@ -88,6 +88,29 @@ impl ApiError {
         ApiError::bad("unsupported_model", format!("Unsupported task type: {model}")).with_param("model")
     }
 
+    pub fn invalid_scope(message: impl Into<String>) -> Self {
+        ApiError::bad("invalid_scope", message).with_param("scope")
+    }
+
+    /// A field the platform manages (`resources`, `alias`, `collection`, `namespace`) or refuses (`hardware_tier`).
+    pub fn forbidden_field(path: &str, message: impl Into<String>) -> Self {
+        ApiError::bad("forbidden_field", message).with_param(path)
+    }
+
+    pub fn unsupported_mode(message: impl Into<String>) -> Self {
+        ApiError::bad("unsupported_mode", message).with_param("mode")
+    }
+
+    /// The in-process embedding model is not loaded (its files are missing, or it failed to start).
+    pub fn embeddings_unavailable(reason: &str) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::UnavailableError,
+            "provider_unavailable",
+            format!("Embedding models are unavailable ({reason}). Fetch them with `make models` and restart, or set SWITCHYARD__EMBEDDINGS__CACHE_DIR to where they are."),
+        )
+    }
+
     pub fn payload_too_large(limit: usize) -> Self {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -7,15 +7,18 @@ pub mod billed;
 pub mod billing;
 pub mod body;
 pub mod chat;
+pub mod embeddings;
 pub mod errors;
 pub mod form;
 pub mod idempotency;
 pub mod image;
 pub mod limits;
+pub mod marketplace;
 pub mod media;
 pub mod openai;
 pub mod openapi;
 pub mod ops;
+pub mod runs;
 pub mod speech;
 pub mod task;
 pub mod tasks;
@@ -31,6 +34,9 @@ pub fn resource(path: &str) -> actix_web::Resource {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     task::configure(cfg);
     tasks::configure(cfg);
+    runs::configure(cfg);
+    embeddings::configure(cfg);
+    marketplace::configure(cfg);
     billing::configure(cfg);
     media::configure(cfg);
     openai::configure(cfg);

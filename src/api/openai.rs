@@ -164,15 +164,15 @@ pub async fn list_models(
         .values()
         .map(|m| {
             let provider = state.providers.for_model(m);
-            let missing = provider.and_then(|p| p.missing_variable());
+            let reason = super::marketplace::unavailable_reason(&state, m);
             ModelEntry {
                 id: m.name.clone(),
                 object: "model",
                 created: 0,
                 owned_by: m.provider.clone(),
                 modality: m.modality.as_str(),
-                available: provider.is_some_and(|p| p.is_available()),
-                unavailable_reason: missing.map(|v| format!("provider `{}` is not configured: set {v}", m.provider)),
+                available: reason.is_none(),
+                unavailable_reason: reason,
                 simulator: provider.is_some_and(|p| p.is_simulator()),
                 context_window: m.context_window,
                 max_output_tokens: m.max_output_tokens,

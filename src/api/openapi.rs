@@ -1,15 +1,24 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use super::{admin, admin_tasks, billing, chat, errors, image, media, openai, ops, speech, task, tasks};
+use super::{
+    admin, admin_tasks, billing, chat, embeddings, errors, image, marketplace, media, openai, ops, runs, speech, task,
+    tasks,
+};
 use crate::store::Plan;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Switchyard", description = "A self-hosted AI gateway: chat, images and speech through one API key and one wallet."),
+    info(title = "Switchyard", description = "A self-hosted AI gateway: chat, images and speech through one API key and one wallet; scoped vector index and search."),
     paths(
         task::create_task,
+        runs::create_run,
+        runs::list_knowledge_bases,
+        runs::delete_knowledge_base,
+        marketplace::list_models,
+        marketplace::get_model,
+        embeddings::create_embeddings,
         tasks::list_tasks,
         tasks::run_task,
         tasks::revision_stats,
@@ -56,6 +65,9 @@ use utoipa::{Modify, OpenApi};
         tasks::RevisionView, tasks::TaskList, tasks::RevisionStats, tasks::StatsResponse,
         admin_tasks::RevisionPatch, admin_tasks::AdminTaskList,
         media::InitUpload, media::UploadTicket, media::CompleteUpload, media::MediaObject, media::Uploaded,
+        runs::RunRequest, runs::RunResponse, runs::KnowledgeBase, runs::KnowledgeBaseList,
+        marketplace::MarketplaceModel, marketplace::MarketplaceList,
+        embeddings::EmbeddingsRequest, embeddings::EmbeddingsResponse, embeddings::EmbeddingItem, embeddings::EmbeddingsUsage,
     )),
     modifiers(&Security)
 )]

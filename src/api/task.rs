@@ -129,8 +129,14 @@ async fn run(
     let wanted = match model.modality {
         Modality::Image => Some("image"),
         Modality::SpeechToSpeech | Modality::Transcription => Some("audio"),
-        Modality::Chat | Modality::Speech => None,
+        Modality::Chat | Modality::Speech | Modality::Embedding => None,
     };
+    if model.modality == Modality::Embedding {
+        return Err(ApiError::unsupported_model(&model_name).with_message(format!(
+            "{} is an embedding model: use POST /api/runs (modes execute, index, search) or POST /v1/embeddings",
+            model.name
+        )));
+    }
     let file = match (file, wanted) {
         (None, _) => None,
         (Some((field, file)), Some(wanted)) if field == wanted => Some(file),
@@ -169,7 +175,7 @@ async fn run(
                 routing(&query, body.reporting_group, body.use_fallback_model);
             super::speech::respond_transcription(state, req, principal, model, body, file, started).await
         }
-        Modality::Chat => {
+        Modality::Chat | Modality::Embedding => {
             let body: TaskChatRequest = from_object(object)?;
             let (reporting_group, use_fallback) = routing(&query, body.reporting_group, body.use_fallback_model);
             let input = ChatInput {

@@ -21,8 +21,32 @@ pub struct Gateway {
 }
 
 /// The configuration tests start from: defaults, nothing from the process environment.
+/// Embeddings are off (tests that need the model turn them on with [`with_embeddings`]), so that every other test
+/// gateway starts without loading it.
 pub fn test_config() -> Config {
-    Config::load_with_env(None, figment::providers::Env::prefixed("SWITCHYARD_TESTS_NEVER_SET__")).unwrap()
+    let mut config =
+        Config::load_with_env(None, figment::providers::Env::prefixed("SWITCHYARD_TESTS_NEVER_SET__")).unwrap();
+    config.embeddings.cache_dir = String::new();
+    config.embeddings.threads = 1;
+    config
+}
+
+/// The model files `make setup` fetches (`.cache/models`), or `None` (and a SKIPPED line) when they are missing
+/// outside CI; in CI they must be there.
+pub fn models_dir() -> Option<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/models");
+    if switchyard_actors::embed::EmbeddingFiles::in_cache(&dir).missing().is_empty() {
+        return Some(dir.to_string_lossy().into_owned());
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must have the embedding model: run `make test`");
+    eprintln!("SKIPPED: the embedding model is not in .cache/models (run `make setup`)");
+    None
+}
+
+/// Turns embeddings on with the cached model files.
+pub fn with_embeddings(config: &mut Config, dir: &str) {
+    config.embeddings.cache_dir = dir.to_owned();
+    config.embeddings.threads = 2;
 }
 
 /// Provider variables pointing every HTTP provider at the mock.

@@ -58,6 +58,8 @@ pub enum Provider {
     Simulator(simulator::Simulator),
     Bfl(Vec<bfl::Bfl>),
     ElevenLabs(Vec<elevenlabs::ElevenLabs>),
+    /// Models inside the gateway (the embedder), available once loaded.
+    Local(LocalModels),
     /// Configured in the catalogue but missing its key: every call answers `ProviderError::Unavailable`.
     Unavailable {
         name: String,
@@ -65,9 +67,39 @@ pub enum Provider {
     },
 }
 
+/// The in-process models: the embedder, installed after start (its files may be missing: then the reason).
+#[derive(Clone, Default)]
+pub struct LocalModels {
+    embedder: Arc<std::sync::OnceLock<Result<crate::embed::Embedder, String>>>,
+}
+
+impl LocalModels {
+    /// Installs the embedder, or why there is none; only the first call counts.
+    pub fn install(&self, embedder: Result<crate::embed::Embedder, String>) {
+        let _ = self.embedder.set(embedder);
+    }
+
+    /// The embedder, or why it is unavailable.
+    pub fn embedder(&self) -> Result<&crate::embed::Embedder, String> {
+        match self.embedder.get() {
+            Some(Ok(embedder)) => Ok(embedder),
+            Some(Err(reason)) => Err(reason.clone()),
+            None => Err("the embedding model is still loading".into()),
+        }
+    }
+}
+
 impl Provider {
     pub fn is_available(&self) -> bool {
-        !matches!(self, Provider::Unavailable { .. })
+        match self {
+            Provider::Unavailable { .. } => false,
+            Provider::Local(local) => local.embedder().is_ok(),
+            Provider::OpenAi(_)
+            | Provider::Anthropic(_)
+            | Provider::Simulator(_)
+            | Provider::Bfl(_)
+            | Provider::ElevenLabs(_) => true,
+        }
     }
 
     /// What the operator must set to make this provider usable, when it is unavailable.
@@ -79,6 +111,7 @@ impl Provider {
             | Provider::Simulator(_)
             | Provider::Bfl(_)
             | Provider::ElevenLabs(_) => None,
+            Provider::Local(local) => local.embedder().err().map(|_| "the embedding model files (run `make models`)"),
         }
     }
 
@@ -93,7 +126,7 @@ impl Provider {
             Provider::Anthropic(u) => u.len(),
             Provider::Bfl(u) => u.len(),
             Provider::ElevenLabs(u) => u.len(),
-            Provider::Simulator(_) | Provider::Unavailable { .. } => 1,
+            Provider::Simulator(_) | Provider::Local(_) | Provider::Unavailable { .. } => 1,
         }
     }
 
@@ -124,9 +157,11 @@ impl Provider {
                 u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.generate(model, request).await
             }
             Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
-            Provider::OpenAi(_) | Provider::Anthropic(_) | Provider::Simulator(_) | Provider::ElevenLabs(_) => {
-                Err(Self::wrong_kind(model, "images"))
-            }
+            Provider::OpenAi(_)
+            | Provider::Anthropic(_)
+            | Provider::Simulator(_)
+            | Provider::ElevenLabs(_)
+            | Provider::Local(_) => Err(Self::wrong_kind(model, "images")),
         }
     }
 
@@ -134,9 +169,11 @@ impl Provider {
         match self {
             Provider::ElevenLabs(u) => u.get(upstream).ok_or_else(|| Self::no_upstream(upstream)),
             Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
-            Provider::OpenAi(_) | Provider::Anthropic(_) | Provider::Simulator(_) | Provider::Bfl(_) => {
-                Err(Self::wrong_kind(model, "speech"))
-            }
+            Provider::OpenAi(_)
+            | Provider::Anthropic(_)
+            | Provider::Simulator(_)
+            | Provider::Bfl(_)
+            | Provider::Local(_) => Err(Self::wrong_kind(model, "speech")),
         }
     }
 
@@ -185,7 +222,7 @@ impl Provider {
                 u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.chat(model, request).await
             }
             Provider::Simulator(p) => p.chat(model, request).await,
-            Provider::Bfl(_) | Provider::ElevenLabs(_) => Err(Self::wrong_kind(model, "chat")),
+            Provider::Bfl(_) | Provider::ElevenLabs(_) | Provider::Local(_) => Err(Self::wrong_kind(model, "chat")),
             Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
         }
     }
@@ -205,7 +242,7 @@ impl Provider {
                 u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.chat_stream(model, request).await
             }
             Provider::Simulator(p) => p.chat_stream(model, request).await,
-            Provider::Bfl(_) | Provider::ElevenLabs(_) => Err(Self::wrong_kind(model, "chat")),
+            Provider::Bfl(_) | Provider::ElevenLabs(_) | Provider::Local(_) => Err(Self::wrong_kind(model, "chat")),
             Provider::Unavailable { name, variable } => Err(Provider::unavailable(name, variable)),
         }
     }
@@ -230,6 +267,7 @@ impl ProviderSet {
             let key = spec.api_key_env.as_deref().and_then(env).filter(|k| !k.trim().is_empty());
             let provider = match spec.kind {
                 ProviderKind::Simulator => Provider::Simulator(simulator::Simulator::new(simulator)),
+                ProviderKind::Local => Provider::Local(LocalModels::default()),
                 ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Bfl | ProviderKind::Elevenlabs
                     if key.is_none() && spec.key_required =>
                 {
@@ -283,12 +321,33 @@ impl ProviderSet {
                             Provider::ElevenLabs(upstreams.into_iter().map(elevenlabs::ElevenLabs::new).collect())
                         }
                         ProviderKind::Simulator => Provider::Simulator(simulator::Simulator::new(simulator)),
+                        ProviderKind::Local => Provider::Local(LocalModels::default()),
                     }
                 }
             };
             providers.insert(name.clone(), provider);
         }
         Ok(ProviderSet { providers: Arc::new(providers) })
+    }
+
+    /// The in-process models of every `local` provider (one embedder serves them all).
+    pub fn install_local(&self, embedder: Result<crate::embed::Embedder, String>) {
+        for provider in self.providers.values() {
+            if let Provider::Local(local) = provider {
+                local.install(embedder.clone());
+            }
+        }
+    }
+
+    /// The embedder, or why it is unavailable.
+    pub fn embedder(&self) -> Result<&crate::embed::Embedder, String> {
+        self.providers
+            .values()
+            .find_map(|p| match p {
+                Provider::Local(local) => Some(local.embedder()),
+                _ => None,
+            })
+            .unwrap_or_else(|| Err("no `local` provider in the catalogue".into()))
     }
 
     pub fn get(&self, name: &str) -> Option<&Provider> {
