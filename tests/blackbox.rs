@@ -307,3 +307,131 @@ async fn the_official_openai_python_sdk_speaks_and_transcribes_unchanged() {
     assert_eq!(eleven.calls("/v1/text-to-speech"), 2);
     assert_eq!(eleven.calls("/v1/speech-to-text"), 2);
 }
+
+/// The embedding model files `make setup` fetches, or `None` (skipped, said plainly) outside CI when missing.
+fn models_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/models");
+    if switchyard_actors::embed::EmbeddingFiles::in_cache(&dir).missing().is_empty() {
+        return Some(dir);
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must have the embedding model: run `make test`");
+    eprintln!("SKIPPED: the embedding model is not in .cache/models (run `make setup`)");
+    None
+}
+
+fn embeddings_env(models: &Path) -> [(&'static str, String); 1] {
+    [("SWITCHYARD__EMBEDDINGS__CACHE_DIR", models.to_string_lossy().into_owned())]
+}
+
+#[tokio::test]
+async fn the_official_openai_python_sdk_embeds_unchanged() {
+    let (Some(python), Some(models)) = (python(), models_dir()) else {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the OpenAI SDK test: run `make test`");
+        eprintln!(
+            "SKIPPED: the embeddings SDK test needs `make test` (the SDK in .cache/venv, the model in .cache/models)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start_with(dir.path(), &embeddings_env(&models));
+    run_script(&python, "openai_embeddings.py", &gateway).await;
+}
+
+/// Runs `switchyard index`; answers (success, stdout, stderr).
+fn index_command(gateway: &Running, file: &Path, extra: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["index", "--model", "all-minilm-l6-v2", "--scope", "cli", "--batch", "8", "--url", &gateway.url])
+        .args(extra)
+        .arg(file)
+        .env("SWITCHYARD_API_KEY", gateway.key.as_deref().unwrap())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn search_cli_scope(client: &reqwest::Client, gateway: &Running, key: &str, query: &str) -> Value {
+    let body =
+        json!({"model": "all-minilm-l6-v2", "mode": "search", "scope": "cli", "input": {"query": query, "top_k": 1}});
+    client
+        .post(format!("{}/api/runs", gateway.url))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `switchyard index` resumes where it stopped (and after lines are appended), charges each document once, refuses
+/// a file changed where it was indexed; the index survives the gateway being killed.
+#[tokio::test]
+async fn the_index_command_resumes_and_the_index_survives_a_kill() {
+    let Some(models) = models_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gateway = start_with(&data, &embeddings_env(&models));
+    let key = gateway.key.clone().unwrap();
+    let client = reqwest::Client::new();
+    let corpus =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus.jsonl")).unwrap();
+    let lines: Vec<&str> = corpus.lines().collect();
+    let file = dir.path().join("docs.jsonl");
+    std::fs::write(&file, lines[..20].join("\n") + "\n").unwrap();
+    let (balance, _) = wallet(&client, &gateway.url, &key).await;
+
+    let (ok, out, err) = index_command(&gateway, &file, &[]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("indexed 20 documents"), "{out}");
+    // Lines appended later are indexed by the next run, the first twenty are not sent again.
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let (ok, out, err) = index_command(&gateway, &file, &[]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("20 documents were indexed by an earlier run") && out.contains("indexed 20 documents"),
+        "{out}"
+    );
+    let (ok, out, _) = index_command(&gateway, &file, &[]);
+    assert!(ok && out.contains("indexed 0 documents"), "{out}");
+    // Every chunk was charged once: 0.001 credits each.
+    let chunks: usize = lines
+        .iter()
+        .map(|l| {
+            let doc: Value = serde_json::from_str(l).unwrap();
+            switchyard_actors::chunk::chunk_text(doc["text"].as_str().unwrap(), 1000, 200).len()
+        })
+        .sum();
+    assert_eq!(balance - wallet(&client, &gateway.url, &key).await.0, chunks as i64);
+
+    // A file changed where it was indexed is refused, unless --restart.
+    std::fs::write(&file, lines[1..].join("\n") + "\n").unwrap();
+    let (ok, _, err) = index_command(&gateway, &file, &[]);
+    assert!(!ok && err.contains("--restart"), "{err}");
+    // A bad line stops the run and names the line; nothing is sent.
+    std::fs::write(&file, lines.join("\n") + "\nnot json\n").unwrap();
+    let (ok, _, err) = index_command(&gateway, &file, &[]);
+    assert!(!ok && err.contains("line 41"), "{err}");
+
+    // Killed (SIGKILL), then started again on the same data: everything indexed is still there.
+    drop(gateway);
+    let restarted = start_with(&data, &embeddings_env(&models));
+    let found =
+        search_cli_scope(&client, &restarted, &key, "How do green plants make their own food out of sunshine?").await;
+    assert_eq!(found["output"]["matches"][0]["id"], "photosynthesis", "{found}");
+    let listed: Value = client
+        .get(format!("{}/api/knowledge-bases", restarted.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"][0]["documents"], 40, "{listed}");
+    assert_eq!(listed["data"][0]["points"], chunks, "{listed}");
+}
