@@ -89,6 +89,13 @@ impl Metrics {
                 .buckets(OVERHEAD_BUCKETS.iter().chain(LATENCY_BUCKETS.iter().skip(4)).copied().collect()),
             &["operation"],
         )?;
+        // Exported from the start, so dashboards have series before the first vector operation.
+        for operation in ["index", "search", "delete"] {
+            vector_duration.with_label_values(&[operation]);
+            for outcome in ["ok", "error"] {
+                vector_ops.with_label_values(&[operation, outcome]);
+            }
+        }
         registry.register(Box::new(embedded_texts.clone()))?;
         registry.register(Box::new(embedding_duration.clone()))?;
         registry.register(Box::new(vector_ops.clone()))?;

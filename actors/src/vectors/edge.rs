@@ -193,6 +193,30 @@ impl EdgeStore {
         Ok(Some(shard))
     }
 
+    /// Optimises every collection now (merging segments, building HNSW past the threshold), waiting for an
+    /// optimisation already under way, then flushes. Blocking: for tools and benchmarks, not the request path.
+    pub fn optimize_now(&self) -> StoreResult<()> {
+        for (_, shard) in self.all_shards() {
+            while shard.optimizing.swap(true, Ordering::SeqCst) {
+                // Blocking by contract (see above): never called from an async worker.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let result = catch_unwind(AssertUnwindSafe(|| shard.engine.optimize()));
+            shard.optimizing.store(false, Ordering::SeqCst);
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("vector shard optimisation failed: {e}")),
+                Err(_) => return Err("vector shard optimisation panicked".into()),
+            }
+            if let Ok(mut dirty) = shard.dirty_since.lock() {
+                *dirty = None;
+            }
+            shard.flush_all()?;
+        }
+        Ok(())
+    }
+
     fn all_shards(&self) -> Vec<(String, Arc<Shard>)> {
         self.shards
             .lock()

@@ -1,0 +1,384 @@
+//! Vector index and search benchmark: indexing throughput and search latency through the gateway's Runs API, at
+//! 10k and 100k chunks, beside the raw speed of the embedding model on the same machine in the same run.
+//!
+//! `cargo bench --bench vectors` (part of `make bench`; about 4 minutes) or `BENCH_QUICK=1` (about 40 s, 1k and
+//! 10k chunks). Prints a markdown table on stdout, progress on stderr. Needs the model files (`make models`).
+//!
+//! 1. Raw: the embedding model in process (the same `Embedder` the gateway runs, 2 threads, batches of 64) embeds
+//!    the benchmark's documents: texts per second, the limit for indexing. Also one text at a time (a query).
+//! 2. Index through the API: `switchyard serve` (release, fresh data directory), `POST /api/runs` mode `index`,
+//!    64 documents per request, two requests in flight: documents per second.
+//! 3. The gateway is stopped and the shard optimised in process (`EdgeStore::optimize_now`, the HNSW build the
+//!    gateway otherwise does in the background), timed; the gateway is started again on the same data.
+//! 4. Search latency: sequential `POST /api/runs` mode `search` (top_k 5) with queries not in the index,
+//!    alternating in blocks with `mode: execute` on one text (embedding the query alone, through the same HTTP,
+//!    admission and billing path), so the difference is the vector search.
+//! 5. To reach 100k chunks without embedding 90k more texts (8 minutes that measure nothing new), the store is
+//!    filled in process with points whose vectors are the real vectors of step 1 plus small noise (renormalised),
+//!    under the same tenant; optimised, timed; then search latency as in 4, and indexing 1,024 more real documents
+//!    through the API into the full store.
+//!
+//! Knobs: `BENCH_QUICK=1`, `BENCH_DOCS` (10000), `BENCH_TOTAL` (100000), `BENCH_SEARCHES` (300).
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchyard_actors::embed::{Embedder, EmbeddingFiles};
+use switchyard_actors::vectors::edge::EdgeStore;
+use switchyard_actors::vectors::{Chunk, Tenant, VectorStore};
+
+const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const MODEL: &str = "all-minilm-l6-v2";
+const BATCH: usize = 64;
+const BLOCK: usize = 25;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+}
+
+/// Documents of 3 to 6 sentences drawn from the fixture corpus: realistic English of 300-900 characters, one chunk
+/// each.
+fn documents(n: usize, seed: u64) -> Vec<String> {
+    let corpus = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corpus.jsonl")).unwrap();
+    let mut sentences = Vec::new();
+    for line in corpus.lines() {
+        let doc: Value = serde_json::from_str(line).unwrap();
+        for sentence in doc["text"].as_str().unwrap().split(". ") {
+            let sentence = sentence.trim();
+            if sentence.len() > 30 {
+                sentences.push(sentence.trim_end_matches('.').to_owned());
+            }
+        }
+    }
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|_| {
+            let count = 3 + rng.below(4);
+            let picked: Vec<&str> = (0..count).map(|_| sentences[rng.below(sentences.len())].as_str()).collect();
+            let mut text = picked.join(". ") + ".";
+            text.truncate(text.floor_char_boundary(950));
+            text
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+struct Gateway {
+    child: Child,
+    url: String,
+    key: String,
+    workspace: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path, models: &Path, key: Option<(&str, &str)>) -> Gateway {
+    let mut child = Command::new(GATEWAY_BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env("SWITCHYARD__EMBEDDINGS__CACHE_DIR", models)
+        .env("SWITCHYARD__LOG__LEVEL", "warn")
+        .env("SWITCHYARD__BOOTSTRAP__CREDITS", "1000000")
+        .env("SWITCHYARD__BOOTSTRAP__REQUESTS_PER_MINUTE", "10000000")
+        .env("SWITCHYARD__BOOTSTRAP__CONCURRENT_REQUESTS", "64")
+        .env("SWITCHYARD__BOOTSTRAP__TOKENS_PER_MINUTE", "100000000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut gateway = Gateway {
+        child,
+        url: String::new(),
+        key: key.map(|k| k.0.to_owned()).unwrap_or_default(),
+        workspace: key.map(|k| k.1.to_owned()).unwrap_or_default(),
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.strip_prefix("First start: created workspace `default` (") {
+            gateway.workspace = rest.trim_end_matches(").").to_owned();
+        }
+        if let Some(k) = line.strip_prefix("API key (shown once, keep it): ") {
+            gateway.key = k.trim().to_owned();
+        }
+        if let Some(url) = line.strip_prefix("Switchyard listening on ") {
+            gateway.url = url.trim().to_owned();
+            // Keep draining stdout so the gateway never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return gateway;
+        }
+    }
+    panic!("the gateway did not start");
+}
+
+async fn post(client: &reqwest::Client, gw: &Gateway, body: &Value) -> Value {
+    let response = client.post(format!("{}/api/runs", gw.url)).bearer_auth(&gw.key).json(body).send().await.unwrap();
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{answer}");
+    answer
+}
+
+/// Indexes `docs` through the API, `BATCH` per request, two requests in flight; answers documents per second.
+async fn index_api(gw: &Gateway, docs: &[String], prefix: &str) -> f64 {
+    let client = reqwest::Client::new();
+    let batches: Vec<Value> = docs
+        .chunks(BATCH)
+        .enumerate()
+        .map(|(b, batch)| {
+            let documents: Vec<Value> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, text)| json!({"id": format!("{prefix}{}", b * BATCH + i), "text": text}))
+                .collect();
+            json!({"model": MODEL, "mode": "index", "scope": "bench", "input": {"documents": documents}})
+        })
+        .collect();
+    let queue = Arc::new(std::sync::Mutex::new(batches.into_iter()));
+    let started = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (queue, client, done) = (queue.clone(), client.clone(), done.clone());
+            let (url, key) = (gw.url.clone(), gw.key.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(body) = queue.lock().unwrap().next() else { break };
+                    let response = client.post(format!("{url}/api/runs")).bearer_auth(&key).json(&body).send().await;
+                    let answer: Value = response.unwrap().json().await.unwrap();
+                    let n = answer["output"]["documents"].as_u64().unwrap_or_else(|| panic!("{answer}"));
+                    let total = done.fetch_add(n as usize, std::sync::atomic::Ordering::Relaxed) + n as usize;
+                    if total % 1024 < BATCH {
+                        eprintln!("  indexed {total}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    docs.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Latencies {
+    search: Vec<Duration>,
+    embed: Vec<Duration>,
+}
+
+/// Search and embed-alone latencies, alternating in blocks so drifts of the machine hit both alike.
+async fn latencies(gw: &Gateway, queries: &[String]) -> Latencies {
+    let client = reqwest::Client::new();
+    // Warm the connection and the caches.
+    for q in queries.iter().take(10) {
+        post(&client, gw, &json!({"model": MODEL, "input": {"texts": [q]}})).await;
+        post(
+            &client,
+            gw,
+            &json!({"model": MODEL, "mode": "search", "scope": "bench", "input": {"query": q, "top_k": 5}}),
+        )
+        .await;
+    }
+    let mut out = Latencies { search: Vec::new(), embed: Vec::new() };
+    for (b, block) in queries.chunks(BLOCK).enumerate() {
+        for search_first in [b % 2 == 0, b % 2 != 0] {
+            for q in block {
+                let body = if search_first {
+                    json!({"model": MODEL, "mode": "search", "scope": "bench", "input": {"query": q, "top_k": 5}})
+                } else {
+                    json!({"model": MODEL, "input": {"texts": [q]}})
+                };
+                let started = Instant::now();
+                let answer = post(&client, gw, &body).await;
+                let elapsed = started.elapsed();
+                if search_first {
+                    assert_eq!(answer["output"]["matches"].as_array().map(Vec::len), Some(5), "{answer}");
+                    out.search.push(elapsed);
+                } else {
+                    out.embed.push(elapsed);
+                }
+            }
+        }
+    }
+    out.search.sort();
+    out.embed.sort();
+    out
+}
+
+fn optimize(data: &Path) -> Duration {
+    let started = Instant::now();
+    let store = EdgeStore::open(&data.join("vectors"), 384).unwrap();
+    store.optimize_now().unwrap();
+    drop(store);
+    started.elapsed()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    let quick = std::env::var_os("BENCH_QUICK").is_some();
+    let n_docs = env_usize("BENCH_DOCS", if quick { 1000 } else { 10_000 });
+    let total = env_usize("BENCH_TOTAL", if quick { 10_000 } else { 100_000 });
+    let n_searches = env_usize("BENCH_SEARCHES", if quick { 100 } else { 300 });
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/models");
+    let files = EmbeddingFiles::in_cache(&models);
+    if !files.missing().is_empty() {
+        eprintln!("the embedding model is missing: run `make models` first");
+        return ExitCode::FAILURE;
+    }
+    let docs = documents(n_docs, 7);
+    let queries = documents(n_searches, 99);
+    let extra = documents(1024, 1234);
+
+    // 1. Raw embedding speed, in process.
+    eprintln!("raw embedding of {n_docs} texts...");
+    let embedder = Embedder::start(&files, 2, 1024).unwrap();
+    embedder.embed(docs[..BATCH].to_vec()).await.unwrap();
+    let started = Instant::now();
+    let mut vectors = Vec::with_capacity(docs.len());
+    for batch in docs.chunks(BATCH) {
+        vectors.extend(embedder.embed(batch.to_vec()).await.unwrap());
+    }
+    let raw_rate = docs.len() as f64 / started.elapsed().as_secs_f64();
+    let mut single = Vec::new();
+    for q in queries.iter().take(200) {
+        let started = Instant::now();
+        embedder.embed(vec![q.clone()]).await.unwrap();
+        single.push(started.elapsed());
+    }
+    single.sort();
+    drop(embedder);
+
+    // 2. Index through the API.
+    let dir = tempfile::tempdir().unwrap();
+    let data: PathBuf = dir.path().join("data");
+    let gw = start(&data, &models, None);
+    eprintln!("indexing {n_docs} documents through the API...");
+    let index_rate = index_api(&gw, &docs, "d").await;
+    let (key, workspace) = (gw.key.clone(), gw.workspace.clone());
+    drop(gw);
+
+    // 3. Optimise, restart, 4. search at n_docs.
+    let optimize_small = optimize(&data);
+    let gw = start(&data, &models, Some((&key, &workspace)));
+    eprintln!("search latency at {n_docs} chunks...");
+    let small = latencies(&gw, &queries).await;
+    drop(gw);
+
+    // 5. Fill to `total` with perturbed real vectors, optimise, search, index more.
+    eprintln!("filling the store to {total} points...");
+    let fill_started = Instant::now();
+    {
+        let store = EdgeStore::open(&data.join("vectors"), 384).unwrap();
+        let tenant = Tenant { workspace_id: workspace.clone(), scope: "bench".into() };
+        let mut rng = Rng(42);
+        let mut pending = Vec::new();
+        for i in 0..total.saturating_sub(n_docs) {
+            let base = &vectors[i % vectors.len()];
+            let mut v: Vec<f32> = base.iter().map(|x| x + rng.unit() * 0.08).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            pending.push(Chunk {
+                doc_id: format!("s{i}"),
+                chunk: 0,
+                text: format!("synthetic point {i} near document d{}", i % vectors.len()),
+                metadata: serde_json::Map::new(),
+                vector: v,
+            });
+            if pending.len() == 2048 {
+                store.index(MODEL, &tenant, std::mem::take(&mut pending)).await.unwrap();
+            }
+        }
+        store.index(MODEL, &tenant, pending).await.unwrap();
+    }
+    let fill = fill_started.elapsed();
+    let optimize_large = optimize(&data);
+    let gw = start(&data, &models, Some((&key, &workspace)));
+    eprintln!("search latency at {total} chunks...");
+    let large = latencies(&gw, &queries).await;
+    eprintln!("indexing 1024 more documents into the full store...");
+    let index_rate_large = index_api(&gw, &extra, "x").await;
+    drop(gw);
+
+    let p50 = |l: &[Duration]| percentile(l, 0.5);
+    let p99 = |l: &[Duration]| percentile(l, 0.99);
+    println!("| measurement | {n_docs} chunks | {total} chunks |");
+    println!("|---|---|---|");
+    println!("| raw embedding in process, batches of {BATCH} (texts/s) | {raw_rate:.0} | – |");
+    println!(
+        "| indexing through the API, {BATCH} per request, 2 in flight (documents/s) | {index_rate:.0} ({:.0}% of raw) | {index_rate_large:.0} ({:.0}% of raw) |",
+        100.0 * index_rate / raw_rate,
+        100.0 * index_rate_large / raw_rate
+    );
+    println!(
+        "| optimisation, HNSW build off the request path (s) | {:.1} | {:.1} (fill {:.1}) |",
+        optimize_small.as_secs_f64(),
+        optimize_large.as_secs_f64(),
+        fill.as_secs_f64()
+    );
+    println!(
+        "| search through the API p50 / p99 (ms) | {} / {} | {} / {} |",
+        ms(p50(&small.search)),
+        ms(p99(&small.search)),
+        ms(p50(&large.search)),
+        ms(p99(&large.search))
+    );
+    println!(
+        "| embedding the query alone through the API p50 / p99 (ms) | {} / {} | {} / {} |",
+        ms(p50(&small.embed)),
+        ms(p99(&small.embed)),
+        ms(p50(&large.embed)),
+        ms(p99(&large.embed))
+    );
+    println!(
+        "| search minus embedding alone, p50 (ms) | {} | {} |",
+        ms(p50(&small.search).saturating_sub(p50(&small.embed))),
+        ms(p50(&large.search).saturating_sub(p50(&large.embed)))
+    );
+    println!(
+        "| raw embedding of one text in process p50 / p99 (ms) | {} / {} | – |",
+        ms(p50(&single)),
+        ms(p99(&single))
+    );
+    ExitCode::SUCCESS
+}
