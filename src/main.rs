@@ -134,6 +134,12 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // qdrant-edge reads Qdrant's process-wide flags, which only Qdrant's own main initialises (their defaults are
+    // what we want), and warns on every read; those warnings say nothing to an operator.
+    let filter = ["qdrant_edge::common::flags=error", "qdrant_edge::common::mmap=error"]
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, |filter, directive| filter.add_directive(directive));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

@@ -377,7 +377,9 @@ async fn the_index_command_resumes_and_the_index_survives_a_kill() {
     let data = dir.path().join("data");
     let gateway = start_with(&data, &embeddings_env(&models));
     let key = gateway.key.clone().unwrap();
-    let client = reqwest::Client::new();
+    // No pooled connections: the index runs take seconds, and a kept-alive connection can be closed by the gateway
+    // just as it is reused.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let corpus =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus.jsonl")).unwrap();
     let lines: Vec<&str> = corpus.lines().collect();

@@ -34,7 +34,6 @@ use switchyard_actors::vectors::{Chunk, Tenant, VectorStore};
 const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const MODEL: &str = "all-minilm-l6-v2";
 const BATCH: usize = 64;
-const BLOCK: usize = 25;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -60,9 +59,9 @@ impl Rng {
     }
 }
 
-/// Documents of 3 to 6 sentences drawn from the fixture corpus: realistic English of 300-900 characters, one chunk
-/// each.
-fn documents(n: usize, seed: u64) -> Vec<String> {
+/// Documents of `min` to `max` sentences drawn from the fixture corpus (English; 1-3 sentences are 80-500
+/// characters, one chunk each).
+fn documents(n: usize, seed: u64, min: usize, max: usize) -> Vec<String> {
     let corpus = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corpus.jsonl")).unwrap();
     let mut sentences = Vec::new();
     for line in corpus.lines() {
@@ -77,7 +76,7 @@ fn documents(n: usize, seed: u64) -> Vec<String> {
     let mut rng = Rng(seed);
     (0..n)
         .map(|_| {
-            let count = 3 + rng.below(4);
+            let count = min + rng.below(max - min + 1);
             let picked: Vec<&str> = (0..count).map(|_| sentences[rng.below(sentences.len())].as_str()).collect();
             let mut text = picked.join(". ") + ".";
             text.truncate(text.floor_char_boundary(950));
@@ -205,53 +204,67 @@ async fn index_api(gw: &Gateway, docs: &[String], prefix: &str) -> f64 {
 struct Latencies {
     search: Vec<Duration>,
     embed: Vec<Duration>,
+    /// Per query, search minus embedding the same query alone, run back to back (order alternating), in µs.
+    extra_us: Vec<i64>,
 }
 
-/// Search and embed-alone latencies, alternating in blocks so drifts of the machine hit both alike.
+/// Search and embed-alone latencies for each query, back to back in alternating order, so drifts of the machine
+/// hit both alike and their difference is the vector search (and its response).
 async fn latencies(gw: &Gateway, queries: &[String]) -> Latencies {
     let client = reqwest::Client::new();
+    let search =
+        |q: &String| json!({"model": MODEL, "mode": "search", "scope": "bench", "input": {"query": q, "top_k": 5}});
+    let embed = |q: &String| json!({"model": MODEL, "input": {"texts": [q]}});
     // Warm the connection and the caches.
     for q in queries.iter().take(10) {
-        post(&client, gw, &json!({"model": MODEL, "input": {"texts": [q]}})).await;
-        post(
-            &client,
-            gw,
-            &json!({"model": MODEL, "mode": "search", "scope": "bench", "input": {"query": q, "top_k": 5}}),
-        )
-        .await;
+        post(&client, gw, &embed(q)).await;
+        post(&client, gw, &search(q)).await;
     }
-    let mut out = Latencies { search: Vec::new(), embed: Vec::new() };
-    for (b, block) in queries.chunks(BLOCK).enumerate() {
-        for search_first in [b % 2 == 0, b % 2 != 0] {
-            for q in block {
-                let body = if search_first {
-                    json!({"model": MODEL, "mode": "search", "scope": "bench", "input": {"query": q, "top_k": 5}})
-                } else {
-                    json!({"model": MODEL, "input": {"texts": [q]}})
-                };
-                let started = Instant::now();
-                let answer = post(&client, gw, &body).await;
-                let elapsed = started.elapsed();
-                if search_first {
-                    assert_eq!(answer["output"]["matches"].as_array().map(Vec::len), Some(5), "{answer}");
-                    out.search.push(elapsed);
-                } else {
-                    out.embed.push(elapsed);
-                }
+    let mut out = Latencies { search: Vec::new(), embed: Vec::new(), extra_us: Vec::new() };
+    for (i, q) in queries.iter().enumerate() {
+        let mut pair = [Duration::ZERO; 2];
+        for step in 0..2 {
+            let searching = (i + step) % 2 == 0;
+            let started = Instant::now();
+            let answer = post(&client, gw, &if searching { search(q) } else { embed(q) }).await;
+            let elapsed = started.elapsed();
+            if searching {
+                assert_eq!(answer["output"]["matches"].as_array().map(Vec::len), Some(5), "{answer}");
+                pair[0] = elapsed;
+            } else {
+                pair[1] = elapsed;
             }
         }
+        out.search.push(pair[0]);
+        out.embed.push(pair[1]);
+        out.extra_us.push(pair[0].as_micros() as i64 - pair[1].as_micros() as i64);
     }
     out.search.sort();
     out.embed.sort();
+    out.extra_us.sort();
     out
 }
 
-fn optimize(data: &Path) -> Duration {
+/// Optimises the store in process; answers the time it took and the store's search time alone (p50, p99) for
+/// `probes` (vectors near indexed ones), so the API figures can be split into embedding, store and the rest.
+async fn optimize(data: &Path, tenant: &Tenant, probes: &[Vec<f32>]) -> (Duration, Duration, Duration) {
     let started = Instant::now();
     let store = EdgeStore::open(&data.join("vectors"), 384).unwrap();
     store.optimize_now().unwrap();
+    let took = started.elapsed();
+    if let Some((segments, points, indexed)) = store.stats(MODEL).unwrap() {
+        eprintln!("  store: {segments} segments, {points} points, {indexed} vectors in HNSW");
+    }
+    let mut times = Vec::new();
+    for probe in probes {
+        let started = Instant::now();
+        let hits = store.search(MODEL, tenant, probe.clone(), 20, None).await.unwrap();
+        times.push(started.elapsed());
+        assert_eq!(hits.len(), 20);
+    }
+    times.sort();
     drop(store);
-    started.elapsed()
+    (took, percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -266,9 +279,10 @@ async fn main() -> ExitCode {
         eprintln!("the embedding model is missing: run `make models` first");
         return ExitCode::FAILURE;
     }
-    let docs = documents(n_docs, 7);
-    let queries = documents(n_searches, 99);
-    let extra = documents(1024, 1234);
+    let docs = documents(n_docs, 7, 1, 3);
+    let queries = documents(n_searches, 99, 1, 1);
+    let extra = documents(1024, 1234, 1, 3);
+    let mean_chars = docs.iter().map(|d| d.chars().count()).sum::<usize>() / docs.len().max(1);
 
     // 1. Raw embedding speed, in process.
     eprintln!("raw embedding of {n_docs} texts...");
@@ -299,7 +313,17 @@ async fn main() -> ExitCode {
     drop(gw);
 
     // 3. Optimise, restart, 4. search at n_docs.
-    let optimize_small = optimize(&data);
+    let tenant = Tenant { workspace_id: workspace.clone(), scope: "bench".into() };
+    let mut rng = Rng(5);
+    let probes: Vec<Vec<f32>> = (0..200)
+        .map(|i| {
+            let mut v: Vec<f32> = vectors[(i * 37) % vectors.len()].iter().map(|x| x + rng.unit() * 0.2).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            v
+        })
+        .collect();
+    let (optimize_small, store_small_p50, store_small_p99) = optimize(&data, &tenant, &probes).await;
     let gw = start(&data, &models, Some((&key, &workspace)));
     eprintln!("search latency at {n_docs} chunks...");
     let small = latencies(&gw, &queries).await;
@@ -310,7 +334,6 @@ async fn main() -> ExitCode {
     let fill_started = Instant::now();
     {
         let store = EdgeStore::open(&data.join("vectors"), 384).unwrap();
-        let tenant = Tenant { workspace_id: workspace.clone(), scope: "bench".into() };
         let mut rng = Rng(42);
         let mut pending = Vec::new();
         for i in 0..total.saturating_sub(n_docs) {
@@ -332,7 +355,7 @@ async fn main() -> ExitCode {
         store.index(MODEL, &tenant, pending).await.unwrap();
     }
     let fill = fill_started.elapsed();
-    let optimize_large = optimize(&data);
+    let (optimize_large, store_large_p50, store_large_p99) = optimize(&data, &tenant, &probes).await;
     let gw = start(&data, &models, Some((&key, &workspace)));
     eprintln!("search latency at {total} chunks...");
     let large = latencies(&gw, &queries).await;
@@ -343,6 +366,7 @@ async fn main() -> ExitCode {
     let p50 = |l: &[Duration]| percentile(l, 0.5);
     let p99 = |l: &[Duration]| percentile(l, 0.99);
     println!("| measurement | {n_docs} chunks | {total} chunks |");
+    eprintln!("documents of 1-3 sentences, {mean_chars} characters on average; queries of one sentence");
     println!("|---|---|---|");
     println!("| raw embedding in process, batches of {BATCH} (texts/s) | {raw_rate:.0} | – |");
     println!(
@@ -370,10 +394,18 @@ async fn main() -> ExitCode {
         ms(p50(&large.embed)),
         ms(p99(&large.embed))
     );
+    let median_ms = |v: &[i64]| format!("{:.2}", v.get(v.len() / 2).copied().unwrap_or_default() as f64 / 1000.0);
     println!(
-        "| search minus embedding alone, p50 (ms) | {} | {} |",
-        ms(p50(&small.search).saturating_sub(p50(&small.embed))),
-        ms(p50(&large.search).saturating_sub(p50(&large.embed)))
+        "| search minus embedding the same query alone, median of pairs (ms) | {} | {} |",
+        median_ms(&small.extra_us),
+        median_ms(&large.extra_us)
+    );
+    println!(
+        "| the store's search alone, in process, top 20 p50 / p99 (ms) | {} / {} | {} / {} |",
+        ms(store_small_p50),
+        ms(store_small_p99),
+        ms(store_large_p50),
+        ms(store_large_p99)
     );
     println!(
         "| raw embedding of one text in process p50 / p99 (ms) | {} / {} | – |",

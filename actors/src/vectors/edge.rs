@@ -217,6 +217,14 @@ impl EdgeStore {
         Ok(())
     }
 
+    /// A collection's segments, points and vectors already in an HNSW index, for operators and benchmarks.
+    pub fn stats(&self, collection: &str) -> StoreResult<Option<(usize, usize, usize)>> {
+        Ok(self.shard(collection, false)?.map(|shard| {
+            let info = shard.engine.info();
+            (info.segments_count, info.points_count, info.indexed_vectors_count)
+        }))
+    }
+
     fn all_shards(&self) -> Vec<(String, Arc<Shard>)> {
         self.shards
             .lock()
