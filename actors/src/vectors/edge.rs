@@ -21,7 +21,7 @@ use qdrant_edge::{
     PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted, QueryRequest,
     ScoringQuery, ScrollRequest, UpdateOperation, VectorInternal, WithPayloadInterface, WithVector,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -418,10 +418,6 @@ fn index_blocking(shard: &Shard, tenant: &Tenant, chunks: Vec<Chunk>) -> StoreRe
     shard.flush()
 }
 
-fn payload_string(payload: &Map<String, Value>, field: &str) -> String {
-    payload.get(field).and_then(Value::as_str).unwrap_or_default().to_string()
-}
-
 fn search_blocking(
     shard: &Shard,
     tenant: &Tenant,
@@ -452,13 +448,7 @@ fn search_blocking(
         .into_iter()
         .map(|point| {
             let payload = point.payload.map(|p| p.0).unwrap_or_default();
-            Hit {
-                doc_id: payload_string(&payload, "doc_id"),
-                chunk: payload.get("chunk").and_then(Value::as_u64).unwrap_or_default() as u32,
-                score: point.score,
-                text: payload_string(&payload, "text"),
-                metadata: payload.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default(),
-            }
+            Hit::from_payload(&payload, point.score)
         })
         .collect())
 }

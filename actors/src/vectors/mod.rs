@@ -48,6 +48,20 @@ pub struct Hit {
     pub metadata: Map<String, Value>,
 }
 
+impl Hit {
+    /// A hit from a stored point's payload (the layout described at the top of this module) and its score.
+    pub fn from_payload(payload: &Map<String, Value>, score: f32) -> Hit {
+        let text = |field: &str| payload.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+        Hit {
+            doc_id: text("doc_id"),
+            chunk: payload.get("chunk").and_then(Value::as_u64).unwrap_or_default() as u32,
+            score,
+            text: text("text"),
+            metadata: payload.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default(),
+        }
+    }
+}
+
 /// Conditions on `metadata`: every key must equal its value (strings, numbers, booleans), or be one of the values
 /// when the value is an array. Keys are metadata field names (letters, digits, `_`, `-`).
 pub type MetadataFilter = Map<String, Value>;

@@ -238,13 +238,7 @@ impl Inner {
             .into_iter()
             .map(|point| {
                 let payload = to_json(point.payload);
-                Hit {
-                    doc_id: payload_string(&payload, "doc_id"),
-                    chunk: payload.get("chunk").and_then(Value::as_u64).unwrap_or_default() as u32,
-                    score: point.score,
-                    text: payload_string(&payload, "text"),
-                    metadata: payload.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default(),
-                }
+                Hit::from_payload(&payload, point.score)
             })
             .collect())
     }
@@ -393,10 +387,6 @@ fn metadata_conditions(filter: &MetadataFilter) -> StoreResult<Vec<Condition>> {
 
 fn to_json(payload: HashMap<String, qdrant_client::qdrant::Value>) -> Map<String, Value> {
     payload.into_iter().map(|(k, v)| (k, v.into_json())).collect()
-}
-
-fn payload_string(payload: &Map<String, Value>, field: &str) -> String {
-    payload.get(field).and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
 fn is_not_found(error: &QdrantError) -> bool {
