@@ -34,6 +34,18 @@ impl EmbeddingFiles {
         }
     }
 
+    /// For tests and benchmarks: the files in `cache` when all are there. Otherwise `None` after a `SKIPPED` line on
+    /// stderr, and a panic under CI (`CI` set), where `make test` must have fetched them.
+    pub fn for_tests(cache: &Path) -> Option<Self> {
+        let files = Self::in_cache(cache);
+        if files.missing().is_empty() {
+            return Some(files);
+        }
+        assert!(std::env::var_os("CI").is_none(), "CI must have the embedding model: run `make test`");
+        eprintln!("SKIPPED: the embedding model is not in {} (run `make setup`)", cache.display());
+        None
+    }
+
     /// What is missing, if anything (ort panics on a library it cannot find, so this is checked first).
     pub fn missing(&self) -> Vec<PathBuf> {
         let mut missing: Vec<PathBuf> =
@@ -195,14 +207,7 @@ mod tests {
 
     /// The model files from `make setup` (`.cache/models` at the workspace root).
     fn files() -> Option<EmbeddingFiles> {
-        let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models");
-        let files = EmbeddingFiles::in_cache(&cache);
-        if files.missing().is_empty() {
-            return Some(files);
-        }
-        assert!(std::env::var_os("CI").is_none(), "CI must have the embedding model: run `make test`");
-        eprintln!("SKIPPED: the embedding model is not in .cache/models (run `make setup`)");
-        None
+        EmbeddingFiles::for_tests(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models"))
     }
 
     #[test]

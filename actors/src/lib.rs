@@ -1,6 +1,7 @@
 //! Switchyard's engine: the model catalogue, the provider clients behind one contract, and (as they land) the
 //! actors that own sessions, the provider pool and the billing ledger. Nothing here knows about actix-web.
 
+pub mod background;
 pub mod catalogue;
 pub mod chat;
 pub mod chunk;

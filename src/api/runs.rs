@@ -2,7 +2,7 @@
 //! embedding); `index` and `search` embed their inputs and keep them in the vector store under the caller's
 //! workspace and `scope`. Also `GET /api/knowledge-bases` and `DELETE /api/knowledge-bases/{model}/{scope}`.
 
-use super::billed::CallSpec;
+use super::billed::{Billed, CallSpec};
 use super::body::{from_object, parse_object, read_json};
 use super::chat::{self, ChatCall, ChatOutcome, Delivery, Face, Metadata};
 use super::embeddings::{embed_billed, embedding_model, settle, texts_of};
@@ -11,11 +11,12 @@ use super::task::RoutingQuery;
 use crate::auth::Principal;
 use crate::state::{now_unix, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
 use switchyard_actors::catalogue::Modality;
-use switchyard_actors::vectors::{validate_filter, Chunk, Tenant};
+use switchyard_actors::vectors::{validate_filter, Chunk, StoreResult, Tenant};
 use switchyard_actors::ModelSpec;
 use utoipa::ToSchema;
 
@@ -483,13 +484,7 @@ async fn index(
         chunk.vector = vector;
     }
     let tenant = Tenant { workspace_id: workspace_id.clone(), scope: scope.to_owned() };
-    let stored = Instant::now();
-    let result = state.vectors.index(&spec.model.name, &tenant, chunks).await;
-    state.metrics.observe_vectors("index", result.is_ok(), stored.elapsed());
-    if let Err(e) = result {
-        billed.fail("error");
-        return Err(ApiError::internal(format!("vector store: {e}")));
-    }
+    store_call(state, "index", &mut billed, state.vectors.index(&spec.model.name, &tenant, chunks)).await?;
     let id = billed.id().to_owned();
     let metadata = settle(billed, &answered, inputs).await?;
     let documents = ids.len();
@@ -499,6 +494,22 @@ async fn index(
         json!({"inputs": inputs, "documents": documents, "chunks": inputs}),
         metadata,
     ))
+}
+
+/// One vector store call, timed in the metrics; when it fails, the charge held for the run is released.
+async fn store_call<T>(
+    state: &AppState,
+    operation: &str,
+    billed: &mut Billed,
+    call: BoxFuture<'static, StoreResult<T>>,
+) -> Result<T, ApiError> {
+    let started = Instant::now();
+    let result = call.await;
+    state.metrics.observe_vectors(operation, result.is_ok(), started.elapsed());
+    result.map_err(|e| {
+        billed.fail("error");
+        ApiError::internal(format!("vector store: {e}"))
+    })
 }
 
 async fn search(
@@ -559,22 +570,11 @@ async fn search(
     let (mut vectors, mut billed, answered) = embed_billed(state, req, spec, vec![query]).await?;
     let vector = vectors.pop().unwrap_or_default();
     let tenant = Tenant { workspace_id: spec.principal.workspace_id.clone(), scope: scope.to_owned() };
-    // Several chunks of one document may match: ask for more, keep each document's best.
-    let searched = Instant::now();
-    let result = state.vectors.search(&spec.model.name, &tenant, vector, (top_k * 4).min(400), filter).await;
-    state.metrics.observe_vectors("search", result.is_ok(), searched.elapsed());
-    let hits = match result {
-        Ok(hits) => hits,
-        Err(e) => {
-            billed.fail("error");
-            return Err(ApiError::internal(format!("vector store: {e}")));
-        }
-    };
-    let mut seen = std::collections::HashSet::new();
+    // The store answers each document's best chunk.
+    let search = state.vectors.search(&spec.model.name, &tenant, vector, top_k, filter);
+    let hits = store_call(state, "search", &mut billed, search).await?;
     let matches: Vec<Value> = hits
         .into_iter()
-        .filter(|hit| seen.insert(hit.doc_id.clone()))
-        .take(top_k)
         .map(|hit| json!({"id": hit.doc_id, "score": hit.score, "text": hit.text, "chunk": hit.chunk, "metadata": hit.metadata}))
         .collect();
     let id = billed.id().to_owned();

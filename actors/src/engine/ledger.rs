@@ -366,7 +366,7 @@ pub fn spawn_importer(
 ) -> watch::Receiver<u64> {
     let (stored_tx, stored_rx) = watch::channel(0u64);
     arbiter.spawn(async move {
-        background_priority();
+        crate::background::lower_priority("usage importer");
         let mut stored = 0u64;
         let mut maintained = Instant::now();
         let mut tick = tokio::time::interval(every);
@@ -404,19 +404,6 @@ pub fn spawn_importer(
         }
     });
     stored_rx
-}
-
-/// Gives the calling thread the lowest normal priority (nice 19): when a request wakes up, the scheduler lets it
-/// run before the import, and threads it starts (SQLite's, behind the importer's connection) inherit that. Not the
-/// idle class: under sustained load that could starve the import.
-fn background_priority() {
-    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-    let low = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
-    if let Err(e) =
-        thread_priority::set_thread_priority_and_policy(thread_priority::thread_native_id(), ThreadPriority::Min, low)
-    {
-        tracing::debug!(error = ?e, "could not lower the usage importer's priority");
-    }
 }
 
 /// The group-commit writer: takes whatever writes queued up while the previous commit ran and commits them as one

@@ -123,19 +123,33 @@ pub struct TenantInfo {
 
 pub type StoreResult<T> = Result<T, String>;
 
+/// How many nearest chunks a search looks at to find `documents` distinct documents (several chunks of one
+/// document may be near the query).
+pub fn candidates(documents: usize) -> usize {
+    documents.saturating_mul(4).min(400)
+}
+
+/// The first hit of each document, in order, at most `documents` of them.
+pub fn best_per_document(hits: impl IntoIterator<Item = Hit>, documents: usize) -> Vec<Hit> {
+    let mut seen = std::collections::HashSet::new();
+    hits.into_iter().filter(|hit| seen.insert(hit.doc_id.clone())).take(documents).collect()
+}
+
 /// The vector store. Every call names the collection (the embedding model) and, where data is read or removed, the
 /// tenant: the store adds the tenant condition itself.
 pub trait VectorStore: Send + Sync + 'static {
     /// Replaces the documents of `chunks` (every earlier chunk of the same `doc_id` of the tenant is removed) with
     /// these chunks. Point ids derive from (tenant, doc_id, chunk).
     fn index(&self, collection: &str, tenant: &Tenant, chunks: Vec<Chunk>) -> BoxFuture<'static, StoreResult<()>>;
-    /// The `top_k` nearest chunks of the tenant, optionally filtered on metadata.
+    /// The `documents` nearest documents of the tenant, optionally filtered on metadata: for each, its chunk
+    /// nearest the query, best first. The chunks looked at are the [`candidates`] nearest; fewer documents come
+    /// back when those hold fewer.
     fn search(
         &self,
         collection: &str,
         tenant: &Tenant,
         vector: Vec<f32>,
-        top_k: usize,
+        documents: usize,
         filter: Option<MetadataFilter>,
     ) -> BoxFuture<'static, StoreResult<Vec<Hit>>>;
     /// Points the tenant holds in the collection.
@@ -272,30 +286,36 @@ pub(crate) mod conformance {
         let run = format!("{:016x}", rand::random::<u64>());
         let (ws1, ws2) = (format!("ws_1_{run}"), format!("ws_2_{run}"));
         let (a, b, c) = (tenant(&ws1, "docs"), tenant(&ws2, "docs"), tenant(&ws1, "other"));
-        store.index(collection, &a, vec![chunk("d1", 0, unit(1), "en"), chunk("d1", 1, unit(2), "fr")]).await?;
+        let d1 = vec![chunk("d1", 0, unit(1), "en"), chunk("d1", 1, unit(2), "fr")];
+        store.index(collection, &a, d1).await?;
+        store.index(collection, &a, vec![chunk("d2", 0, unit(5), "en")]).await?;
         store.index(collection, &b, vec![chunk("d1", 0, unit(1), "en")]).await?;
         store.index(collection, &c, vec![chunk("d9", 0, unit(1), "en")]).await?;
 
+        let found = |hits: &[super::Hit]| hits.iter().map(|h| format!("{}#{}", h.doc_id, h.chunk)).collect::<Vec<_>>();
         let hits = store.search(collection, &a, unit(1), 10, None).await?;
-        check!(hits.len() == 2, "tenant a sees its two chunks, got {hits:?}");
-        check!(hits[0].text == "d1#0" && hits[0].doc_id == "d1" && hits[0].chunk == 0, "nearest first: {hits:?}");
+        check!(found(&hits) == ["d1#0", "d2#0"], "tenant a: each document once, its best chunk: {hits:?}");
+        check!(hits[0].text == "d1#0", "the chunk's text comes back: {hits:?}");
         check!(hits[0].score > 0.99, "cosine of a vector with itself, got {}", hits[0].score);
+        check!(hits[0].score >= hits[1].score, "best first: {hits:?}");
         check!(hits[0].metadata.get("lang") == Some(&json!("en")), "metadata comes back: {:?}", hits[0].metadata);
         check!(hits[0].metadata.get("year") == Some(&json!(2020)), "integers stay integers: {:?}", hits[0].metadata);
+        let hits = store.search(collection, &a, unit(2), 10, None).await?;
+        check!(found(&hits)[0] == "d1#1", "the nearest chunk stands for its document: {hits:?}");
 
         let hits = store.search(collection, &a, unit(1), 10, Some(filter(json!({"lang": "fr"}))?)).await?;
-        let chunks: Vec<u32> = hits.iter().map(|h| h.chunk).collect();
-        check!(chunks == vec![1], "a string filter keeps chunk 1 only, got {chunks:?}");
-        let hits = store.search(collection, &a, unit(1), 10, Some(filter(json!({"year": [2020, 2030]}))?)).await?;
-        check!(hits.len() == 1, "an integer array filter matches one chunk, got {hits:?}");
+        check!(found(&hits) == ["d1#1"], "a string filter keeps chunk 1 only: {hits:?}");
+        let hits = store.search(collection, &a, unit(1), 10, Some(filter(json!({"year": [2021, 2030]}))?)).await?;
+        check!(found(&hits) == ["d1#1"], "an integer array filter matches one chunk: {hits:?}");
         let hits = store.search(collection, &a, unit(1), 10, Some(filter(json!({"lang": ["en", "fr"]}))?)).await?;
-        check!(hits.len() == 2, "a string array filter matches both chunks, got {hits:?}");
+        check!(found(&hits) == ["d1#0", "d2#0"], "a string array filter matches every chunk: {hits:?}");
         let hits = store.search(collection, &a, unit(1), 10, Some(filter(json!({"year": 2021}))?)).await?;
-        check!(hits.iter().map(|h| h.chunk).collect::<Vec<_>>() == vec![1], "an integer filter: {hits:?}");
+        check!(found(&hits) == ["d1#1"], "an integer filter: {hits:?}");
         let hits = store.search(collection, &a, unit(1), 10, Some(filter(json!({"lang": "de"}))?)).await?;
         check!(hits.is_empty(), "a filter matching nothing, got {hits:?}");
         let hits = store.search(collection, &a, unit(1), 1, None).await?;
-        check!(hits.len() == 1, "top_k limits the hits, got {hits:?}");
+        check!(found(&hits) == ["d1#0"], "the number of documents is a limit: {hits:?}");
+        check!(store.search(collection, &a, unit(1), 0, None).await?.is_empty(), "no documents asked, none given");
         check!(
             store.search(collection, &a, unit(1), 10, Some(filter(json!({"bad name": 1}))?)).await.is_err(),
             "an invalid filter is refused"
@@ -304,19 +324,19 @@ pub(crate) mod conformance {
         // Indexing d1 again with one chunk removes its old second chunk, for tenant a only.
         store.index(collection, &a, vec![chunk("d1", 0, unit(3), "en")]).await?;
         let count = store.count(collection, &a).await?;
-        check!(count == 1, "re-indexing d1 with one chunk leaves 1 point, got {count}");
+        check!(count == 2, "re-indexing d1 with one chunk leaves its 1 point and d2's, got {count}");
         let count = store.count(collection, &b).await?;
         check!(count == 1, "tenant b is untouched, got {count}");
 
         let listed = store.tenants(&ws1).await?;
         let scopes: Vec<(&str, &str, u64, u64)> =
             listed.iter().map(|(name, i)| (name.as_str(), i.tenant.scope.as_str(), i.documents, i.points)).collect();
-        check!(scopes == vec![(collection, "docs", 1, 1), (collection, "other", 1, 1)], "tenants of {ws1}: {scopes:?}");
+        check!(scopes == vec![(collection, "docs", 2, 2), (collection, "other", 1, 1)], "tenants of {ws1}: {scopes:?}");
         check!(listed.iter().all(|(_, i)| i.tenant.workspace_id == ws1), "tenants of another workspace: {listed:?}");
         check!(listed[0].1.updated_at > 0, "updated_at is set: {listed:?}");
 
         let deleted = store.delete_tenant(collection, &a).await?;
-        check!(deleted == 1, "deleting tenant a removes 1 point, got {deleted}");
+        check!(deleted == 2, "deleting tenant a removes its 2 points, got {deleted}");
         check!(store.search(collection, &a, unit(1), 10, None).await?.is_empty(), "tenant a is gone");
         check!(store.count(collection, &a).await? == 0, "tenant a counts 0");
         check!(store.delete_tenant(collection, &a).await? == 0, "deleting an empty tenant answers 0");

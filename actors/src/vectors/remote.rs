@@ -8,8 +8,8 @@
 //! 6333); `https://` URLs use TLS (rustls, with the system's root certificates).
 
 use super::{
-    prepare_points, valid_collection, validate_filter, Chunk, Hit, MetadataFilter, StoreResult, Tenant, TenantInfo,
-    VectorStore,
+    best_per_document, candidates, prepare_points, valid_collection, validate_filter, Chunk, Hit, MetadataFilter,
+    StoreResult, Tenant, TenantInfo, VectorStore,
 };
 use futures::future::BoxFuture;
 use qdrant_client::qdrant::r#match::MatchValue;
@@ -211,7 +211,7 @@ impl Inner {
         collection: &str,
         tenant: &Tenant,
         vector: Vec<f32>,
-        top_k: usize,
+        documents: usize,
         filter: Option<MetadataFilter>,
     ) -> StoreResult<Vec<Hit>> {
         let name = self.name(collection)?;
@@ -219,13 +219,13 @@ impl Inner {
         if let Some(filter) = &filter {
             conditions.extend(metadata_conditions(filter)?);
         }
-        if top_k == 0 {
+        if documents == 0 {
             return Ok(Vec::new());
         }
         let request = QueryPointsBuilder::new(name.as_str())
             .query(Query::new_nearest(vector))
             .filter(Filter::must(conditions))
-            .limit(top_k as u64)
+            .limit(candidates(documents) as u64)
             .with_payload(true)
             .with_vectors(false);
         let response = match self.client.query(request).await {
@@ -233,14 +233,8 @@ impl Inner {
             Err(e) if is_not_found(&e) => return Ok(Vec::new()),
             Err(e) => return Err(failure("search", &name, &e)),
         };
-        Ok(response
-            .result
-            .into_iter()
-            .map(|point| {
-                let payload = to_json(point.payload);
-                Hit::from_payload(&payload, point.score)
-            })
-            .collect())
+        let hits = response.result.into_iter().map(|point| Hit::from_payload(&to_json(point.payload), point.score));
+        Ok(best_per_document(hits, documents))
     }
 
     /// Exact count of the points matching `filter`; `None` when the collection does not exist.
@@ -439,11 +433,11 @@ impl VectorStore for QdrantStore {
         collection: &str,
         tenant: &Tenant,
         vector: Vec<f32>,
-        top_k: usize,
+        documents: usize,
         filter: Option<MetadataFilter>,
     ) -> BoxFuture<'static, StoreResult<Vec<Hit>>> {
         let (inner, collection, tenant) = (self.inner.clone(), collection.to_string(), tenant.clone());
-        Box::pin(async move { inner.search(&collection, &tenant, vector, top_k, filter).await })
+        Box::pin(async move { inner.search(&collection, &tenant, vector, documents, filter).await })
     }
 
     fn count(&self, collection: &str, tenant: &Tenant) -> BoxFuture<'static, StoreResult<u64>> {
