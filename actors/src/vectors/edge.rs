@@ -653,6 +653,35 @@ mod tests {
         conformance::run(&store, "m").await
     }
 
+    /// A shard written before quantization was configured opens, answers, and gains the quantization config (the
+    /// optimiser then rebuilds its segments with it).
+    #[tokio::test]
+    async fn shards_without_quantization_are_upgraded() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let t = tenant("ws_1", "docs");
+        {
+            // The layout an earlier version wrote: the same shard without quantization.
+            let store = EdgeStore::open(dir.path(), 8)?;
+            let chunks: Vec<Chunk> = (0..50).map(|i| chunk(&format!("d{i}"), 0, unit(i), "en")).collect();
+            store.index("m", &t, chunks).await?;
+        }
+        let config_file = dir.path().join("m").join("edge_config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config_file).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        config.as_object_mut().map(|c| c.remove("quantization_config"));
+        std::fs::write(&config_file, config.to_string()).map_err(|e| e.to_string())?;
+
+        let store = EdgeStore::open(dir.path(), 8)?;
+        store.optimize_now()?;
+        let hits = store.search("m", &t, unit(7), 1, None).await?;
+        assert_eq!(hits[0].doc_id, "d7");
+        assert_eq!(store.count("m", &t).await?, 50);
+        let saved = std::fs::read_to_string(&config_file).map_err(|e| e.to_string())?;
+        assert!(saved.contains(r#""scalar":{"type":"int8""#), "{saved}");
+        Ok(())
+    }
+
     #[tokio::test]
     async fn data_survives_reopening() -> Result<(), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
