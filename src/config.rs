@@ -120,6 +120,8 @@ pub struct VectorsConfig {
     pub max_documents: usize,
     pub max_chunks: usize,
     pub max_top_k: usize,
+    /// The HNSW search beam (both backends); 0 leaves the store's default.
+    pub search_ef: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -199,6 +201,9 @@ impl Config {
         }
         if v.max_documents == 0 || v.max_chunks == 0 || v.max_top_k == 0 {
             return Err("vectors.max_documents, max_chunks and max_top_k must be greater than 0".into());
+        }
+        if v.search_ef > 4096 {
+            return Err("vectors.search_ef must be from 0 (the store's default) to 4096".into());
         }
         if self.bootstrap.credits.milli() < 0 {
             return Err("bootstrap.credits must not be negative".into());
@@ -337,6 +342,12 @@ mod tests {
             jail.set_env("SWITCHYARD__UPSTREAM__TOTAL_TIMEOUT_MS", "0");
             let error = Config::load(None).unwrap_err();
             assert!(error.contains("upstream.total_timeout_ms"), "{error}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD__VECTORS__SEARCH_EF", "100000");
+            let error = Config::load(None).unwrap_err();
+            assert!(error.contains("vectors.search_ef"), "{error}");
             Ok(())
         });
     }

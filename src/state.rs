@@ -164,21 +164,28 @@ async fn open_vectors(
     use switchyard_actors::vectors::{edge::EdgeStore, remote};
     let url = env("QDRANT_URL").filter(|u| !u.trim().is_empty());
     let dimensions = switchyard_actors::embed::DIMENSIONS;
+    let ef = config.vectors.search_ef;
     match (config.vectors.backend, url) {
         (VectorBackend::Qdrant, None) => Err("vectors.backend is `qdrant` but QDRANT_URL is not set".into()),
         (VectorBackend::Qdrant | VectorBackend::Auto, Some(url)) => {
             let key = env("QDRANT_API_KEY").filter(|k| !k.trim().is_empty());
-            let store = remote::connect(&url, key, dimensions, &config.vectors.collection_prefix)
+            let mut store = remote::connect(&url, key, dimensions, &config.vectors.collection_prefix)
                 .await
                 .map_err(|e| format!("cannot reach Qdrant at {url}: {e}"))?;
+            if ef > 0 {
+                store = store.with_search_ef(ef);
+            }
             tracing::info!(%url, "vectors: Qdrant server");
             Ok((Arc::new(store), "qdrant"))
         }
         (VectorBackend::Embedded | VectorBackend::Auto, _) => {
             let root = config.server.data_dir.join("vectors");
-            let store = tokio::task::spawn_blocking(move || EdgeStore::open(&root, dimensions))
+            let mut store = tokio::task::spawn_blocking(move || EdgeStore::open(&root, dimensions))
                 .await
                 .map_err(|e| format!("cannot open the vector store: {e}"))??;
+            if ef > 0 {
+                store = store.with_search_ef(ef);
+            }
             Ok((Arc::new(store), "embedded"))
         }
     }

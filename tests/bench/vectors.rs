@@ -1,16 +1,20 @@
 //! Vector index and search benchmark: indexing throughput and search latency through the gateway's Runs API, at
 //! 10k and 100k chunks, beside the raw speed of the embedding model on the same machine in the same run.
 //!
-//! `cargo bench --bench vectors` (part of `make bench`; about 4 minutes) or `BENCH_QUICK=1` (about 40 s, 1k and
-//! 10k chunks). Prints a markdown table on stdout, progress on stderr. Needs the model files (`make models`).
+//! `cargo bench --bench vectors` (part of `make bench`; about 20 minutes on 2 cores) or `BENCH_QUICK=1` (about
+//! 4 minutes, 1k and 10k chunks). Prints a markdown table on stdout, progress on stderr. Needs the model files
+//! (`make models`).
 //!
 //! 1. Raw: the embedding model in process (the same `Embedder` the gateway runs, 2 threads, batches of 64) embeds
 //!    the benchmark's documents: texts per second, the limit for indexing. Also one text at a time (a query).
 //! 2. Index through the API: `switchyard serve` (release, fresh data directory), `POST /api/runs` mode `index`,
 //!    64 documents per request, two requests in flight: documents per second, compared with the raw speed measured
-//!    right before and after on 1,024 of the documents (the machine's speed drifts over minutes).
+//!    right before and after on 1,024 of the documents (the machine's speed drifts over minutes). The gateway's
+//!    model first embeds those 1,024 once (`mode: execute`), warm like the one in process.
 //! 3. The gateway is stopped and the shard optimised in process (`EdgeStore::optimize_now`, the HNSW build the
-//!    gateway otherwise does in the background), timed; the gateway is started again on the same data.
+//!    gateway otherwise does in the background), timed; the store alone is timed at the search beam the gateway
+//!    uses (`SEARCH_EF`) and at the engine's default, and the recall of both against exact search is measured for
+//!    the benchmark's queries; the gateway is started again on the same data.
 //! 4. Search latency: sequential `POST /api/runs` mode `search` (top_k 5) with queries not in the index,
 //!    alternating in blocks with `mode: execute` on one text (embedding the query alone, through the same HTTP,
 //!    admission and billing path), so the difference is the vector search.
@@ -30,11 +34,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_actors::embed::{Embedder, EmbeddingFiles};
 use switchyard_actors::vectors::edge::EdgeStore;
-use switchyard_actors::vectors::{Chunk, Tenant, VectorStore};
+use switchyard_actors::vectors::{Chunk, Hit, Tenant, VectorStore};
 
 const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const MODEL: &str = "all-minilm-l6-v2";
 const BATCH: usize = 64;
+/// The search beam the gateway is started with (`vectors.search_ef`, its default) and the store alone is timed at.
+const SEARCH_EF: usize = 64;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -126,6 +132,7 @@ fn start(data: &Path, models: &Path, key: Option<(&str, &str)>) -> Gateway {
         .arg(data)
         .env("SWITCHYARD__EMBEDDINGS__CACHE_DIR", models)
         .env("SWITCHYARD__LOG__LEVEL", "warn")
+        .env("SWITCHYARD__VECTORS__SEARCH_EF", SEARCH_EF.to_string())
         .env("SWITCHYARD__BOOTSTRAP__CREDITS", "1000000")
         .env("SWITCHYARD__BOOTSTRAP__REQUESTS_PER_MINUTE", "10000000")
         .env("SWITCHYARD__BOOTSTRAP__CONCURRENT_REQUESTS", "64")
@@ -167,6 +174,16 @@ async fn post(client: &reqwest::Client, gw: &Gateway, body: &Value) -> Value {
     let answer: Value = response.json().await.unwrap();
     assert!(status.is_success(), "{answer}");
     answer
+}
+
+/// Embeds `texts` through the gateway (`mode: execute`, `BATCH` per request) so its model has met these shapes
+/// before it is timed, as the in-process one has: ONNX Runtime grows its memory arena for each new batch shape,
+/// and the first pass over a thousand documents runs up to a quarter slower than the next.
+async fn warm(gw: &Gateway, texts: &[String]) {
+    let client = reqwest::Client::new();
+    for batch in texts.chunks(BATCH) {
+        post(&client, gw, &json!({"model": MODEL, "input": {"texts": batch}})).await;
+    }
 }
 
 /// Indexes `docs` through the API, `BATCH` per request, two requests in flight; answers documents per second.
@@ -294,9 +311,27 @@ async fn latencies(gw: &Gateway, queries: &[String]) -> Latencies {
     out
 }
 
-/// Optimises the store in process; answers the time it took and the store's search time alone (p50, p99) for
-/// `probes` (vectors near indexed ones), so the API figures can be split into embedding, store and the rest.
-async fn optimize(data: &Path, tenant: &Tenant, probes: &[Vec<f32>]) -> (Duration, Duration, Duration) {
+/// The store alone, in process, after optimisation.
+struct StoreAlone {
+    optimize: Duration,
+    /// Search time for probes (vectors near indexed ones) at `SEARCH_EF`, p50 and p99; p50 at the engine's default.
+    p50: Duration,
+    p99: Duration,
+    p50_default: Duration,
+    /// Share of the exact top 5 documents the approximate search finds, for real queries: at `SEARCH_EF` and at
+    /// the engine's default beam.
+    recall: f64,
+    recall_default: f64,
+}
+
+fn ids(hits: &[Hit]) -> Vec<String> {
+    hits.iter().map(|h| h.doc_id.clone()).collect()
+}
+
+/// Optimises the store in process and measures it alone: the time the optimisation took, the search time for
+/// `probes`, and the recall against exact search for `queries`, so the API figures can be split into embedding,
+/// store and the rest, and the search beam's cost in accuracy is seen beside its speed.
+async fn optimize(data: &Path, tenant: &Tenant, probes: &[Vec<f32>], queries: &[Vec<f32>]) -> StoreAlone {
     let started = Instant::now();
     let store = EdgeStore::open(&data.join("vectors"), 384).unwrap();
     store.optimize_now().unwrap();
@@ -304,16 +339,40 @@ async fn optimize(data: &Path, tenant: &Tenant, probes: &[Vec<f32>]) -> (Duratio
     if let Some((segments, points, indexed)) = store.stats(MODEL).unwrap() {
         eprintln!("  store: {segments} segments, {points} points, {indexed} vectors in HNSW");
     }
-    let mut times = Vec::new();
-    for probe in probes {
-        let started = Instant::now();
-        let hits = store.search(MODEL, tenant, probe.clone(), 5, None).await.unwrap();
-        times.push(started.elapsed());
-        assert_eq!(hits.len(), 5);
+    // The engine's default beam first, with the exact answers; then, on the store opened again, `SEARCH_EF`.
+    let mut exact = Vec::new();
+    for query in queries {
+        exact.push(ids(&store.search_exact(MODEL, tenant, query.clone(), 5).await.unwrap()));
     }
-    times.sort();
-    drop(store);
-    (took, percentile(&times, 0.5), percentile(&times, 0.99))
+    let mut times = [Vec::new(), Vec::new()];
+    let mut found = [0usize; 2];
+    let mut store = Some(store);
+    for i in [1, 0] {
+        let store = match store.take() {
+            Some(store) => store,
+            None => EdgeStore::open(&data.join("vectors"), 384).unwrap().with_search_ef(SEARCH_EF),
+        };
+        for probe in probes {
+            let started = Instant::now();
+            let hits = store.search(MODEL, tenant, probe.clone(), 5, None).await.unwrap();
+            times[i].push(started.elapsed());
+            assert_eq!(hits.len(), 5);
+        }
+        times[i].sort();
+        for (query, exact) in queries.iter().zip(&exact) {
+            let approximate = ids(&store.search(MODEL, tenant, query.clone(), 5, None).await.unwrap());
+            found[i] += approximate.iter().filter(|id| exact.contains(id)).count();
+        }
+    }
+    let recall = |n: usize| n as f64 / (5 * queries.len().max(1)) as f64;
+    StoreAlone {
+        optimize: took,
+        p50: percentile(&times[0], 0.5),
+        p99: percentile(&times[0], 0.99),
+        p50_default: percentile(&times[1], 0.5),
+        recall: recall(found[0]),
+        recall_default: recall(found[1]),
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -344,9 +403,10 @@ async fn main() -> ExitCode {
     }
     let raw_rate = docs.len() as f64 / started.elapsed().as_secs_f64();
     let mut single = Vec::new();
-    for q in queries.iter().take(200) {
+    let mut query_vectors = Vec::new();
+    for q in &queries {
         let started = Instant::now();
-        embedder.embed(vec![q.clone()]).await.unwrap();
+        query_vectors.extend(embedder.embed(vec![q.clone()]).await.unwrap());
         single.push(started.elapsed());
     }
     single.sort();
@@ -358,6 +418,7 @@ async fn main() -> ExitCode {
     let dir = tempfile::tempdir().unwrap();
     let data: PathBuf = dir.path().join("data");
     let gw = start(&data, &models, None);
+    warm(&gw, sample).await;
     let raw_before = raw(&embedder, sample).await;
     eprintln!("indexing {n_docs} documents through the API...");
     let index_rate = index_api(&gw, &docs, "d").await;
@@ -376,7 +437,7 @@ async fn main() -> ExitCode {
             v
         })
         .collect();
-    let (optimize_small, store_small_p50, store_small_p99) = optimize(&data, &tenant, &probes).await;
+    let store_small = optimize(&data, &tenant, &probes, &query_vectors).await;
     let gw = start(&data, &models, Some((&key, &workspace)));
     eprintln!("search latency at {n_docs} chunks...");
     let small = latencies(&gw, &queries).await;
@@ -408,7 +469,7 @@ async fn main() -> ExitCode {
         store.index(MODEL, &tenant, pending).await.unwrap();
     }
     let fill = fill_started.elapsed();
-    let (optimize_large, store_large_p50, store_large_p99) = optimize(&data, &tenant, &probes).await;
+    let store_large = optimize(&data, &tenant, &probes, &query_vectors).await;
     let gw = start(&data, &models, Some((&key, &workspace)));
     eprintln!("search latency at {total} chunks...");
     let large = latencies(&gw, &queries).await;
@@ -434,8 +495,8 @@ async fn main() -> ExitCode {
     );
     println!(
         "| optimisation, HNSW build off the request path (s) | {:.1} | {:.1} (fill {:.1}) |",
-        optimize_small.as_secs_f64(),
-        optimize_large.as_secs_f64(),
+        store_small.optimize.as_secs_f64(),
+        store_large.optimize.as_secs_f64(),
         fill.as_secs_f64()
     );
     println!(
@@ -464,10 +525,22 @@ async fn main() -> ExitCode {
     );
     println!(
         "| the store's search alone, in process, top 5 documents p50 / p99 (ms) | {} / {} | {} / {} |",
-        ms(store_small_p50),
-        ms(store_small_p99),
-        ms(store_large_p50),
-        ms(store_large_p99)
+        ms(store_small.p50),
+        ms(store_small.p99),
+        ms(store_large.p50),
+        ms(store_large.p99)
+    );
+    println!(
+        "| the same, p50 with the engine's default beam (100) instead of {SEARCH_EF} (ms) | {} | {} |",
+        ms(store_small.p50_default),
+        ms(store_large.p50_default)
+    );
+    println!(
+        "| recall of the top 5 documents against exact search, beam {SEARCH_EF} / 100 (%) | {:.1} / {:.1} | {:.1} / {:.1} |",
+        100.0 * store_small.recall,
+        100.0 * store_small.recall_default,
+        100.0 * store_large.recall,
+        100.0 * store_large.recall_default
     );
     println!(
         "| raw embedding of one text in process p50 / p99 (ms) | {} / {} | – |",

@@ -19,7 +19,8 @@ use qdrant_edge::{
     EdgeVectorParamsBuilder, FacetRequest, FacetValue, FieldCondition, FieldIndexOperations, Filter,
     IntegerIndexParams, JsonPath, KeywordIndexParams, Match, OrderBy, OrderByInterface, PayloadFieldSchema,
     PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted, QuantizationConfig,
-    QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation, VectorInternal, WithPayloadInterface, WithVector,
+    QueryRequest, ScoringQuery, ScrollRequest, SearchParams, UpdateOperation, VectorInternal, WithPayloadInterface,
+    WithVector,
 };
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -151,6 +152,8 @@ impl Shard {
 pub struct EdgeStore {
     root: PathBuf,
     dimensions: usize,
+    /// The HNSW search beam; `None` for the engine's default (its `ef_construct`, 100).
+    search_ef: Option<usize>,
     shards: Arc<Mutex<HashMap<String, Arc<Shard>>>>,
     stop: Arc<AtomicBool>,
 }
@@ -172,6 +175,7 @@ impl EdgeStore {
         let store = EdgeStore {
             root: root.to_path_buf(),
             dimensions,
+            search_ef: None,
             shards: Arc::new(Mutex::new(shards)),
             stop: Arc::new(AtomicBool::new(false)),
         };
@@ -182,6 +186,43 @@ impl EdgeStore {
             .spawn(move || optimizer_loop(weak, stop))
             .map_err(|e| format!("cannot start the vector optimiser: {e}"))?;
         Ok(store)
+    }
+
+    /// Searches with a beam of `ef` candidates (at least the number of candidates asked for): smaller is faster
+    /// and finds slightly fewer of the true nearest neighbours; the benchmark reports the recall it keeps.
+    pub fn with_search_ef(mut self, ef: usize) -> Self {
+        self.search_ef = Some(ef);
+        self
+    }
+
+    /// Exact search (every point of the tenant compared, no HNSW, no quantization): what the approximate search
+    /// is measured against. For benchmarks and tools; its cost grows with the tenant's size.
+    pub fn search_exact(
+        &self,
+        collection: &str,
+        tenant: &Tenant,
+        vector: Vec<f32>,
+        documents: usize,
+    ) -> BoxFuture<'static, StoreResult<Vec<Hit>>> {
+        let params = SearchParams { exact: true, ..SearchParams::default() };
+        self.search_with(collection, tenant, vector, documents, None, params)
+    }
+
+    fn search_with(
+        &self,
+        collection: &str,
+        tenant: &Tenant,
+        vector: Vec<f32>,
+        documents: usize,
+        filter: Option<MetadataFilter>,
+        params: SearchParams,
+    ) -> BoxFuture<'static, StoreResult<Vec<Hit>>> {
+        let shard = self.shard(collection, false);
+        let tenant = tenant.clone();
+        blocking(move || match shard? {
+            Some(shard) => search_blocking(&shard, &tenant, vector, documents, filter, params),
+            None => Ok(Vec::new()),
+        })
     }
 
     fn shard(&self, collection: &str, create: bool) -> StoreResult<Option<Arc<Shard>>> {
@@ -451,6 +492,7 @@ fn search_blocking(
     vector: Vec<f32>,
     documents: usize,
     filter: Option<MetadataFilter>,
+    params: SearchParams,
 ) -> StoreResult<Vec<Hit>> {
     let mut conditions = vec![keyword("tenant", &tenant.key())];
     if let Some(filter) = &filter {
@@ -469,7 +511,7 @@ fn search_blocking(
         score_threshold: None,
         limit: candidates(documents),
         offset: 0,
-        params: None,
+        params: Some(params),
         with_vector: WithVector::Bool(false),
         with_payload: WithPayloadInterface::Bool(false),
     };
@@ -582,12 +624,8 @@ impl VectorStore for EdgeStore {
         documents: usize,
         filter: Option<MetadataFilter>,
     ) -> BoxFuture<'static, StoreResult<Vec<Hit>>> {
-        let shard = self.shard(collection, false);
-        let tenant = tenant.clone();
-        blocking(move || match shard? {
-            Some(shard) => search_blocking(&shard, &tenant, vector, documents, filter),
-            None => Ok(Vec::new()),
-        })
+        let params = SearchParams { hnsw_ef: self.search_ef, ..SearchParams::default() };
+        self.search_with(collection, tenant, vector, documents, filter, params)
     }
 
     fn count(&self, collection: &str, tenant: &Tenant) -> BoxFuture<'static, StoreResult<u64>> {
@@ -646,6 +684,34 @@ mod tests {
     use super::super::conformance::{self, chunk, tenant, unit};
     use super::*;
 
+    /// Opens the store under `dir`, indexes `n` one-chunk documents `d0..` (8 dimensions) into collection `m`, and
+    /// closes it again.
+    async fn fill(dir: &Path, t: &Tenant, n: u32) -> Result<(), String> {
+        let store = EdgeStore::open(dir, 8)?;
+        let chunks: Vec<Chunk> = (0..n).map(|i| chunk(&format!("d{i}"), 0, unit(i), "en")).collect();
+        store.index("m", t, chunks).await
+    }
+
+    /// A narrow search beam still answers (the engine keeps at least as many candidates as asked for), and on
+    /// segments small enough to be searched plainly it agrees with exact search.
+    #[tokio::test]
+    async fn a_narrow_beam_agrees_with_exact_search() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let t = tenant("ws_1", "docs");
+        fill(dir.path(), &t, 200).await?;
+        let store = EdgeStore::open(dir.path(), 8)?.with_search_ef(1);
+        for seed in [3, 70, 199] {
+            let approximate = store.search("m", &t, unit(seed), 10, None).await?;
+            let exact = store.search_exact("m", &t, unit(seed), 10).await?;
+            assert_eq!(approximate.len(), 10);
+            assert_eq!(exact[0].doc_id, format!("d{seed}"));
+            let ids = |hits: &[Hit]| hits.iter().map(|h| h.doc_id.clone()).collect::<Vec<_>>();
+            assert_eq!(ids(&approximate), ids(&exact));
+        }
+        assert!(store.search_exact("m", &tenant("ws_2", "docs"), unit(3), 10).await?.is_empty());
+        Ok(())
+    }
+
     #[tokio::test]
     async fn tenants_are_isolated_and_reindexing_replaces() -> Result<(), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -659,12 +725,8 @@ mod tests {
     async fn shards_without_quantization_are_upgraded() -> Result<(), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let t = tenant("ws_1", "docs");
-        {
-            // The layout an earlier version wrote: the same shard without quantization.
-            let store = EdgeStore::open(dir.path(), 8)?;
-            let chunks: Vec<Chunk> = (0..50).map(|i| chunk(&format!("d{i}"), 0, unit(i), "en")).collect();
-            store.index("m", &t, chunks).await?;
-        }
+        // The layout an earlier version wrote: the same shard without quantization.
+        fill(dir.path(), &t, 50).await?;
         let config_file = dir.path().join("m").join("edge_config.json");
         let mut config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&config_file).map_err(|e| e.to_string())?)
@@ -686,11 +748,7 @@ mod tests {
     async fn data_survives_reopening() -> Result<(), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let t = tenant("ws_1", "docs");
-        {
-            let store = EdgeStore::open(dir.path(), 8)?;
-            let chunks: Vec<Chunk> = (0..300).map(|i| chunk(&format!("d{i}"), 0, unit(i), "en")).collect();
-            store.index("m", &t, chunks).await?;
-        }
+        fill(dir.path(), &t, 300).await?;
         let store = EdgeStore::open(dir.path(), 8)?;
         assert_eq!(store.count("m", &t).await?, 300);
         let hits = store.search("m", &t, unit(7), 1, None).await?;

@@ -18,7 +18,7 @@ use qdrant_client::qdrant::{
     CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Direction, Distance, FacetCountsBuilder, FieldType, Filter,
     IntegerIndexParamsBuilder, KeywordIndexParamsBuilder, OrderBy, PayloadIncludeSelector, PointStruct,
     PointsOperationResponse, Query, QueryPointsBuilder, Range, RepeatedIntegers, RepeatedStrings, ScrollPointsBuilder,
-    UpdateStatus, UpsertPointsBuilder, VectorParamsBuilder,
+    SearchParamsBuilder, UpdateStatus, UpsertPointsBuilder, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Map, Value};
@@ -40,6 +40,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct QdrantStore {
     inner: Arc<Inner>,
+    /// The HNSW search beam; `None` for the server's default.
+    search_ef: Option<u64>,
 }
 
 struct Inner {
@@ -81,10 +83,17 @@ pub async fn connect(url: &str, api_key: Option<String>, dimensions: usize, pref
     tracing::info!(url, version = %health.version, "connected to the Qdrant server");
     Ok(QdrantStore {
         inner: Arc::new(Inner { client, dimensions, prefix: prefix.to_string(), ready: Mutex::new(HashSet::new()) }),
+        search_ef: None,
     })
 }
 
 impl QdrantStore {
+    /// Searches with a beam of `ef` candidates, as the embedded store does (`vectors.search_ef`).
+    pub fn with_search_ef(mut self, ef: usize) -> Self {
+        self.search_ef = Some(ef as u64);
+        self
+    }
+
     /// Deletes the Qdrant collection behind `collection`, every tenant's points with it; answers whether it
     /// existed.
     pub async fn delete_collection(&self, collection: &str) -> StoreResult<bool> {
@@ -213,6 +222,7 @@ impl Inner {
         vector: Vec<f32>,
         documents: usize,
         filter: Option<MetadataFilter>,
+        search_ef: Option<u64>,
     ) -> StoreResult<Vec<Hit>> {
         let name = self.name(collection)?;
         let mut conditions = vec![tenant_condition(tenant)];
@@ -222,12 +232,15 @@ impl Inner {
         if documents == 0 {
             return Ok(Vec::new());
         }
-        let request = QueryPointsBuilder::new(name.as_str())
+        let mut request = QueryPointsBuilder::new(name.as_str())
             .query(Query::new_nearest(vector))
             .filter(Filter::must(conditions))
             .limit(candidates(documents) as u64)
             .with_payload(true)
             .with_vectors(false);
+        if let Some(ef) = search_ef {
+            request = request.params(SearchParamsBuilder::default().hnsw_ef(ef));
+        }
         let response = match self.client.query(request).await {
             Ok(response) => response,
             Err(e) if is_not_found(&e) => return Ok(Vec::new()),
@@ -436,8 +449,9 @@ impl VectorStore for QdrantStore {
         documents: usize,
         filter: Option<MetadataFilter>,
     ) -> BoxFuture<'static, StoreResult<Vec<Hit>>> {
-        let (inner, collection, tenant) = (self.inner.clone(), collection.to_string(), tenant.clone());
-        Box::pin(async move { inner.search(&collection, &tenant, vector, documents, filter).await })
+        let (inner, collection, tenant, ef) =
+            (self.inner.clone(), collection.to_string(), tenant.clone(), self.search_ef);
+        Box::pin(async move { inner.search(&collection, &tenant, vector, documents, filter, ef).await })
     }
 
     fn count(&self, collection: &str, tenant: &Tenant) -> BoxFuture<'static, StoreResult<u64>> {
