@@ -148,6 +148,15 @@ impl Shard {
     }
 }
 
+/// How a search walks the index.
+#[derive(Clone, Copy, Debug)]
+pub enum Beam {
+    /// Every point of the tenant compared, no HNSW, no quantization.
+    Exact,
+    /// HNSW with a beam of this many candidates.
+    Ef(usize),
+}
+
 /// The embedded vector store.
 pub struct EdgeStore {
     root: PathBuf,
@@ -195,16 +204,20 @@ impl EdgeStore {
         self
     }
 
-    /// Exact search (every point of the tenant compared, no HNSW, no quantization): what the approximate search
-    /// is measured against. For benchmarks and tools; its cost grows with the tenant's size.
-    pub fn search_exact(
+    /// Searches with the given `beam` rather than the store's own: for benchmarks and tools that measure what the
+    /// beam costs in accuracy (against [`Beam::Exact`], whose cost grows with the tenant's size).
+    pub fn search_beam(
         &self,
         collection: &str,
         tenant: &Tenant,
         vector: Vec<f32>,
         documents: usize,
+        beam: Beam,
     ) -> BoxFuture<'static, StoreResult<Vec<Hit>>> {
-        let params = SearchParams { exact: true, ..SearchParams::default() };
+        let params = match beam {
+            Beam::Exact => SearchParams { exact: true, ..SearchParams::default() },
+            Beam::Ef(ef) => SearchParams { hnsw_ef: Some(ef), ..SearchParams::default() },
+        };
         self.search_with(collection, tenant, vector, documents, None, params)
     }
 
@@ -693,22 +706,22 @@ mod tests {
     }
 
     /// A narrow search beam still answers (the engine keeps at least as many candidates as asked for), and on
-    /// segments small enough to be searched plainly it agrees with exact search.
+    /// segments small enough to be searched plainly every beam agrees with exact search.
     #[tokio::test]
     async fn a_narrow_beam_agrees_with_exact_search() -> Result<(), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let t = tenant("ws_1", "docs");
         fill(dir.path(), &t, 200).await?;
         let store = EdgeStore::open(dir.path(), 8)?.with_search_ef(1);
+        let ids = |hits: Vec<Hit>| hits.into_iter().map(|h| h.doc_id).collect::<Vec<_>>();
         for seed in [3, 70, 199] {
-            let approximate = store.search("m", &t, unit(seed), 10, None).await?;
-            let exact = store.search_exact("m", &t, unit(seed), 10).await?;
-            assert_eq!(approximate.len(), 10);
-            assert_eq!(exact[0].doc_id, format!("d{seed}"));
-            let ids = |hits: &[Hit]| hits.iter().map(|h| h.doc_id.clone()).collect::<Vec<_>>();
-            assert_eq!(ids(&approximate), ids(&exact));
+            let exact = ids(store.search_beam("m", &t, unit(seed), 10, Beam::Exact).await?);
+            assert_eq!(exact.len(), 10);
+            assert_eq!(exact[0], format!("d{seed}"));
+            assert_eq!(ids(store.search("m", &t, unit(seed), 10, None).await?), exact);
+            assert_eq!(ids(store.search_beam("m", &t, unit(seed), 10, Beam::Ef(4)).await?), exact);
         }
-        assert!(store.search_exact("m", &tenant("ws_2", "docs"), unit(3), 10).await?.is_empty());
+        assert!(store.search_beam("m", &tenant("ws_2", "docs"), unit(3), 10, Beam::Exact).await?.is_empty());
         Ok(())
     }
 
