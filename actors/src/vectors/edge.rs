@@ -334,8 +334,8 @@ fn quantization() -> StoreResult<QuantizationConfig> {
 
 /// How far beyond the candidates asked for the int8 codes look; the original vectors then rescore them all.
 /// Without it, neighbours closer together than the codes' rounding (near-duplicate documents, several chunks of
-/// one text) are missed: measured at 100k points, the recall of the exact top 5 rose from 88% to 99%, and the
-/// search time did not move beyond the noise.
+/// one text) are missed: in `make bench`, the recall of the exact top 5 documents rose from 92% (10k chunks) and
+/// 57% (100k) to 100% at both, and the search time did not move beyond the noise.
 const OVERSAMPLING: f64 = 2.0;
 
 /// The parameters of an approximate search with a beam of `ef` (`None`: the engine's default).
