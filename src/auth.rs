@@ -1,15 +1,11 @@
 //! API keys: generated with 256 bits of entropy, stored as SHA-256 hashes, resolved from an in-memory cache so no
 //! request reads the database, and compared in constant time.
 
-use crate::api::errors::ApiError;
-use crate::state::AppState;
 use crate::store::{KeyRecord, Plan, Store, Workspace};
-use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::HttpRequest;
 use dashmap::DashMap;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use std::future::{ready, Ready};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -103,24 +99,6 @@ pub fn presented_key(req: &HttpRequest) -> Option<&str> {
     let auth = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = auth.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|k| !k.is_empty())
-}
-
-impl FromRequest for Principal {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
-    }
-}
-
-fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
-    let Some(state) = req.app_data::<web::Data<AppState>>() else {
-        return Err(ApiError::internal("application state missing"));
-    };
-    let key = presented_key(req).ok_or_else(ApiError::missing_api_key)?;
-    let principal = state.keys.resolve(key).ok_or_else(ApiError::invalid_api_key)?;
-    Ok(principal)
 }
 
 #[cfg(test)]

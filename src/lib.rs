@@ -4,6 +4,7 @@
 pub mod api;
 pub mod audio;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod index_cli;
 pub mod media;
@@ -17,7 +18,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, Error, HttpMessage};
-use api::chat::UpstreamTime;
+use api::call::UpstreamTime;
 use state::AppState;
 use std::time::Instant;
 
@@ -62,9 +63,9 @@ pub fn app(
                         response.headers_mut().insert(HeaderName::from_static(OVERHEAD_HEADER), value);
                     }
                 }
-                let grant = response.request().extensions().get::<switchyard_actors::engine::session::Grant>().copied();
-                if let Some(grant) = grant {
-                    for (name, value) in api::limits::headers(&grant) {
+                let limits = response.request().extensions().get::<api::limits::RateLimit>().copied();
+                if let Some(limits) = limits {
+                    for (name, value) in limits.headers() {
                         if let Ok(value) = HeaderValue::from_str(&value) {
                             response.headers_mut().insert(HeaderName::from_static(name), value);
                         }

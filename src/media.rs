@@ -6,6 +6,7 @@
 use futures::future::BoxFuture;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::io::AsyncWrite;
 
 pub trait BlobStore: Send + Sync + 'static {
@@ -105,12 +106,12 @@ pub struct Stored {
 }
 
 impl MediaWriter {
-    pub async fn create(state: &crate::state::AppState, workspace_id: &str) -> io::Result<MediaWriter> {
+    pub async fn create(blobs: &Arc<dyn BlobStore>, workspace_id: &str) -> io::Result<MediaWriter> {
         use sha2::Digest;
         let staging = crate::auth::new_id("stg");
-        let file = state.media.stage(&staging).await?;
+        let file = blobs.stage(&staging).await?;
         Ok(MediaWriter {
-            store: state.media.clone(),
+            store: blobs.clone(),
             workspace_id: workspace_id.to_owned(),
             staging,
             file: Some(file),
@@ -136,7 +137,7 @@ impl MediaWriter {
     /// Publishes the object and records it as media of the workspace.
     pub async fn finish(
         mut self,
-        state: &crate::state::AppState,
+        rows: &crate::store::Store,
         filename: &str,
         content_type: &str,
     ) -> io::Result<Stored> {
@@ -162,21 +163,17 @@ impl MediaWriter {
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         // Published: nothing is left in staging for `Drop` to remove.
         self.staging.clear();
-        sqlx::query(
-            "INSERT INTO media (id, workspace_id, filename, content_type, bytes, sha256, object, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&media_ref)
-        .bind(&self.workspace_id)
-        .bind(filename)
-        .bind(content_type)
-        .bind(self.bytes as i64)
-        .bind(&sha256)
-        .bind(&object)
-        .bind(crate::state::now_unix())
-        .execute(state.store.pool())
-        .await
-        .map_err(io::Error::other)?;
+        let row = crate::store::MediaRow {
+            id: media_ref.clone(),
+            workspace_id: self.workspace_id.clone(),
+            filename: filename.to_owned(),
+            content_type: content_type.to_owned(),
+            bytes: self.bytes,
+            sha256: sha256.clone(),
+            object,
+            created_at: crate::clock::now_unix(),
+        };
+        rows.insert_media(&row).await.map_err(io::Error::other)?;
         Ok(Stored { media_ref, bytes: self.bytes, sha256 })
     }
 
@@ -211,15 +208,16 @@ impl Drop for MediaWriter {
 
 /// Stores a generated output as media of `workspace_id`.
 pub async fn store_generated(
-    state: &crate::state::AppState,
+    blobs: &Arc<dyn BlobStore>,
+    rows: &crate::store::Store,
     workspace_id: &str,
     filename: &str,
     content_type: &str,
     bytes: &[u8],
 ) -> io::Result<Stored> {
-    let mut writer = MediaWriter::create(state, workspace_id).await?;
+    let mut writer = MediaWriter::create(blobs, workspace_id).await?;
     writer.write(bytes).await?;
-    writer.finish(state, filename, content_type).await
+    writer.finish(rows, filename, content_type).await
 }
 
 /// The content types the gateway accepts, each recognised from its first bytes.

@@ -1,6 +1,7 @@
 //! The application state every handler shares: configuration, catalogue, providers, store, key cache, metrics.
 
 use crate::auth::{self, KeyCache};
+use crate::clock::now_unix;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{KeyRecord, Plan, Store, Workspace};
@@ -124,6 +125,22 @@ impl AppState {
     pub fn engine(&self) -> &Engine {
         self.start_engine()
     }
+
+    /// Why a model cannot serve now, or `None` when it can.
+    pub fn unavailable_reason(&self, model: &switchyard_actors::ModelSpec) -> Option<String> {
+        let provider = self.providers.for_model(model);
+        if provider.is_some_and(|p| p.is_available()) {
+            return None;
+        }
+        Some(match provider.and_then(|p| p.missing_variable()) {
+            _ if model.modality == switchyard_actors::catalogue::Modality::Embedding => format!(
+                "embedding models are unavailable ({}): fetch the files with `make models`",
+                self.providers.embedder().err().unwrap_or_default()
+            ),
+            Some(variable) => format!("provider `{}` is not configured: set {variable}", model.provider),
+            None => format!("provider `{}` is not configured", model.provider),
+        })
+    }
 }
 
 /// Loads the embedding model when the catalogue has one; when its files are missing the gateway still starts, and
@@ -189,10 +206,6 @@ async fn open_vectors(
             Ok((Arc::new(store), "embedded"))
         }
     }
-}
-
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Creates a key for a workspace and stores its hash; answers the record and the key in clear (shown once).

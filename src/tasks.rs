@@ -2,6 +2,8 @@
 //! the changes made through the admin API (stored in the database, deletions included). Later sources win.
 
 use crate::store::Store;
+use serde::Deserialize;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ pub fn parse_file(slug: &str, text: &str, catalogue: &Catalogue) -> Result<TaskS
     task.validate(catalogue, false).map_err(|e| format!("task `{slug}`: {e}"))?;
     check_schema(&task).map_err(|e| format!("task `{slug}`: {e}"))?;
     for revision in &task.revisions {
-        crate::api::tasks::check_params(task.output_format, &revision.params)
+        check_params(task.output_format, &revision.params)
             .map_err(|e| format!("task `{slug}` revision `{}` params: {e}", revision.id))?;
     }
     Ok(task)
@@ -83,6 +85,52 @@ pub async fn load(dir: &str, catalogue: &Catalogue, store: &Store) -> Result<Tas
     }
     snapshot.store(Arc::new(set));
     Ok(snapshot)
+}
+
+// The shapes of a revision's `params`, one per kind of output.
+/// Chat parameters a revision may set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatParams {
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stop: Option<Vec<String>>,
+}
+
+/// Checks a revision's `params` for its output format (the admin API calls it before saving).
+pub fn check_params(
+    format: switchyard_actors::tasks::OutputFormat,
+    params: &serde_json::Map<String, Value>,
+) -> Result<(), String> {
+    let object = Value::Object(params.clone());
+    let result = match format.modality() {
+        switchyard_actors::catalogue::Modality::Chat => serde_json::from_value::<ChatParams>(object).map(|_| ()),
+        switchyard_actors::catalogue::Modality::Image => serde_json::from_value::<ImageParams>(object).map(|_| ()),
+        _ => serde_json::from_value::<AudioParams>(object).map(|_| ()),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// Image parameters a revision may set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageParams {
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub num_inference_steps: Option<u32>,
+    pub guidance_scale: Option<f64>,
+    pub seed: Option<u64>,
+    pub output_format: Option<String>,
+}
+
+/// Speech parameters a revision may set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioParams {
+    pub voice: Option<String>,
+    pub voice_settings: Option<Value>,
+    pub output_format: Option<String>,
 }
 
 #[cfg(test)]

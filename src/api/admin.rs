@@ -1,13 +1,14 @@
 //! The operator's admin API under `/admin/`: on only when `SWITCHYARD_ADMIN_KEY` is set, and only for that key.
 
-use super::body::{from_object, parse_object, read_json};
+use super::body::Json;
 use super::errors::{ApiError, ErrorBody};
-use crate::auth::{self, presented_key};
-use crate::state::{create_key, now_unix, AppState};
+use super::principal::Admin;
+use crate::auth::{self};
+use crate::clock::now_unix;
+use crate::state::{create_key, AppState};
 use crate::store::{Plan, Workspace};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use switchyard_actors::engine::ledger::{GetWallet, LedgerError, OpenWallet, TopUp as TopUpCredits};
 use switchyard_actors::Credits;
 use utoipa::ToSchema;
@@ -18,21 +19,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(super::resource("/admin/workspaces/{id}/keys").route(web::post().to(create_workspace_key)))
         .service(super::resource("/admin/workspaces/{id}/credits").route(web::post().to(top_up)))
         .service(super::resource("/admin/keys/{id}").route(web::delete().to(revoke_key)));
-}
-
-/// Lets the request through only with the admin key. With the admin API off, the routes do not exist (404).
-pub(crate) fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    let Some(admin_hash) = state.admin_key else {
-        return Err(ApiError::not_found("The admin API is off: set SWITCHYARD_ADMIN_KEY to turn it on"));
-    };
-    let key = presented_key(req).ok_or_else(ApiError::missing_api_key)?;
-    if bool::from(auth::hash_key(key).ct_eq(&admin_hash)) {
-        return Ok(());
-    }
-    if state.keys.resolve(key).is_some() {
-        return Err(ApiError::admin_only());
-    }
-    Err(ApiError::invalid_api_key())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -154,12 +140,9 @@ async fn workspace_view(state: &AppState, workspace: Workspace) -> Result<Worksp
     security(("bearer" = [])))]
 pub async fn create_workspace(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
+    _admin: Admin,
+    Json(body): Json<CreateWorkspace>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    let body: CreateWorkspace = from_object(parse_object(&body)?)?;
     check_name(&body.name)?;
     if body.credits.milli() < 0 {
         return Err(ApiError::invalid_field("credits", "`credits` must not be negative"));
@@ -184,10 +167,9 @@ pub async fn create_workspace(
     security(("bearer" = [])))]
 pub async fn get_workspace(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
+    _admin: Admin,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
     let workspace = state.store.workspace(&id).await.map_err(ApiError::store)?;
     let workspace = workspace.ok_or_else(|| ApiError::not_found(format!("No workspace `{id}`")))?;
     Ok(HttpResponse::Ok().json(workspace_view(&state, workspace).await?))
@@ -198,13 +180,10 @@ pub async fn get_workspace(
     security(("bearer" = [])))]
 pub async fn create_workspace_key(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
-    payload: web::Payload,
+    _admin: Admin,
+    Json(body): Json<CreateKey>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    let body: CreateKey = from_object(parse_object(&body)?)?;
     check_name(&body.name)?;
     let workspace = state.store.workspace(&id).await.map_err(ApiError::store)?;
     let workspace = workspace.ok_or_else(|| ApiError::not_found(format!("No workspace `{id}`")))?;
@@ -225,13 +204,10 @@ pub async fn create_workspace_key(
     security(("bearer" = [])))]
 pub async fn top_up(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
-    payload: web::Payload,
+    _admin: Admin,
+    Json(body): Json<TopUp>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    let body: TopUp = from_object(parse_object(&body)?)?;
     if body.credits.milli() <= 0 {
         return Err(ApiError::invalid_field("credits", "`credits` must be more than 0"));
     }
@@ -251,10 +227,9 @@ pub async fn top_up(
     security(("bearer" = [])))]
 pub async fn revoke_key(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
+    _admin: Admin,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
     let record = state.store.revoke_key(&id, now_unix()).await.map_err(ApiError::store)?;
     let record = record.ok_or_else(|| ApiError::not_found(format!("No API key `{id}`")))?;
     state.keys.remove(&record.key_hash);

@@ -1,9 +1,9 @@
 //! `GET /api/billing/wallet` and `GET /api/billing/usage/summary`, each confined to the caller's workspace.
 
 use super::errors::{ApiError, ErrorBody};
-use crate::auth::Principal;
+use super::principal::Admitted;
 use crate::state::AppState;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use switchyard_actors::engine::ledger::GetWallet;
@@ -35,10 +35,8 @@ pub struct WalletView {
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn wallet(
     state: web::Data<AppState>,
-    principal: Principal,
-    req: HttpRequest,
+    Admitted { principal, .. }: Admitted,
 ) -> Result<HttpResponse, ApiError> {
-    let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
     let wallet = state
         .engine()
         .ledger
@@ -92,44 +90,15 @@ pub struct UsageSummary {
 }
 
 /// Parses a time bound to Unix seconds.
-fn parse_time(field: &str, value: &str) -> Result<i64, ApiError> {
-    use time::format_description::well_known::Rfc3339;
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<i64>() {
-        return Ok(seconds);
-    }
-    if let Ok(t) = time::OffsetDateTime::parse(value, &Rfc3339) {
-        return Ok(t.unix_timestamp());
-    }
-    let day = time::macros::format_description!("[year]-[month]-[day]");
-    if let Ok(date) = time::Date::parse(value, &day) {
-        return Ok(date.midnight().assume_utc().unix_timestamp());
-    }
-    Err(ApiError::invalid_field(field, format!("`{field}` must be RFC 3339, YYYY-MM-DD or Unix seconds")))
-}
-
-/// A time range in Unix seconds: `from` (default 30 days ago) inclusive, `to` (default now) exclusive.
-pub(crate) fn time_range(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), ApiError> {
-    let now = crate::state::now_unix();
-    let from = from.map(|v| parse_time("from", v)).transpose()?.unwrap_or(now - 30 * 86_400);
-    let to = to.map(|v| parse_time("to", v)).transpose()?.unwrap_or(now + 1);
-    if to <= from {
-        return Err(ApiError::invalid_field("to", "`to` must be after `from`"));
-    }
-    Ok((from, to))
-}
-
 #[utoipa::path(get, path = "/api/billing/usage/summary", tag = "billing", params(SummaryQuery),
     responses((status = 200, body = UsageSummary), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn usage_summary(
     state: web::Data<AppState>,
-    principal: Principal,
-    req: HttpRequest,
+    Admitted { principal, .. }: Admitted,
     query: web::Query<SummaryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
-    let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
+    let (from, to) = super::query::time_range(query.from.as_deref(), query.to.as_deref())?;
     let group_by = query.group_by.clone().unwrap_or_else(|| "model".to_owned());
     let key = match group_by.as_str() {
         "model" => "model",
@@ -197,17 +166,4 @@ pub async fn usage_summary(
         data,
         total,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn time_bounds_take_three_forms() {
-        assert_eq!(parse_time("from", "86400").unwrap(), 86_400);
-        assert_eq!(parse_time("from", "1970-01-02").unwrap(), 86_400);
-        assert_eq!(parse_time("from", "1970-01-02T00:00:00Z").unwrap(), 86_400);
-        assert_eq!(parse_time("from", "yesterday").unwrap_err().code(), "invalid_field");
-    }
 }

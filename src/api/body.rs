@@ -1,14 +1,40 @@
 //! Reading and parsing request bodies: size limit (413), content type (415), and JSON errors that say which field
-//! is wrong and how (invalid_json, missing_field, unknown_field, invalid_field).
+//! is wrong and how (invalid_json, missing_field, unknown_field, invalid_field). `Json<T>` is the extractor every
+//! handler with a JSON body takes; `read_json` serves those that keep the raw bytes (idempotency fingerprints).
 
 use super::errors::ApiError;
-use actix_web::{web, HttpRequest};
+use crate::state::AppState;
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
 use bytes::BytesMut;
+use futures::future::LocalBoxFuture;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
+/// A JSON object body parsed into `T`, within `server.max_body_bytes`.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let limit = req.app_data::<web::Data<AppState>>().map_or(1 << 20, |s| s.config.server.max_body_bytes);
+            let body = read_json(&req, payload, limit).await?;
+            Ok(Json(from_object(parse_object(&body)?)?))
+        })
+    }
+}
+
 /// Reads a JSON body within `limit` bytes.
-pub async fn read_json(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<bytes::Bytes, ApiError> {
+pub async fn read_json(
+    req: &HttpRequest,
+    mut payload: impl futures::Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>> + Unpin,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
     if let Some(content_type) = req.headers().get(actix_web::http::header::CONTENT_TYPE) {
         let text = content_type.to_str().unwrap_or("");
         let essence = text.split(';').next().unwrap_or("").trim();

@@ -1,9 +1,9 @@
 //! Embeddings: the in-process model behind a billed call (admission, a reservation of `per_input` for every text,
 //! settlement after), shared by `POST /api/runs` and the OpenAI-compatible `POST /v1/embeddings`.
 
-use super::billed::{Answered, Billed, CallSpec};
 use super::body::{from_object, parse_object, read_json};
-use super::chat::Metadata;
+use super::call::Metadata;
+use super::call::{Answered, Billed, CallSpec, Measured};
 use super::errors::{ApiError, ErrorBody};
 use crate::auth::Principal;
 use crate::state::AppState;
@@ -49,14 +49,15 @@ pub async fn embed_billed(
 ) -> Result<(Vec<Vec<f32>>, Billed, Answered), ApiError> {
     let embedder = state.providers.embedder().map_err(|reason| ApiError::embeddings_unavailable(&reason))?.clone();
     let inputs = texts.len() as u64;
-    let mut billed = Billed::begin(state, req, spec, |m| m.pricing.inputs_cost(inputs)).await?;
-    billed.record.prompt_tokens = estimate_tokens(&texts);
-    billed.record.units = inputs;
+    let mut billed = Billed::begin(state, req, spec, spec.new_id(), 0, |m| m.pricing.inputs_cost(inputs)).await?;
+    billed.record().prompt_tokens = estimate_tokens(&texts);
+    billed.record().units = inputs;
     let upstream = Instant::now();
     match embedder.embed(texts).await {
         Ok(vectors) => {
             state.metrics.observe_embedding(inputs, upstream.elapsed());
-            let answered = Answered { model: spec.model.clone(), attempts: 1, fallback: None };
+            let answered =
+                Answered { model: spec.model.clone(), attempts: 1, fallback: None, upstream: upstream.elapsed() };
             Ok((vectors, billed, answered))
         }
         Err(e) => {
@@ -67,8 +68,9 @@ pub async fn embed_billed(
 }
 
 /// Settles an embedding call: `inputs` texts at the model's `per_input`.
-pub async fn settle(billed: Billed, answered: &Answered, inputs: u64) -> Result<Metadata, ApiError> {
-    billed.settle(answered, answered.model.pricing.inputs_cost(inputs), inputs, 0).await
+pub async fn settle(mut billed: Billed, answered: &Answered, inputs: u64) -> Result<Metadata, ApiError> {
+    let measured = Measured { prompt_tokens: billed.record().prompt_tokens, units: inputs, ..Default::default() };
+    billed.settle(answered, answered.model.pricing.inputs_cost(inputs), measured).await
 }
 
 /// OpenAI's embeddings request.
@@ -196,7 +198,7 @@ pub async fn create_embeddings(
             principal: &principal,
             model,
             use_fallback: false,
-            reporting_group: super::chat::check_reporting_group(request.reporting_group)?,
+            reporting_group: super::call::check_reporting_group(request.reporting_group)?,
             endpoint: "/v1/embeddings",
             id_prefix: "emb",
             started,

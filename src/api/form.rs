@@ -10,7 +10,6 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 /// A file handed to a model: uploaded in this request or earlier (a `media_ref`).
 #[derive(Clone, Debug)]
@@ -206,16 +205,12 @@ pub async fn read_form(req: &HttpRequest, payload: web::Payload, max_file: usize
 
 /// A media object of `workspace_id` (404 for any other workspace's, as for one that does not exist).
 pub async fn load_media(state: &AppState, workspace_id: &str, media_ref: &str) -> Result<StoredMedia, ApiError> {
-    let row = sqlx::query("SELECT filename, content_type, object FROM media WHERE id = ? AND workspace_id = ?")
-        .bind(media_ref)
-        .bind(workspace_id)
-        .fetch_optional(state.store.pool())
+    let (filename, content_type, blob) = state
+        .store
+        .media(workspace_id, media_ref)
         .await
         .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::not_found(format!("No media `{media_ref}`")))?;
-    let content_type: String = row.try_get("content_type").map_err(ApiError::store)?;
-    let filename: String = row.try_get("filename").map_err(ApiError::store)?;
-    let blob: String = row.try_get("object").map_err(ApiError::store)?;
     let bytes = state.media.read(&blob).await.map_err(|e| ApiError::internal(format!("media: {e}")))?;
     Ok(StoredMedia { filename, content_type, bytes: Bytes::from(bytes) })
 }
@@ -247,4 +242,13 @@ pub async fn file_input(
             Ok(Some(FileInput { filename: media.filename, content_type, bytes: media.bytes }))
         }
     }
+}
+
+/// The base URL media links start with: `server.public_url`, or the address the request came to.
+pub fn public_url(state: &AppState, req: &HttpRequest) -> String {
+    if !state.config.server.public_url.is_empty() {
+        return state.config.server.public_url.trim_end_matches('/').to_owned();
+    }
+    let info = req.connection_info();
+    format!("{}://{}", info.scheme(), info.host())
 }

@@ -3,12 +3,13 @@
 
 use super::errors::ApiError;
 use crate::auth::Principal;
-use crate::state::{now_unix, AppState};
+use crate::clock::now_unix;
+use crate::state::AppState;
+use crate::store::Store;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 const TTL_SECS: i64 = 24 * 3600;
 /// Responses larger than this are not kept for replay (the key then answers 409 on reuse).
@@ -19,13 +20,13 @@ pub enum Idempotency {
     /// No key: nothing to do.
     None,
     /// First use of the key: run the request, then `finish` the response.
-    Fresh(Claim),
+    Fresh(Box<Claim>),
     /// The key was used with this body before: answer this.
     Replay(HttpResponse),
 }
 
 pub struct Claim {
-    state: web::Data<AppState>,
+    store: Store,
     workspace_id: String,
     key: String,
 }
@@ -51,57 +52,33 @@ pub async fn begin(
     })?;
     let digest = hash(req.path(), body);
     let now = now_unix();
-    let pool = state.store.pool();
-    sqlx::query("DELETE FROM idempotency WHERE workspace_id = ? AND key = ? AND created_at < ?")
-        .bind(&principal.workspace_id)
-        .bind(key)
-        .bind(now - TTL_SECS)
-        .execute(pool)
+    let store = &state.store;
+    let expired_before = now - TTL_SECS;
+    let claimed = store
+        .claim_idempotency(&principal.workspace_id, key, &digest, now, expired_before)
         .await
         .map_err(ApiError::store)?;
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency (workspace_id, key, body_hash, status, content_type, headers, body, created_at) \
-         VALUES (?, ?, ?, 0, '', '', x'', ?) ON CONFLICT DO NOTHING",
-    )
-    .bind(&principal.workspace_id)
-    .bind(key)
-    .bind(&digest)
-    .bind(now)
-    .execute(pool)
-    .await
-    .map_err(ApiError::store)?
-    .rows_affected()
-        == 1;
     if claimed {
-        return Ok(Idempotency::Fresh(Claim {
-            state: state.clone(),
+        return Ok(Idempotency::Fresh(Box::new(Claim {
+            store: store.clone(),
             workspace_id: principal.workspace_id.clone(),
             key: key.to_owned(),
-        }));
+        })));
     }
-    let row = sqlx::query(
-        "SELECT body_hash, status, content_type, headers, body FROM idempotency WHERE workspace_id = ? AND key = ?",
-    )
-    .bind(&principal.workspace_id)
-    .bind(key)
-    .fetch_optional(pool)
-    .await
-    .map_err(ApiError::store)?
-    .ok_or_else(|| ApiError::idempotency_conflict("This Idempotency-Key is being reused concurrently; retry"))?;
-    let stored_hash: Vec<u8> = row.try_get("body_hash").map_err(ApiError::store)?;
-    if stored_hash != digest {
+    let kept =
+        store.idempotent_response(&principal.workspace_id, key).await.map_err(ApiError::store)?.ok_or_else(|| {
+            ApiError::idempotency_conflict("This Idempotency-Key is being reused concurrently; retry")
+        })?;
+    if kept.body_hash != digest {
         return Err(ApiError::idempotency_conflict(
             "This Idempotency-Key was used with a different request body or path",
         ));
     }
-    let status: i64 = row.try_get("status").map_err(ApiError::store)?;
-    if status == 0 {
+    if kept.status == 0 {
         return Err(ApiError::idempotency_conflict("A request with this Idempotency-Key is still in progress"));
     }
-    let content_type: String = row.try_get("content_type").map_err(ApiError::store)?;
-    let headers: String = row.try_get("headers").map_err(ApiError::store)?;
-    let body: Vec<u8> = row.try_get("body").map_err(ApiError::store)?;
-    let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
+    let (content_type, headers, body) = (kept.content_type, kept.headers, kept.body);
+    let status = StatusCode::from_u16(kept.status as u16).unwrap_or(StatusCode::OK);
     let mut response = HttpResponse::build(status);
     response.insert_header(("content-type", content_type)).insert_header(("idempotent-replayed", "true"));
     for line in headers.lines() {
@@ -197,17 +174,10 @@ impl Claim {
     }
 
     async fn store(self, status: StatusCode, content_type: String, headers: String, body: Vec<u8>) {
-        let result = sqlx::query(
-            "UPDATE idempotency SET status = ?, content_type = ?, headers = ?, body = ? WHERE workspace_id = ? AND key = ?",
-        )
-        .bind(i64::from(status.as_u16()))
-        .bind(content_type)
-        .bind(headers)
-        .bind(body)
-        .bind(&self.workspace_id)
-        .bind(&self.key)
-        .execute(self.state.store.pool())
-        .await;
+        let result = self
+            .store
+            .keep_idempotent(&self.workspace_id, &self.key, status.as_u16(), content_type, headers, body)
+            .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "could not keep an idempotent response");
         }
@@ -216,11 +186,7 @@ impl Claim {
     /// Frees the key (the request failed without a charge).
     pub fn release(self) {
         actix_web::rt::spawn(async move {
-            let _ = sqlx::query("DELETE FROM idempotency WHERE workspace_id = ? AND key = ? AND status = 0")
-                .bind(&self.workspace_id)
-                .bind(&self.key)
-                .execute(self.state.store.pool())
-                .await;
+            let _ = self.store.release_idempotency(&self.workspace_id, &self.key).await;
         });
     }
 }

@@ -1,12 +1,13 @@
 //! Images through `POST /api/v1/task` (001): Flux models. The image is stored as media of the caller's workspace
 //! and answered as `image.generation` with both a URL (served by the gateway) and the bytes in base64.
 
-use super::billed::{Billed, CallSpec};
-use super::chat::Metadata;
+use super::call::Metadata;
+use super::call::{Billed, CallSpec, Measured};
 use super::errors::ApiError;
 use super::form::{file_input, FileInput, FileKind};
 use crate::auth::Principal;
-use crate::state::{now_unix, AppState};
+use crate::clock::now_unix;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -162,18 +163,19 @@ pub async fn generate(
         principal,
         model,
         use_fallback: body.use_fallback_model.unwrap_or(false),
-        reporting_group: super::chat::check_reporting_group(body.reporting_group)?,
+        reporting_group: super::call::check_reporting_group(body.reporting_group)?,
         endpoint: "/api/v1/task",
         id_prefix: "img",
         started,
         task: body.task.clone(),
     };
-    let mut billed = Billed::begin(state, req, &spec, |m| m.pricing.per_image).await?;
+    let mut billed = Billed::begin(state, req, &spec, spec.new_id(), 0, |m| m.pricing.per_image).await?;
     let (answered, image) = billed.dispatch(state, &spec, &ImageAttempt { request: &request }).await?;
     let content_type = crate::media::sniff(&image.bytes).unwrap_or("image/png").to_owned();
     let filename = if content_type == "image/jpeg" { "image.jpg" } else { "image.png" };
     let stored = match crate::media::store_generated(
-        state,
+        &state.media,
+        &state.store,
         &principal.workspace_id,
         filename,
         &content_type,
@@ -188,8 +190,14 @@ pub async fn generate(
         }
     };
     let id = billed.id().to_owned();
-    let metadata = billed.settle(&answered, answered.model.pricing.per_image, 1, stored.bytes).await?;
-    let url = format!("{}/api/media/{}", super::media::public_url(state, req), stored.media_ref);
+    let metadata = billed
+        .settle(
+            &answered,
+            answered.model.pricing.per_image,
+            Measured { units: 1, output_bytes: stored.bytes, ..Default::default() },
+        )
+        .await?;
+    let url = format!("{}/api/media/{}", super::form::public_url(state, req), stored.media_ref);
     Ok(ImageGeneration {
         id,
         object: "image.generation",

@@ -7,42 +7,60 @@ use crate::state::AppState;
 use actix_web::{HttpMessage, HttpRequest};
 use switchyard_actors::engine::session::{Grant, Limits, Permit, Rejection};
 
-/// Admits one request of `principal`, reserving `tokens` of its tokens-per-minute budget.
-pub async fn admit(
-    state: &AppState,
-    req: &HttpRequest,
-    principal: &Principal,
-    tokens: u64,
-) -> Result<Permit, ApiError> {
-    let plan = principal.plan;
-    let limits = Limits {
-        requests_per_minute: plan.requests_per_minute,
-        concurrent_requests: plan.concurrent_requests,
-        tokens_per_minute: u64::from(plan.tokens_per_minute),
-    };
-    match state.engine().sessions.admit(&principal.key_id, limits, tokens).await {
-        Ok(permit) => {
-            req.extensions_mut().insert(permit.grant());
-            Ok(permit)
-        }
-        Err(rejection) => {
-            let now = crate::state::now_unix() as u64;
-            match rejection {
-                Rejection::Requests { grant } | Rejection::Concurrency { grant } | Rejection::Tokens { grant } => {
-                    req.extensions_mut().insert(grant);
-                    Err(ApiError::rate_limited(rejection.reason(), grant.reset, now))
-                }
-                Rejection::Unavailable => Err(ApiError::overloaded("The caller's session is restarting; retry")),
-            }
-        }
+/// The caller's rate-limit state, left on the request for the response's headers.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimit {
+    limit: u32,
+    remaining: u32,
+    /// Unix seconds.
+    reset: u64,
+}
+
+impl RateLimit {
+    /// The headers: limit, remaining, reset (Unix seconds).
+    pub fn headers(&self) -> [(&'static str, String); 3] {
+        [
+            ("x-ratelimit-limit", self.limit.to_string()),
+            ("x-ratelimit-remaining", self.remaining.to_string()),
+            ("x-ratelimit-reset", self.reset.to_string()),
+        ]
     }
 }
 
-/// The headers for a grant: limit, remaining, reset (Unix seconds).
-pub fn headers(grant: &Grant) -> [(&'static str, String); 3] {
-    [
-        ("x-ratelimit-limit", grant.limit.to_string()),
-        ("x-ratelimit-remaining", grant.remaining.to_string()),
-        ("x-ratelimit-reset", grant.reset.to_string()),
-    ]
+/// The plan of `principal` as its session enforces it.
+pub fn of(principal: &Principal) -> Limits {
+    let plan = principal.plan;
+    Limits {
+        requests_per_minute: plan.requests_per_minute,
+        concurrent_requests: plan.concurrent_requests,
+        tokens_per_minute: u64::from(plan.tokens_per_minute),
+    }
+}
+
+/// Leaves a grant's state on the request, for the response's headers.
+pub fn note(req: &HttpRequest, grant: Grant) {
+    let Grant { limit, remaining, reset } = grant;
+    req.extensions_mut().insert(RateLimit { limit, remaining, reset });
+}
+
+/// A refusal in API.md's terms (429 with its reset, or 503 while the session restarts).
+pub fn refused(req: &HttpRequest, rejection: Rejection) -> ApiError {
+    match rejection {
+        Rejection::Requests { grant } | Rejection::Concurrency { grant } | Rejection::Tokens { grant } => {
+            note(req, grant);
+            ApiError::rate_limited(rejection.reason(), grant.reset, crate::clock::now_unix() as u64)
+        }
+        Rejection::Unavailable => ApiError::overloaded("The caller's session is restarting; retry"),
+    }
+}
+
+/// Admits one request of `principal` that calls no model (listings, media, wallet reads).
+pub async fn admit(state: &AppState, req: &HttpRequest, principal: &Principal) -> Result<Permit, ApiError> {
+    match state.engine().sessions.admit(&principal.key_id, of(principal), 0).await {
+        Ok(permit) => {
+            note(req, permit.grant());
+            Ok(permit)
+        }
+        Err(rejection) => Err(refused(req, rejection)),
+    }
 }

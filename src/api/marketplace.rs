@@ -3,9 +3,9 @@
 //! available now.
 
 use super::errors::{ApiError, ErrorBody};
-use crate::auth::Principal;
+use super::principal::Admitted;
 use crate::state::AppState;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use switchyard_actors::{Credits, ModelSpec};
@@ -106,25 +106,9 @@ fn limits(model: &ModelSpec) -> Value {
     Value::Object(out)
 }
 
-/// Why a model cannot serve now, or `None` when it can.
-pub fn unavailable_reason(state: &AppState, model: &ModelSpec) -> Option<String> {
-    let provider = state.providers.for_model(model);
-    if provider.is_some_and(|p| p.is_available()) {
-        return None;
-    }
-    Some(match provider.and_then(|p| p.missing_variable()) {
-        _ if model.modality == switchyard_actors::catalogue::Modality::Embedding => format!(
-            "embedding models are unavailable ({}): fetch the files with `make models`",
-            state.providers.embedder().err().unwrap_or_default()
-        ),
-        Some(variable) => format!("provider `{}` is not configured: set {variable}", model.provider),
-        None => format!("provider `{}` is not configured", model.provider),
-    })
-}
-
 fn entry(state: &AppState, model: &ModelSpec) -> MarketplaceModel {
     let provider = state.providers.for_model(model);
-    let unavailable_reason = unavailable_reason(state, model);
+    let unavailable_reason = state.unavailable_reason(model);
     let available = unavailable_reason.is_none();
     MarketplaceModel {
         slug: model.name.clone(),
@@ -156,11 +140,9 @@ fn entry(state: &AppState, model: &ModelSpec) -> MarketplaceModel {
 )]
 pub async fn list_models(
     state: web::Data<AppState>,
-    principal: Principal,
+    _admitted: Admitted,
     query: web::Query<MarketplaceQuery>,
-    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
     if let Some(modality) = query.modality.as_deref().filter(|m| !MODALITIES.contains(m)) {
         return Err(ApiError::invalid_field(
             "modality",
@@ -194,11 +176,9 @@ pub async fn list_models(
 )]
 pub async fn get_model(
     state: web::Data<AppState>,
-    principal: Principal,
+    _admitted: Admitted,
     slug: web::Path<String>,
-    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
     let model = state
         .catalogue
         .model(&slug)

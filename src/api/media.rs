@@ -2,16 +2,18 @@
 //! size and, from the bytes themselves, the declared type), `complete` publishes them as a `media_ref`, and
 //! `GET /api/media/{media_ref}` reads them back. Everything is confined to the caller's workspace.
 
-use super::body::{from_object, parse_object, read_json};
+use super::body::Json;
 use super::errors::{ApiError, ErrorBody};
-use crate::auth::{new_id, Principal};
+use super::principal::Admitted;
+use crate::auth::new_id;
+use crate::clock::now_unix;
 use crate::media::{agrees, canonical, check_filename, sniff};
-use crate::state::{now_unix, AppState};
+use crate::state::AppState;
+use crate::store::{MediaRow, Upload};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 
@@ -72,27 +74,16 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
-pub(crate) fn public_url(state: &AppState, req: &HttpRequest) -> String {
-    if !state.config.server.public_url.is_empty() {
-        return state.config.server.public_url.trim_end_matches('/').to_owned();
-    }
-    let info = req.connection_info();
-    format!("{}://{}", info.scheme(), info.host())
-}
-
 #[utoipa::path(post, path = "/api/media/upload/init", tag = "media", request_body = InitUpload,
     responses((status = 201, body = UploadTicket), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn init(
     state: web::Data<AppState>,
-    principal: Principal,
+    Admitted { principal, .. }: Admitted,
     req: HttpRequest,
-    payload: web::Payload,
+    Json(body): Json<InitUpload>,
 ) -> Result<HttpResponse, ApiError> {
-    let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    let body: InitUpload = from_object(parse_object(&body)?)?;
     check_filename(&body.filename).map_err(|why| ApiError::invalid_field("filename", format!("`filename` {why}")))?;
     let content_type = canonical(&body.content_type)
         .ok_or_else(|| ApiError::unsupported_media_type(&body.content_type).with_param("content_type"))?;
@@ -105,20 +96,19 @@ pub async fn init(
     }
     let id = new_id("upl");
     let expires = now_unix() + state.config.media.upload_ttl_secs as i64;
-    sqlx::query(
-        "INSERT INTO uploads (id, workspace_id, filename, content_type, bytes, expires_at, status) \
-         VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-    )
-    .bind(&id)
-    .bind(&principal.workspace_id)
-    .bind(&body.filename)
-    .bind(content_type)
-    .bind(body.bytes as i64)
-    .bind(expires)
-    .execute(state.store.pool())
-    .await
-    .map_err(ApiError::store)?;
-    let upload_url = format!("{}/api/media/upload/{id}", public_url(&state, &req));
+    let upload = Upload {
+        workspace_id: principal.workspace_id.clone(),
+        filename: body.filename.clone(),
+        content_type: content_type.to_owned(),
+        bytes: body.bytes,
+        expires_at: expires,
+        status: "pending".into(),
+        sha256: None,
+        object: None,
+        media_ref: None,
+    };
+    state.store.insert_upload(&id, &upload).await.map_err(ApiError::store)?;
+    let upload_url = format!("{}/api/media/upload/{id}", super::form::public_url(&state, &req));
     Ok(HttpResponse::Created().json(UploadTicket {
         upload_id: id,
         upload_url,
@@ -127,42 +117,8 @@ pub async fn init(
     }))
 }
 
-struct Upload {
-    workspace_id: String,
-    filename: String,
-    content_type: String,
-    bytes: u64,
-    expires_at: i64,
-    status: String,
-    sha256: Option<String>,
-    object: Option<String>,
-    media_ref: Option<String>,
-}
-
 async fn upload(state: &AppState, id: &str) -> Result<Option<Upload>, ApiError> {
-    let row = sqlx::query(
-        "SELECT workspace_id, filename, content_type, bytes, expires_at, status, sha256, object, media_ref FROM uploads \
-         WHERE id = ?",
-    )
-    .bind(id)
-    .fetch_optional(state.store.pool())
-    .await
-    .map_err(ApiError::store)?;
-    row.map(|r| {
-        Ok(Upload {
-            workspace_id: r.try_get("workspace_id")?,
-            filename: r.try_get("filename")?,
-            content_type: r.try_get("content_type")?,
-            bytes: r.try_get::<i64, _>("bytes")? as u64,
-            expires_at: r.try_get("expires_at")?,
-            status: r.try_get("status")?,
-            sha256: r.try_get("sha256")?,
-            object: r.try_get("object")?,
-            media_ref: r.try_get("media_ref")?,
-        })
-    })
-    .transpose()
-    .map_err(ApiError::store)
+    state.store.upload(id).await.map_err(ApiError::store)
 }
 
 fn no_upload(id: &str) -> ApiError {
@@ -236,17 +192,8 @@ pub async fn put(
         let _ = state.media.discard(&staging).await;
         return Err(ApiError::internal(format!("media: {e}")));
     }
-    let updated = sqlx::query(
-        "UPDATE uploads SET status = 'uploaded', sha256 = ?, object = ? WHERE id = ? AND status != 'completed'",
-    )
-    .bind(&sha256)
-    .bind(&object)
-    .bind(&id)
-    .execute(state.store.pool())
-    .await
-    .map_err(ApiError::store)?
-    .rows_affected();
-    if updated != 1 {
+    let updated = state.store.mark_uploaded(&id, &sha256, &object).await.map_err(ApiError::store)?;
+    if !updated {
         return Err(ApiError::invalid_field("upload_id", "This upload was completed while the bytes arrived"));
     }
     Ok(HttpResponse::Ok().json(Uploaded { upload_id: id, bytes: received, sha256 }))
@@ -258,13 +205,9 @@ pub async fn put(
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn complete(
     state: web::Data<AppState>,
-    principal: Principal,
-    req: HttpRequest,
-    payload: web::Payload,
+    Admitted { principal, .. }: Admitted,
+    Json(body): Json<CompleteUpload>,
 ) -> Result<HttpResponse, ApiError> {
-    let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    let body: CompleteUpload = from_object(parse_object(&body)?)?;
     let id = body.upload_id;
     let upload = upload(&state, &id).await?.filter(|u| u.workspace_id == principal.workspace_id);
     let upload = upload.ok_or_else(|| no_upload(&id))?;
@@ -292,36 +235,19 @@ pub async fn complete(
     }
     let sha256 = upload.sha256.clone().unwrap_or_default();
     let media_ref = new_id("med");
-    let mut tx = state.store.pool().begin().await.map_err(ApiError::store)?;
-    let claimed = sqlx::query(
-        "UPDATE uploads SET status = 'completed', media_ref = ? WHERE id = ? AND status = 'uploaded' AND object = ?",
-    )
-    .bind(&media_ref)
-    .bind(&id)
-    .bind(&blob)
-    .execute(&mut *tx)
-    .await
-    .map_err(ApiError::store)?
-    .rows_affected();
-    if claimed != 1 {
+    let row = MediaRow {
+        id: media_ref.clone(),
+        workspace_id: principal.workspace_id.clone(),
+        filename: upload.filename.clone(),
+        content_type: upload.content_type.clone(),
+        bytes: upload.bytes,
+        sha256: sha256.clone(),
+        object: blob,
+        created_at: now_unix(),
+    };
+    if !state.store.complete_upload(&id, &row).await.map_err(ApiError::store)? {
         return Err(ApiError::invalid_field("upload_id", "This upload changed while completing; retry"));
     }
-    sqlx::query(
-        "INSERT INTO media (id, workspace_id, filename, content_type, bytes, sha256, object, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&media_ref)
-    .bind(&principal.workspace_id)
-    .bind(&upload.filename)
-    .bind(&upload.content_type)
-    .bind(upload.bytes as i64)
-    .bind(&sha256)
-    .bind(&blob)
-    .bind(now_unix())
-    .execute(&mut *tx)
-    .await
-    .map_err(ApiError::store)?;
-    tx.commit().await.map_err(ApiError::store)?;
     Ok(HttpResponse::Ok().json(object(media_ref, sha256)))
 }
 
@@ -331,11 +257,9 @@ pub async fn complete(
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn download(
     state: web::Data<AppState>,
-    principal: Principal,
-    req: HttpRequest,
+    Admitted { principal, .. }: Admitted,
     media_ref: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
     let media_ref = media_ref.into_inner();
     let media = super::form::load_media(&state, &principal.workspace_id, &media_ref).await?;
     let (filename, content_type, bytes) = (media.filename, media.content_type, media.bytes);

@@ -2,10 +2,9 @@
 //! the API.md shapes; every error leaves through `errors::ApiError`.
 
 pub mod admin;
-pub mod admin_tasks;
-pub mod billed;
 pub mod billing;
 pub mod body;
+pub mod call;
 pub mod chat;
 pub mod embeddings;
 pub mod errors;
@@ -18,6 +17,8 @@ pub mod media;
 pub mod openai;
 pub mod openapi;
 pub mod ops;
+pub mod principal;
+pub mod query;
 pub mod runs;
 pub mod speech;
 pub mod task;
@@ -41,8 +42,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     media::configure(cfg);
     openai::configure(cfg);
     admin::configure(cfg);
-    admin_tasks::configure(cfg);
     ops::configure(cfg);
+    openapi::configure(cfg);
 }
 
 /// Answers for paths no route matches.

@@ -1,8 +1,9 @@
 //! The OpenAI-compatible face: `POST /v1/chat/completions` and `GET /v1/models`, so OpenAI SDKs work unchanged.
 
-use super::body::{from_object, parse_object, read_json};
+use super::body::{from_object, parse_object, read_json, Json};
 use super::chat::{self, ChatCall, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
 use super::errors::{ApiError, ErrorBody};
+use super::principal::Admitted;
 use crate::auth::Principal;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -62,7 +63,7 @@ pub struct StreamOptions {
 pub async fn chat_completions(
     state: web::Data<AppState>,
     principal: Principal,
-    query: web::Query<super::task::RoutingQuery>,
+    query: web::Query<super::call::RoutingQuery>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -81,7 +82,7 @@ pub async fn chat_completions(
 async fn run(
     state: &web::Data<AppState>,
     principal: &Principal,
-    query: super::task::RoutingQuery,
+    query: super::call::RoutingQuery,
     req: &HttpRequest,
     body: &[u8],
     started: Instant,
@@ -108,7 +109,7 @@ async fn run(
         model,
         request,
         delivery,
-        reporting_group: chat::check_reporting_group(query.reporting_group)?,
+        reporting_group: super::call::check_reporting_group(query.reporting_group)?,
         use_fallback: query.use_fallback_model.unwrap_or(false),
         started,
         endpoint: "/v1/chat/completions",
@@ -152,19 +153,14 @@ pub struct ModelEntry {
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn list_models(
-    state: web::Data<AppState>,
-    principal: Principal,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let _permit = super::limits::admit(&state, &req, &principal, 0).await?;
+pub async fn list_models(state: web::Data<AppState>, _admitted: Admitted) -> Result<HttpResponse, ApiError> {
     let data = state
         .catalogue
         .models
         .values()
         .map(|m| {
             let provider = state.providers.for_model(m);
-            let reason = super::marketplace::unavailable_reason(&state, m);
+            let reason = state.unavailable_reason(m);
             ModelEntry {
                 id: m.name.clone(),
                 object: "model",
@@ -229,11 +225,9 @@ pub async fn images_generations(
     state: web::Data<AppState>,
     principal: Principal,
     req: HttpRequest,
-    payload: web::Payload,
+    Json(body): Json<ImagesRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    let body: ImagesRequest = from_object(parse_object(&body)?)?;
     let model = state.catalogue.model(&body.model).ok_or_else(|| ApiError::unsupported_model(&body.model))?;
     if model.modality != switchyard_actors::catalogue::Modality::Image {
         return Err(ApiError::unsupported_model(&body.model));
@@ -327,11 +321,9 @@ pub async fn audio_speech(
     state: web::Data<AppState>,
     principal: Principal,
     req: HttpRequest,
-    payload: web::Payload,
+    Json(body): Json<SpeechCreateRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    let body: SpeechCreateRequest = from_object(parse_object(&body)?)?;
     let model = state.catalogue.model(&body.model).ok_or_else(|| ApiError::unsupported_model(&body.model))?;
     if model.modality != switchyard_actors::catalogue::Modality::Speech {
         return Err(ApiError::unsupported_model(&body.model));

@@ -1,8 +1,7 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+//! The OpenAPI 3.1 document, generated from the handlers' annotations, and `GET /openapi.json` that serves it.
 
 use super::{
-    admin, admin_tasks, billing, chat, embeddings, errors, image, marketplace, media, openai, ops, runs, speech, task,
-    tasks,
+    admin, billing, call, chat, embeddings, errors, image, marketplace, media, openai, ops, runs, speech, task, tasks,
 };
 use crate::store::Plan;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -14,20 +13,20 @@ use utoipa::{Modify, OpenApi};
     paths(
         task::create_task,
         runs::create_run,
-        runs::list_knowledge_bases,
-        runs::delete_knowledge_base,
+        runs::knowledge::list_knowledge_bases,
+        runs::knowledge::delete_knowledge_base,
         marketplace::list_models,
         marketplace::get_model,
         embeddings::create_embeddings,
-        tasks::list_tasks,
+        tasks::view::list_tasks,
         tasks::run_task,
-        tasks::revision_stats,
-        admin_tasks::list,
-        admin_tasks::get,
-        admin_tasks::put,
-        admin_tasks::delete,
-        admin_tasks::add_revision,
-        admin_tasks::patch_revision,
+        tasks::stats::revision_stats,
+        tasks::admin::list,
+        tasks::admin::get,
+        tasks::admin::put,
+        tasks::admin::delete,
+        tasks::admin::add_revision,
+        tasks::admin::patch_revision,
         openai::chat_completions,
         openai::list_models,
         openai::images_generations,
@@ -47,14 +46,14 @@ use utoipa::{Modify, OpenApi};
         ops::healthz,
         ops::readyz,
         ops::metrics,
-        ops::openapi,
+        openapi,
     ),
     components(schemas(
         errors::ErrorBody, errors::ErrorDetail, errors::ErrorType,
         chat::Completion, chat::Choice, chat::AssistantMessage, chat::UsageOut, chat::MessageIn, chat::StopIn,
         task::TaskChatRequest, openai::ChatCompletionRequest, openai::StreamOptions, openai::ModelList, openai::ModelEntry,
         admin::CreateWorkspace, admin::WorkspaceView, admin::KeyView, admin::NewKey, admin::CreateKey, admin::TopUp,
-        admin::Balance, admin::Revoked, Plan, ops::Health, chat::Metadata, chat::FallbackOut,
+        admin::Balance, admin::Revoked, Plan, ops::Health, call::Metadata, call::FallbackOut,
         billing::WalletView, billing::UsageSummary, billing::UsageGroup,
         openai::ImagesRequest, openai::ImagesResponse, openai::ImageOut,
         image::ImageTaskRequest, image::ImageGeneration, image::ImageData,
@@ -63,7 +62,7 @@ use utoipa::{Modify, OpenApi};
         openai::SpeechCreateRequest, openai::TranscriptionOut, openai::WordOut, openai::TranscriptionUsage,
         tasks::RunRequest, tasks::TaskRun, tasks::RevisionRef, tasks::RunFile, tasks::RunMetadata, tasks::TaskView,
         tasks::RevisionView, tasks::TaskList, tasks::RevisionStats, tasks::StatsResponse,
-        admin_tasks::RevisionPatch, admin_tasks::AdminTaskList,
+        tasks::admin::RevisionPatch, tasks::admin::AdminTaskList,
         media::InitUpload, media::UploadTicket, media::CompleteUpload, media::MediaObject, media::Uploaded,
         runs::RunRequest, runs::RunResponse, runs::KnowledgeBase, runs::KnowledgeBaseList,
         marketplace::MarketplaceModel, marketplace::MarketplaceList,
@@ -89,4 +88,14 @@ impl Modify for Security {
 
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.service(super::resource("/openapi.json").route(actix_web::web::get().to(openapi)));
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "ops",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
+pub async fn openapi() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(document())
 }

@@ -1,4 +1,4 @@
-//! Operations: liveness, readiness, Prometheus metrics and the OpenAPI document.
+//! Operations: liveness, readiness and Prometheus metrics (the OpenAPI document is served by `openapi`).
 
 use super::errors::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -9,8 +9,7 @@ use utoipa::ToSchema;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/healthz").route(web::get().to(healthz)))
         .service(super::resource("/readyz").route(web::get().to(readyz)))
-        .service(super::resource("/metrics").route(web::get().to(metrics)))
-        .service(super::resource("/openapi.json").route(web::get().to(openapi)));
+        .service(super::resource("/metrics").route(web::get().to(metrics)));
 }
 
 #[derive(Serialize, ToSchema)]
@@ -42,10 +41,4 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let text = state.metrics.render().map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
-}
-
-#[utoipa::path(get, path = "/openapi.json", tag = "ops",
-    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(super::openapi::document())
 }

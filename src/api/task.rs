@@ -2,6 +2,7 @@
 //! text-to-speech, speech-to-speech, speech-to-text. JSON, or `multipart/form-data` with one file.
 
 use super::body::{from_object, parse_object, read_json};
+use super::call::RoutingQuery;
 use super::chat::{self, ChatCall, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
 use super::errors::{ApiError, ErrorBody};
 use super::form::{self, FileInput};
@@ -32,15 +33,6 @@ pub struct TaskChatRequest {
     /// Answer as Server-Sent Events: `task.completion.chunk` objects, usage in the last, then `[DONE]`.
     #[serde(default)]
     pub stream: bool,
-    /// Kept on the usage record for segmented analytics.
-    pub reporting_group: Option<String>,
-    /// Go straight to the model's fallback.
-    pub use_fallback_model: Option<bool>,
-}
-
-/// Query parameters every model call accepts (000): body fields of the same name win.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-pub struct RoutingQuery {
     /// Kept on the usage record for segmented analytics.
     pub reporting_group: Option<String>,
     /// Go straight to the model's fallback.
@@ -193,7 +185,7 @@ async fn run(
                 model,
                 request,
                 delivery,
-                reporting_group: chat::check_reporting_group(reporting_group)?,
+                reporting_group: super::call::check_reporting_group(reporting_group)?,
                 use_fallback: use_fallback.unwrap_or(false),
                 started,
                 endpoint: "/api/v1/task",

@@ -153,6 +153,12 @@ pub struct Store {
     options: SqliteConnectOptions,
 }
 
+mod idempotency;
+mod media;
+
+pub use idempotency::KeptResponse;
+pub use media::{MediaRow, Upload};
+
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
 impl Store {
@@ -217,7 +223,7 @@ impl Store {
         .bind(workspace_id)
         .bind(slug)
         .bind(definition)
-        .bind(crate::state::now_unix())
+        .bind(crate::clock::now_unix())
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -3,26 +3,26 @@
 //! `RevisionRouter`, which publishes it to the next run: a weight change is a gradual rollout, live.
 //! `?workspace_id=` makes a task that workspace's own; without it the task is shared by every workspace.
 
-use super::admin::require_admin;
-use super::body::{from_object, parse_object, read_json};
-use super::errors::{ApiError, ErrorBody};
+use crate::api::body::Json;
+use crate::api::errors::{ApiError, ErrorBody};
+use crate::api::principal::Admin;
 use crate::state::AppState;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use switchyard_actors::engine::router::{PutTask, RemoveTask};
 use switchyard_actors::tasks::{valid_name, Revision, TaskSpec};
 use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/admin/tasks").route(web::get().to(list)))
+    cfg.service(crate::api::resource("/admin/tasks").route(web::get().to(list)))
         .service(
-            super::resource("/admin/tasks/{task}")
+            crate::api::resource("/admin/tasks/{task}")
                 .route(web::get().to(get))
                 .route(web::put().to(put))
                 .route(web::delete().to(delete)),
         )
-        .service(super::resource("/admin/tasks/{task}/revisions").route(web::post().to(add_revision)))
-        .service(super::resource("/admin/tasks/{task}/revisions/{id}").route(web::patch().to(patch_revision)));
+        .service(crate::api::resource("/admin/tasks/{task}/revisions").route(web::post().to(add_revision)))
+        .service(crate::api::resource("/admin/tasks/{task}/revisions/{id}").route(web::patch().to(patch_revision)));
 }
 
 /// Whose task: a workspace's own, or (absent) shared by all.
@@ -68,7 +68,7 @@ async fn save(state: &AppState, workspace_id: &str, task: TaskSpec) -> Result<Ta
     task.validate(&state.catalogue, true).map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
     crate::tasks::check_schema(&task).map_err(|e| ApiError::invalid_field("schema", e))?;
     for (i, revision) in task.revisions.iter().enumerate() {
-        super::tasks::check_params(task.output_format, &revision.params)
+        crate::tasks::check_params(task.output_format, &revision.params)
             .map_err(|e| ApiError::invalid_field(&format!("revisions[{i}].params"), e))?;
     }
     let definition = serde_json::to_string(&task).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -92,10 +92,9 @@ fn current(state: &AppState, workspace_id: &str, slug: &str) -> Option<TaskSpec>
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
-    req: HttpRequest,
     query: web::Query<Owner>,
+    _admin: Admin,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
     let workspace_id = owner(&state, query.into_inner()).await?;
     let data = state.engine().tasks.load().visible(&workspace_id).iter().map(|t| TaskSpec::clone(t)).collect();
     Ok(HttpResponse::Ok().json(AdminTaskList { object: "list", data }))
@@ -106,11 +105,10 @@ pub async fn list(
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn get(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<Owner>,
+    _admin: Admin,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
     let workspace_id = owner(&state, query.into_inner()).await?;
     let slug = path.into_inner();
     let task = state.engine().tasks.load().get(&workspace_id, &slug).cloned().ok_or_else(|| no_task(&slug))?;
@@ -124,19 +122,16 @@ pub async fn get(
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn put(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<Owner>,
-    payload: web::Payload,
+    _admin: Admin,
+    Json(mut task): Json<TaskSpec>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
     let workspace_id = owner(&state, query.into_inner()).await?;
     let slug = path.into_inner();
     if !valid_name(&slug) {
         return Err(ApiError::invalid_field("task", "A task slug is 1 to 64 letters, digits, `-`, `_` or `.`"));
     }
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    let mut task: TaskSpec = from_object(parse_object(&body)?)?;
     if !task.slug.is_empty() && task.slug != slug {
         return Err(ApiError::invalid_field("slug", "The body's slug differs from the path's"));
     }
@@ -151,11 +146,10 @@ pub async fn put(
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn delete(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<Owner>,
+    _admin: Admin,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
     let workspace_id = owner(&state, query.into_inner()).await?;
     let slug = path.into_inner();
     let _edit = state.task_edits.lock().await;
@@ -179,22 +173,19 @@ pub async fn delete(
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn add_revision(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<Owner>,
-    payload: web::Payload,
+    _admin: Admin,
+    Json(revision): Json<Revision>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
     let workspace_id = owner(&state, query.into_inner()).await?;
     let slug = path.into_inner();
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    let revision: Revision = from_object(parse_object(&body)?)?;
     let _edit = state.task_edits.lock().await;
     let mut task = current(&state, &workspace_id, &slug).ok_or_else(|| no_task(&slug))?;
     if task.revision(&revision.id).is_some() {
         return Err(ApiError::new(
             actix_web::http::StatusCode::CONFLICT,
-            super::errors::ErrorType::ConflictError,
+            crate::api::errors::ErrorType::ConflictError,
             "revision_exists",
             format!("Task `{slug}` already has a revision `{}`", revision.id),
         )
@@ -212,16 +203,13 @@ pub async fn add_revision(
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn patch_revision(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<(String, String)>,
     query: web::Query<Owner>,
-    payload: web::Payload,
+    _admin: Admin,
+    Json(patch): Json<RevisionPatch>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
     let workspace_id = owner(&state, query.into_inner()).await?;
     let (slug, id) = path.into_inner();
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-    let patch: RevisionPatch = from_object(parse_object(&body)?)?;
     let _edit = state.task_edits.lock().await;
     let mut task = current(&state, &workspace_id, &slug).ok_or_else(|| no_task(&slug))?;
     let revision = task

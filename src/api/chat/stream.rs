@@ -1,0 +1,140 @@
+//! A streamed chat: the SSE body, and the bill that settles it once however the stream ends.
+
+use super::wire::{frame, Chunk, ChunkChoice, Delta, UsageOut};
+use super::{Delivery, Face};
+use crate::api::call::{upstream_error, Billed, Measured, Metadata};
+use crate::api::errors::ApiError;
+use crate::metrics::StreamGauge;
+use crate::state::AppState;
+use actix_web::web;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::convert::Infallible;
+use switchyard_actors::engine::call::Answered;
+use switchyard_actors::engine::pool::Outcome;
+use switchyard_actors::{ChatEvent, ChatStream, Credits, ProviderError, Usage};
+
+/// A stream's bill. However the stream ends, the call is settled once: for the whole answer when it finishes,
+/// for what was delivered when it breaks, and, if the client leaves (the stream is dropped), by `Drop`.
+pub(super) struct StreamBill {
+    billed: Billed,
+    answered: Answered,
+    prompt_estimate: u64,
+    delivered: String,
+    deltas: u64,
+}
+
+impl StreamBill {
+    pub(super) fn new(billed: Billed, answered: Answered, prompt_estimate: u64) -> Self {
+        StreamBill { billed, answered, prompt_estimate, delivered: String::new(), deltas: 0 }
+    }
+
+    fn delivered(&mut self, text: &str) {
+        self.delivered.push_str(text);
+        self.deltas += 1;
+    }
+
+    /// The usage so far when the stream did not finish: the prompt estimate and what reached the client.
+    fn partial_usage(&self) -> Usage {
+        let completion = self.deltas.max(switchyard_actors::chat::estimate_tokens(&self.delivered));
+        Usage { prompt_tokens: self.prompt_estimate, completion_tokens: completion }
+    }
+
+    /// The cost and the counts of `usage`, priced by the model that answered.
+    fn charge(&self, usage: Usage) -> (Credits, Measured) {
+        let cost = self.answered.model.pricing.cost(usage.prompt_tokens, usage.completion_tokens);
+        let measured = Measured {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            units: 0,
+            output_bytes: self.delivered.len() as u64,
+        };
+        (cost, measured)
+    }
+
+    /// Settles `usage` and answers the response's metadata (or why the ledger failed).
+    async fn settle(&mut self, usage: Usage, status: &str, outcome: Outcome) -> Result<Metadata, ApiError> {
+        let (cost, measured) = self.charge(usage);
+        self.billed.settle_as(&self.answered, cost, measured, status, outcome).await
+    }
+}
+
+impl Drop for StreamBill {
+    fn drop(&mut self) {
+        let (cost, measured) = self.charge(self.partial_usage());
+        self.billed.settle_detached(cost, measured, "abandoned", Outcome::Neutral);
+    }
+}
+
+/// The SSE body: a role chunk, one chunk per delta, the finishing chunk with usage and metadata, then `[DONE]`.
+/// A failure part way sends one error frame and ends without `[DONE]`. If the client leaves, this stream is
+/// dropped, and with it the upstream request; the bill is settled for what was generated.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn sse_body(
+    state: web::Data<AppState>,
+    face: Face,
+    model: String,
+    first: ChatEvent,
+    mut events: ChatStream,
+    delivery: Delivery,
+    mut billing: StreamBill,
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
+    async_stream::stream! {
+        let _in_flight = StreamGauge::new(&state.metrics.streams_in_flight);
+        // The stream's id is its usage record's id.
+        let id = billing.billed.id().to_owned();
+        let created = crate::clock::now_unix();
+        let chunk = |choices: &[ChunkChoice<'_>], usage: Option<UsageOut>, metadata: Option<&Metadata>| {
+            frame(&Chunk { id: &id, object: face.chunk_object(), created, model: &model, choices, usage, metadata })
+        };
+        let role = ChunkChoice { index: 0, delta: Delta { role: Some("assistant"), content: Some("") }, finish_reason: None };
+        yield Ok(chunk(&[role], None, None));
+        let mut next = Some(Ok(first));
+        loop {
+            let event = match next.take() {
+                Some(event) => event,
+                None => match events.next().await {
+                    Some(event) => event,
+                    None => Err(ProviderError::Connection {
+                        provider: model.clone(),
+                        message: "stream ended without finishing".into(),
+                    }),
+                },
+            };
+            match event {
+                Ok(ChatEvent::Delta(text)) => {
+                    let choice = ChunkChoice { index: 0, delta: Delta { role: None, content: Some(&text) }, finish_reason: None };
+                    let frame = chunk(&[choice], None, None);
+                    billing.delivered(&text);
+                    yield Ok(frame);
+                }
+                Ok(ChatEvent::Finish { reason, usage }) => {
+                    state.metrics.record_tokens(&model, &usage);
+                    let metadata = match billing.settle(usage, "ok", Outcome::Success).await {
+                        Ok(metadata) => metadata,
+                        Err(error) => {
+                            yield Ok(frame(&error.body()));
+                            break;
+                        }
+                    };
+                    let done = ChunkChoice { index: 0, delta: Delta { role: None, content: None }, finish_reason: Some(reason.as_str()) };
+                    if delivery.usage_chunk {
+                        yield Ok(chunk(&[done], None, None));
+                        yield Ok(chunk(&[], Some(usage.into()), Some(&metadata)));
+                    } else {
+                        yield Ok(chunk(&[done], Some(usage.into()), Some(&metadata)));
+                    }
+                    yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+                    break;
+                }
+                Err(e) => {
+                    let usage = billing.partial_usage();
+                    let _ = billing.settle(usage, "cut", Outcome::Failure).await;
+                    let error = upstream_error(&state, e);
+                    yield Ok(frame(&error.body()));
+                    break;
+                }
+            }
+        }
+    }
+}
