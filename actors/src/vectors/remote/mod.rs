@@ -8,30 +8,32 @@
 //! 6333); `https://` URLs use TLS (rustls, with the system's root certificates).
 
 use super::{
-    best_per_document, candidates, prepare_points, valid_collection, validate_filter, Chunk, Hit, MetadataFilter,
-    StoreResult, Tenant, TenantInfo, VectorStore,
+    best_per_document, candidates, prepare_points, valid_collection, Chunk, Hit, MetadataFilter, StoreResult, Tenant,
+    TenantInfo, VectorStore,
 };
 use futures::future::BoxFuture;
-use qdrant_client::qdrant::r#match::MatchValue;
 use qdrant_client::qdrant::{
     facet_value, payload_index_params::IndexParams, Condition, CountPointsBuilder, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Direction, Distance, FacetCountsBuilder, FieldType, Filter,
-    IntegerIndexParamsBuilder, KeywordIndexParamsBuilder, OrderBy, PayloadIncludeSelector, PointStruct,
-    PointsOperationResponse, Query, QueryPointsBuilder, Range, RepeatedIntegers, RepeatedStrings, ScrollPointsBuilder,
-    SearchParamsBuilder, UpdateStatus, UpsertPointsBuilder, VectorParamsBuilder,
+    IntegerIndexParamsBuilder, KeywordIndexParamsBuilder, OrderBy, PayloadIncludeSelector, PointStruct, Query,
+    QueryPointsBuilder, Range, ScrollPointsBuilder, SearchParamsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
 };
-use qdrant_client::{Payload, Qdrant, QdrantError};
-use serde_json::{Map, Value};
-use std::collections::{HashMap, HashSet};
+use qdrant_client::{Payload, Qdrant};
+use serde_json::Value;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod errors;
+mod filters;
+
+use errors::{applied, describe, failure, is_not_found};
+use filters::{keyword, metadata_conditions, tenant_condition, tenant_filter, to_json};
 
 /// Points per upsert request.
 const UPSERT_BATCH: usize = 256;
 /// Most tenants one facet request lists per collection (as in the embedded store).
 const FACET_LIMIT: u64 = 100_000;
-/// gRPC's NOT_FOUND status code (a fixed number of the gRPC protocol); Qdrant answers it for a missing collection.
-const GRPC_NOT_FOUND: i32 = 5;
 /// Time allowed for one request (writes wait for the server to apply them), and for connecting.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -347,90 +349,6 @@ impl Inner {
     }
 }
 
-/// A keyword match; explicit, as the client turns a `String` holding whitespace into a full-text match.
-fn keyword(field: &str, value: &str) -> Condition {
-    Condition::matches(field, MatchValue::Keyword(value.to_string()))
-}
-
-fn tenant_condition(tenant: &Tenant) -> Condition {
-    keyword("tenant", &tenant.key())
-}
-
-fn tenant_filter(tenant: &Tenant) -> Filter {
-    Filter::must([tenant_condition(tenant)])
-}
-
-/// The metadata conditions, as Qdrant conditions on `metadata.<key>` (checked by [`validate_filter`] first).
-fn metadata_conditions(filter: &MetadataFilter) -> StoreResult<Vec<Condition>> {
-    validate_filter(filter)?;
-    let mut conditions = Vec::new();
-    for (name, value) in filter {
-        let path = format!("metadata.{name}");
-        let condition = match value {
-            Value::String(s) => Condition::matches(path, MatchValue::Keyword(s.clone())),
-            Value::Bool(b) => Condition::matches(path, MatchValue::Boolean(*b)),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => Condition::matches(path, MatchValue::Integer(i)),
-                None => {
-                    let f = n.as_f64().unwrap_or_default();
-                    Condition::range(path, Range { gte: Some(f), lte: Some(f), ..Range::default() })
-                }
-            },
-            Value::Array(values) => {
-                if values.iter().all(Value::is_string) {
-                    let strings = values.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
-                    Condition::matches(path, MatchValue::Keywords(RepeatedStrings { strings }))
-                } else {
-                    let integers = values.iter().filter_map(Value::as_i64).collect();
-                    Condition::matches(path, MatchValue::Integers(RepeatedIntegers { integers }))
-                }
-            }
-            Value::Null | Value::Object(_) => return Err(format!("filter `{name}`: unsupported value")),
-        };
-        conditions.push(condition);
-    }
-    Ok(conditions)
-}
-
-fn to_json(payload: HashMap<String, qdrant_client::qdrant::Value>) -> Map<String, Value> {
-    payload.into_iter().map(|(k, v)| (k, v.into_json())).collect()
-}
-
-fn is_not_found(error: &QdrantError) -> bool {
-    matches!(error, QdrantError::ResponseError { status } if i32::from(status.code()) == GRPC_NOT_FOUND)
-}
-
-/// An error's message without the response metadata the client's `Display` appends.
-fn describe(error: &QdrantError) -> String {
-    match error {
-        QdrantError::ResponseError { status } | QdrantError::ResourceExhaustedError { status, .. } => {
-            format!("{} ({})", status.message(), status.code())
-        }
-        other => other.to_string(),
-    }
-}
-
-fn failure(action: &str, name: &str, error: &QdrantError) -> String {
-    format!("Qdrant: cannot {action} the collection `{name}`: {}", describe(error))
-}
-
-/// Why a write was not applied, when it was not (with `wait=true` the server answers once it is).
-fn not_applied(response: &PointsOperationResponse) -> Option<String> {
-    let status = response.result.map(|r| r.status)?;
-    match UpdateStatus::try_from(status) {
-        Ok(UpdateStatus::Completed | UpdateStatus::Acknowledged) => None,
-        Ok(other) => Some(format!("the update was not applied: {}", other.as_str_name())),
-        Err(_) => Some(format!("the update was not applied: status {status}")),
-    }
-}
-
-fn applied(response: &PointsOperationResponse, action: &str, name: &str) -> StoreResult<()> {
-    match not_applied(response) {
-        None => Ok(()),
-        Some(message) => Err(format!("Qdrant: cannot {action} the collection `{name}`: {message}")),
-    }
-}
-
 impl VectorStore for QdrantStore {
     fn index(&self, collection: &str, tenant: &Tenant, chunks: Vec<Chunk>) -> BoxFuture<'static, StoreResult<()>> {
         if let Some(bad) = chunks.iter().find(|c| c.vector.len() != self.inner.dimensions) {
@@ -476,82 +394,4 @@ impl VectorStore for QdrantStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::conformance;
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn metadata_filters_become_keyword_integer_bool_range_and_any_matches() -> Result<(), String> {
-        use qdrant_client::qdrant::condition::ConditionOneOf;
-        let filter: MetadataFilter = serde_json::from_value(json!({
-            "city": "New York", "n": 3, "ok": true, "x": 1.5, "tags": ["a b", "c"], "ids": [1, 2]
-        }))
-        .map_err(|e| e.to_string())?;
-        let conditions = metadata_conditions(&filter)?;
-        let mut seen = HashMap::new();
-        for condition in conditions {
-            let Some(ConditionOneOf::Field(field)) = condition.condition_one_of else {
-                return Err("not a field".into());
-            };
-            seen.insert(field.key.clone(), field);
-        }
-        let value = |key: &str| seen.get(key).and_then(|f| f.r#match.clone()).and_then(|m| m.match_value);
-        // Whitespace must not turn a keyword into a full-text match.
-        assert_eq!(value("metadata.city"), Some(MatchValue::Keyword("New York".into())));
-        assert_eq!(value("metadata.n"), Some(MatchValue::Integer(3)));
-        assert_eq!(value("metadata.ok"), Some(MatchValue::Boolean(true)));
-        assert_eq!(
-            value("metadata.tags"),
-            Some(MatchValue::Keywords(RepeatedStrings { strings: vec!["a b".into(), "c".into()] }))
-        );
-        assert_eq!(value("metadata.ids"), Some(MatchValue::Integers(RepeatedIntegers { integers: vec![1, 2] })));
-        let range = seen.get("metadata.x").and_then(|f| f.range);
-        assert_eq!(range, Some(Range { gte: Some(1.5), lte: Some(1.5), ..Range::default() }));
-        assert!(metadata_conditions(&serde_json::from_value(json!({"a b": 1})).map_err(|e| e.to_string())?).is_err());
-        Ok(())
-    }
-
-    #[test]
-    fn payload_round_trips_through_qdrant_values() -> Result<(), String> {
-        let original = json!({
-            "tenant": "ws/docs", "chunk": 3u32, "updated_at": 1_700_000_000_000i64,
-            "metadata": {"lang": "en", "score": 0.5, "tags": ["a"], "nested": {"ok": true}, "none": null}
-        });
-        let payload = Payload::try_from(original.clone()).map_err(|e| e.to_string())?;
-        let point = PointStruct::new("00000000-0000-8000-8000-000000000000", vec![0.0f32; 2], payload);
-        assert_eq!(Value::Object(to_json(point.payload)), original);
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn connecting_to_nothing_is_an_error_not_a_panic() {
-        // Port 9 on loopback: nothing listens there, so the connection is refused at once.
-        for url in ["http://127.0.0.1:9", "https://127.0.0.1:9"] {
-            let outcome = connect(url, Some("key".into()), 8, "switchyard_").await;
-            let message = outcome.err().unwrap_or_default();
-            assert!(message.contains("does not answer"), "{url}: {message}");
-        }
-        assert!(connect("not a url", None, 8, "switchyard_").await.is_err());
-        assert!(connect("ftp://127.0.0.1:9", None, 8, "switchyard_").await.is_err());
-        assert!(connect("http://127.0.0.1:9", None, 8, "bad/prefix").await.is_err());
-        assert!(connect("http://127.0.0.1:9", None, 8, "").await.is_err());
-        assert!(connect("http://127.0.0.1:9", None, 0, "switchyard_").await.is_err());
-    }
-
-    #[tokio::test]
-    async fn conformance_against_a_qdrant_server() -> Result<(), String> {
-        let Some(url) = std::env::var("QDRANT_URL").ok().filter(|url| !url.is_empty()) else {
-            eprintln!("SKIPPED: QDRANT_URL is not set; the remote Qdrant backend was not tested");
-            return Ok(());
-        };
-        let api_key = std::env::var("QDRANT_API_KEY").ok().filter(|key| !key.is_empty());
-        let store = connect(&url, api_key, conformance::DIMENSIONS, "switchyard_test_").await?;
-        let collection = format!("conformance_{:016x}", rand::random::<u64>());
-        let outcome = conformance::run(&store, &collection).await;
-        let dropped = store.delete_collection(&collection).await;
-        outcome?;
-        assert!(dropped?, "the test collection existed and is deleted");
-        Ok(())
-    }
-}
+mod tests;
