@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
         marketplace::get_model,
         embeddings::create_embeddings,
         tasks::view::list_tasks,
-        tasks::run_task,
+        tasks::run::run_task,
         tasks::stats::revision_stats,
         tasks::admin::list,
         tasks::admin::get,

@@ -3,7 +3,7 @@
 
 use super::files::store_file;
 use super::plan::{task_run, Plan, RunAnswer};
-use super::RunMetadata;
+use super::wire::RunMetadata;
 use crate::api::chat::{self, ChatCall, ChatOutcome, Completed, Delivery, Face};
 use crate::api::errors::ApiError;
 use crate::auth::Principal;

@@ -1,7 +1,7 @@
 //! Runs whose answer is a file: images and speech, and the files text runs leave (CSV, PDF).
 
 use super::plan::{task_run, Plan, RunAnswer};
-use super::{RunFile, RunMetadata};
+use super::wire::{RunFile, RunMetadata};
 use crate::api::errors::ApiError;
 use crate::auth::Principal;
 use crate::state::AppState;
