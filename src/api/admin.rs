@@ -1,7 +1,8 @@
 //! The operator's admin API under `/admin/`: on only when `SWITCHYARD_ADMIN_KEY` is set, and only for that key.
 
 use super::body::Json;
-use super::errors::{ApiError, ErrorBody};
+use super::docs::{AdminOnly, JsonBody};
+use super::errors::ApiError;
 use super::principal::Admin;
 use crate::auth::{self};
 use crate::clock::now_unix;
@@ -135,8 +136,7 @@ async fn workspace_view(state: &AppState, workspace: Workspace) -> Result<Worksp
 }
 
 #[utoipa::path(post, path = "/admin/workspaces", tag = "admin", request_body = CreateWorkspace,
-    responses((status = 201, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, description = "admin_only", body = ErrorBody), (status = 404, description = "admin API off", body = ErrorBody)),
+    responses((status = 201, body = WorkspaceView), JsonBody, AdminOnly),
     security(("bearer" = [])))]
 pub async fn create_workspace(
     state: web::Data<AppState>,
@@ -163,7 +163,7 @@ pub async fn create_workspace(
 }
 
 #[utoipa::path(get, path = "/admin/workspaces/{id}", tag = "admin",
-    responses((status = 200, body = WorkspaceView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = WorkspaceView), AdminOnly),
     security(("bearer" = [])))]
 pub async fn get_workspace(
     state: web::Data<AppState>,
@@ -176,7 +176,7 @@ pub async fn get_workspace(
 }
 
 #[utoipa::path(post, path = "/admin/workspaces/{id}/keys", tag = "admin", request_body = CreateKey,
-    responses((status = 201, body = NewKey), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 201, body = NewKey), JsonBody, AdminOnly),
     security(("bearer" = [])))]
 pub async fn create_workspace_key(
     state: web::Data<AppState>,
@@ -200,7 +200,7 @@ pub async fn create_workspace_key(
 }
 
 #[utoipa::path(post, path = "/admin/workspaces/{id}/credits", tag = "admin", request_body = TopUp,
-    responses((status = 200, body = Balance), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = Balance), JsonBody, AdminOnly),
     security(("bearer" = [])))]
 pub async fn top_up(
     state: web::Data<AppState>,
@@ -223,7 +223,7 @@ pub async fn top_up(
 }
 
 #[utoipa::path(delete, path = "/admin/keys/{id}", tag = "admin",
-    responses((status = 200, body = Revoked), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = Revoked), AdminOnly),
     security(("bearer" = [])))]
 pub async fn revoke_key(
     state: web::Data<AppState>,

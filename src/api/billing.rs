@@ -1,5 +1,6 @@
 //! `GET /api/billing/wallet` and `GET /api/billing/usage/summary`, each confined to the caller's workspace.
 
+use super::docs::Authenticated;
 use super::errors::{ApiError, ErrorBody};
 use super::principal::Admitted;
 use crate::state::AppState;
@@ -31,7 +32,7 @@ pub struct WalletView {
 }
 
 #[utoipa::path(get, path = "/api/billing/wallet", tag = "billing",
-    responses((status = 200, body = WalletView), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses((status = 200, body = WalletView), Authenticated),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn wallet(
     state: web::Data<AppState>,
@@ -91,7 +92,7 @@ pub struct UsageSummary {
 
 /// Parses a time bound to Unix seconds.
 #[utoipa::path(get, path = "/api/billing/usage/summary", tag = "billing", params(SummaryQuery),
-    responses((status = 200, body = UsageSummary), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = UsageSummary), Authenticated, (status = 400, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn usage_summary(
     state: web::Data<AppState>,

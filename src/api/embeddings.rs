@@ -4,6 +4,7 @@
 use super::body::{from_object, parse_object, read_json};
 use super::call::Metadata;
 use super::call::{Answered, Billed, CallSpec, Measured};
+use super::docs::{Authenticated, ModelCall};
 use super::errors::{ApiError, ErrorBody};
 use crate::auth::Principal;
 use crate::state::AppState;
@@ -158,14 +159,7 @@ pub fn texts_of(field: &str, value: serde_json::Value) -> Result<Vec<String>, Ap
     tag = "openai",
     request_body = EmbeddingsRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
-    responses(
-        (status = 200, description = "One embedding per input, in order", body = EmbeddingsResponse),
-        (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody),
-        (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
-        (status = 402, description = "insufficient_credits", body = ErrorBody),
-        (status = 429, description = "rate_limit_exceeded, concurrency_limit_exceeded", body = ErrorBody),
-        (status = 503, description = "provider_unavailable: the embedding model files are missing", body = ErrorBody),
-    ),
+    responses((status = 200, description = "One embedding per input, in order", body = EmbeddingsResponse), Authenticated, ModelCall, (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody), (status = 503, description = "provider_unavailable: the embedding model files are missing", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn create_embeddings(

@@ -2,6 +2,7 @@
 //! `GET /api/marketplace/models/{slug}`, each model with its modality, modes, prices, limits and whether it is
 //! available now.
 
+use super::docs::Authenticated;
 use super::errors::{ApiError, ErrorBody};
 use super::principal::Admitted;
 use crate::state::AppState;
@@ -131,11 +132,7 @@ fn entry(state: &AppState, model: &ModelSpec) -> MarketplaceModel {
     path = "/api/marketplace/models",
     tag = "runs",
     params(MarketplaceQuery),
-    responses(
-        (status = 200, description = "The published models", body = MarketplaceList),
-        (status = 400, description = "invalid_field: an unknown modality or mode", body = ErrorBody),
-        (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
-    ),
+    responses((status = 200, description = "The published models", body = MarketplaceList), Authenticated, (status = 400, description = "invalid_field: an unknown modality or mode", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn list_models(

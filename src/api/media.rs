@@ -3,6 +3,7 @@
 //! `GET /api/media/{media_ref}` reads them back. Everything is confined to the caller's workspace.
 
 use super::body::Json;
+use super::docs::{Authenticated, JsonBody};
 use super::errors::{ApiError, ErrorBody};
 use super::principal::Admitted;
 use crate::auth::new_id;
@@ -75,8 +76,7 @@ fn rfc3339(unix: i64) -> String {
 }
 
 #[utoipa::path(post, path = "/api/media/upload/init", tag = "media", request_body = InitUpload,
-    responses((status = 201, body = UploadTicket), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
+    responses((status = 201, body = UploadTicket), JsonBody, Authenticated),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn init(
     state: web::Data<AppState>,
@@ -127,8 +127,7 @@ fn no_upload(id: &str) -> ApiError {
 
 #[utoipa::path(put, path = "/api/media/upload/{upload_id}", tag = "media",
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 200, body = Uploaded), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+    responses((status = 200, body = Uploaded), JsonBody, (status = 404, body = ErrorBody)))]
 pub async fn put(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -200,8 +199,7 @@ pub async fn put(
 }
 
 #[utoipa::path(post, path = "/api/media/upload/complete", tag = "media", request_body = CompleteUpload,
-    responses((status = 200, body = MediaObject), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 404, body = ErrorBody)),
+    responses((status = 200, body = MediaObject), JsonBody, Authenticated, (status = 404, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn complete(
     state: web::Data<AppState>,
@@ -252,8 +250,7 @@ pub async fn complete(
 }
 
 #[utoipa::path(get, path = "/api/media/{media_ref}", tag = "media",
-    responses((status = 200, description = "The bytes, with their content type"), (status = 401, body = ErrorBody),
-              (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "The bytes, with their content type"), Authenticated, (status = 404, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn download(
     state: web::Data<AppState>,

@@ -2,6 +2,7 @@
 
 use super::body::{from_object, parse_object, read_json, Json};
 use super::chat::{self, ChatCall, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
+use super::docs::{Authenticated, JsonBody, ModelCall};
 use super::errors::{ApiError, ErrorBody};
 use super::principal::Admitted;
 use crate::auth::Principal;
@@ -47,17 +48,7 @@ pub struct StreamOptions {
     path = "/v1/chat/completions",
     tag = "openai",
     request_body = ChatCompletionRequest,
-    responses(
-        (status = 200, description = "`chat.completion`, or an SSE stream of `chat.completion.chunk`", body = Completion),
-        (status = 400, description = "invalid_json, missing_field, invalid_field, unsupported_model", body = ErrorBody),
-        (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
-        (status = 402, description = "insufficient_credits", body = ErrorBody),
-        (status = 429, description = "rate_limit_exceeded, concurrency_limit_exceeded, token_limit_exceeded", body = ErrorBody),
-        (status = 413, description = "payload_too_large", body = ErrorBody),
-        (status = 502, description = "provider_error", body = ErrorBody),
-        (status = 503, description = "provider_unavailable, overloaded", body = ErrorBody),
-        (status = 504, description = "provider_timeout", body = ErrorBody),
-    ),
+    responses((status = 200, description = "`chat.completion`, or an SSE stream of `chat.completion.chunk`", body = Completion), Authenticated, ModelCall, JsonBody, (status = 400, description = "invalid_json, missing_field, invalid_field, unsupported_model", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn chat_completions(
@@ -147,10 +138,7 @@ pub struct ModelEntry {
     get,
     path = "/v1/models",
     tag = "openai",
-    responses(
-        (status = 200, description = "Every model of the catalogue, with availability", body = ModelList),
-        (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
-    ),
+    responses((status = 200, description = "Every model of the catalogue, with availability", body = ModelList), Authenticated),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn list_models(state: web::Data<AppState>, _admitted: Admitted) -> Result<HttpResponse, ApiError> {
@@ -213,12 +201,7 @@ pub struct ImageOut {
     path = "/v1/images/generations",
     tag = "openai",
     request_body = ImagesRequest,
-    responses(
-        (status = 200, body = ImagesResponse),
-        (status = 400, description = "invalid_json, missing_field, invalid_field, unsupported_model", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 402, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
-    ),
+    responses((status = 200, body = ImagesResponse), Authenticated, ModelCall, (status = 400, description = "invalid_json, missing_field, invalid_field, unsupported_model", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn images_generations(
@@ -309,12 +292,7 @@ fn speech_format(format: Option<&str>) -> Result<Option<String>, ApiError> {
     path = "/v1/audio/speech",
     tag = "openai",
     request_body = SpeechCreateRequest,
-    responses(
-        (status = 200, description = "The audio bytes, streamed as they are generated", content_type = "audio/mpeg"),
-        (status = 400, description = "invalid_json, missing_field, invalid_field, unsupported_model", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 402, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
-    ),
+    responses((status = 200, description = "The audio bytes, streamed as they are generated", content_type = "audio/mpeg"), Authenticated, ModelCall, (status = 400, description = "invalid_json, missing_field, invalid_field, unsupported_model", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn audio_speech(
@@ -395,13 +373,7 @@ struct TranscriptionFields {
     path = "/v1/audio/transcriptions",
     tag = "openai",
     request_body(content_type = "multipart/form-data", description = "`file` (audio), `model`, `language`, `response_format` (json, text, verbose_json)"),
-    responses(
-        (status = 200, body = TranscriptionOut),
-        (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 402, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
-    ),
+    responses((status = 200, body = TranscriptionOut), Authenticated, ModelCall, JsonBody, (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn audio_transcriptions(

@@ -4,6 +4,7 @@
 use super::body::{from_object, parse_object, read_json};
 use super::call::RoutingQuery;
 use super::chat::{self, ChatCall, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
+use super::docs::{Authenticated, Idempotent, JsonBody, ModelCall};
 use super::errors::{ApiError, ErrorBody};
 use super::form::{self, FileInput};
 use crate::auth::Principal;
@@ -45,19 +46,7 @@ pub struct TaskChatRequest {
     tag = "tasks",
     request_body(content = TaskChatRequest, description = "A chat task; for other models `ImageTaskRequest`, `SpeechTaskRequest`, `ConversionTaskRequest` or `TranscriptionTaskRequest`. JSON, or multipart/form-data with the file in `audio` or `image`"),
     params(RoutingQuery, ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
-    responses(
-        (status = 200, description = "The completion (with `stream: true`, an SSE stream of `task.completion.chunk`), `image.generation` (`ImageGeneration`), `speech.generation` (`SpeechGeneration`) or `transcription` (`Transcription`)", body = Completion),
-        (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody),
-        (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
-        (status = 402, description = "insufficient_credits", body = ErrorBody),
-        (status = 409, description = "idempotency_conflict", body = ErrorBody),
-        (status = 429, description = "rate_limit_exceeded, concurrency_limit_exceeded, token_limit_exceeded", body = ErrorBody),
-        (status = 413, description = "payload_too_large", body = ErrorBody),
-        (status = 415, description = "unsupported_media_type", body = ErrorBody),
-        (status = 502, description = "provider_error", body = ErrorBody),
-        (status = 503, description = "provider_unavailable, overloaded", body = ErrorBody),
-        (status = 504, description = "provider_timeout", body = ErrorBody),
-    ),
+    responses((status = 200, description = "The completion (with `stream: true`, an SSE stream of `task.completion.chunk`), `image.generation` (`ImageGeneration`), `speech.generation` (`SpeechGeneration`) or `transcription` (`Transcription`)", body = Completion), Authenticated, ModelCall, Idempotent, JsonBody, (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn create_task(

@@ -1,6 +1,7 @@
 //! `GET /api/knowledge-bases` and `DELETE /api/knowledge-bases/{model}/{scope}`: what a workspace has indexed.
 
 use super::check::check_scope;
+use crate::api::docs::Authenticated;
 use crate::api::embeddings::embedding_model;
 use crate::api::errors::{ApiError, ErrorBody};
 use crate::api::principal::Admitted;
@@ -52,10 +53,7 @@ fn collection_name(state: &AppState, model: &str) -> String {
     get,
     path = "/api/knowledge-bases",
     tag = "runs",
-    responses(
-        (status = 200, description = "The caller's indexed data by model, collection and scope", body = KnowledgeBaseList),
-        (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
-    ),
+    responses((status = 200, description = "The caller's indexed data by model, collection and scope", body = KnowledgeBaseList), Authenticated),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn list_knowledge_bases(

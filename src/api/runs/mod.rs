@@ -10,6 +10,7 @@ mod vectors;
 use super::body::{parse_object, read_json};
 use super::call::{CallSpec, Metadata, RoutingQuery};
 use super::errors::{ApiError, ErrorBody};
+use crate::api::docs::{Authenticated, Idempotent, ModelCall};
 use crate::auth::Principal;
 use crate::clock::now_unix;
 use crate::state::AppState;
@@ -81,16 +82,7 @@ pub struct RunResponse {
     tag = "runs",
     request_body = RunRequest,
     params(RoutingQuery, ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
-    responses(
-        (status = 200, description = "The run, finished", body = RunResponse),
-        (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model, invalid_scope, forbidden_field, unsupported_mode", body = ErrorBody),
-        (status = 401, description = "missing_api_key, invalid_api_key", body = ErrorBody),
-        (status = 402, description = "insufficient_credits", body = ErrorBody),
-        (status = 409, description = "idempotency_conflict", body = ErrorBody),
-        (status = 429, description = "rate_limit_exceeded, concurrency_limit_exceeded, token_limit_exceeded", body = ErrorBody),
-        (status = 503, description = "provider_unavailable (embedding model files missing, provider key unset), overloaded", body = ErrorBody),
-        (status = 504, description = "timeout: `options.timeout_ms` passed", body = ErrorBody),
-    ),
+    responses((status = 200, description = "The run, finished", body = RunResponse), Authenticated, ModelCall, Idempotent, (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model, invalid_scope, forbidden_field, unsupported_mode", body = ErrorBody), (status = 503, description = "provider_unavailable (embedding model files missing, provider key unset), overloaded", body = ErrorBody), (status = 504, description = "timeout: `options.timeout_ms` passed", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn create_run(

@@ -4,7 +4,8 @@
 //! `?workspace_id=` makes a task that workspace's own; without it the task is shared by every workspace.
 
 use crate::api::body::Json;
-use crate::api::errors::{ApiError, ErrorBody};
+use crate::api::docs::{AdminOnly, Idempotent, JsonBody};
+use crate::api::errors::ApiError;
 use crate::api::principal::Admin;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
@@ -88,7 +89,7 @@ fn current(state: &AppState, workspace_id: &str, slug: &str) -> Option<TaskSpec>
 }
 
 #[utoipa::path(get, path = "/admin/tasks", tag = "admin", params(Owner),
-    responses((status = 200, body = AdminTaskList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = AdminTaskList), AdminOnly),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -101,7 +102,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/admin/tasks/{task}", tag = "admin", params(("task" = String, Path), Owner),
-    responses((status = 200, description = "The task's definition"), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "The task's definition"), AdminOnly),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -117,8 +118,7 @@ pub async fn get(
 
 #[utoipa::path(put, path = "/admin/tasks/{task}", tag = "admin", params(("task" = String, Path), Owner),
     request_body(content = Object, description = "`description`, `output_format`, `image_required`, `schema`, `revisions`"),
-    responses((status = 200, description = "The task as stored"), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, description = "The task as stored"), JsonBody, AdminOnly),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn put(
     state: web::Data<AppState>,
@@ -142,7 +142,7 @@ pub async fn put(
 }
 
 #[utoipa::path(delete, path = "/admin/tasks/{task}", tag = "admin", params(("task" = String, Path), Owner),
-    responses((status = 204), (status = 404, body = ErrorBody)),
+    responses((status = 204), AdminOnly),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn delete(
     state: web::Data<AppState>,
@@ -168,8 +168,7 @@ pub async fn delete(
 
 #[utoipa::path(post, path = "/admin/tasks/{task}/revisions", tag = "admin", params(("task" = String, Path), Owner),
     request_body(content = Object, description = "`id`, `tag`, `weight`, `active`, `model`, `fallback_model`, `system_prompt`, `user_prompt`, `params`"),
-    responses((status = 201, description = "The task with its new revision"), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 201, description = "The task with its new revision"), JsonBody, AdminOnly, Idempotent),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn add_revision(
     state: web::Data<AppState>,
@@ -198,8 +197,7 @@ pub async fn add_revision(
 
 #[utoipa::path(patch, path = "/admin/tasks/{task}/revisions/{id}", tag = "admin",
     params(("task" = String, Path), ("id" = String, Path), Owner), request_body = RevisionPatch,
-    responses((status = 200, description = "The task as changed"), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "The task as changed"), JsonBody, AdminOnly),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn patch_revision(
     state: web::Data<AppState>,

@@ -1,6 +1,7 @@
 //! `GET /api/v1/tasks/{task}/revisions/stats`: an A/B test's figures per revision, from the usage records.
 
 use super::chat::REPAIR_ENDPOINT;
+use crate::api::docs::Authenticated;
 use crate::api::errors::{ApiError, ErrorBody};
 use crate::api::principal::Admitted;
 use crate::state::AppState;
@@ -55,8 +56,7 @@ fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
 
 #[utoipa::path(get, path = "/api/v1/tasks/{task}/revisions/stats", tag = "tasks",
     params(("task" = String, Path, description = "The task's slug"), StatsQuery),
-    responses((status = 200, body = StatsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 404, body = ErrorBody)),
+    responses((status = 200, body = StatsResponse), Authenticated, (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn revision_stats(
     state: web::Data<AppState>,

@@ -1,6 +1,7 @@
 //! `GET /api/v1/tasks`: the tasks a workspace sees, as it sees them.
 
-use crate::api::errors::{ApiError, ErrorBody};
+use crate::api::docs::Authenticated;
+use crate::api::errors::ApiError;
 use crate::api::principal::Admitted;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
@@ -75,7 +76,7 @@ pub struct TaskList {
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks",
-    responses((status = 200, body = TaskList), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = TaskList), Authenticated),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list_tasks(
     state: web::Data<AppState>,
