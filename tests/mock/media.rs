@@ -1,10 +1,17 @@
 #![allow(dead_code)]
 //! Mock upstream for Switchyard's media providers: speaks the Black Forest Labs (Flux, submit-then-poll)
-//! and the ElevenLabs (text-to-speech, speech-to-speech, speech-to-text, voices) wire formats over a
-//! hand-rolled HTTP/1.1 server, and can inject faults. Used in-process by integration tests.
+//! and the ElevenLabs (text-to-speech, speech-to-speech, speech-to-text, voices) wire formats over the
+//! mocks' shared HTTP layer (`http.rs`), and can inject faults. Used in-process by integration tests.
 //!
-//! Everything it produces is real: PNG samples of the requested size (stored-deflate encoder, CRC-32 and
-//! Adler-32 by hand), 16-bit PCM / WAV tones, and MP3 when `ffmpeg` is on PATH (501 otherwise).
+//! Everything it produces is real (`synth.rs`): PNG samples of the requested size, 16-bit PCM / WAV tones,
+//! and MP3 when `ffmpeg` is on PATH (501 otherwise).
+
+// Test crates that include both mocks load this file twice, as two private modules.
+#[allow(clippy::duplicate_mod)]
+#[path = "http.rs"]
+mod http;
+#[path = "synth.rs"]
+mod synth;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,18 +19,25 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BytesMut};
+use http::{find_header, split_query, Body, Connections, Request, Response, Step};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use synth::{ffmpeg_on_path, parse_output_format, splitmix, to_jpeg, to_mp3, ulaw_encode, Codec};
+use tokio::net::TcpListener;
 
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_BODY: usize = 64 * 1024 * 1024;
-/// Seconds of generated speech per character of text.
-pub const SECONDS_PER_CHAR: f64 = 0.06;
-/// Frequency of the generated tone.
-pub const TONE_HZ: f64 = 440.0;
+// The media helpers tests use, at the paths they had before `synth.rs` was split out.
+#[allow(unused_imports)]
+pub use http::{parse_multipart, Part};
+#[allow(unused_imports)]
+pub use synth::{
+    adler32, crc32, pcm_tone, png, samples_for, tts_seconds, wav, wav_duration, SECONDS_PER_CHAR, TONE_HZ,
+};
+
+/// A request the mock received (path with query string, header names lowercased in the order received).
+pub type Recorded = Request;
+
+/// A request's query parameters.
+type Query = HashMap<String, String>;
+
 /// Chunk size of the streamed text-to-speech body.
 pub const STREAM_CHUNK: usize = 4096;
 
@@ -53,27 +67,6 @@ pub enum MediaFault {
     CutAudio {
         after_bytes: usize,
     },
-}
-
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    pub method: String,
-    /// Path with query string.
-    pub path: String,
-    /// Header names lowercased, in the order received.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Recorded {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        find_header(&self.headers, name)
-    }
-
-    /// The body parsed as JSON (`Value::Null` when empty or not JSON).
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,13 +135,7 @@ impl Shared {
 pub struct MediaMock {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for MediaMock {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: http::Server,
 }
 
 impl MediaMock {
@@ -166,21 +153,8 @@ impl MediaMock {
             base: format!("http://{addr}"),
         });
         let sh = shared.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let sh = sh.clone();
-                tokio::spawn(async move {
-                    let mut conn = Conn { stream, buf: BytesMut::with_capacity(8192), sh };
-                    let _ = conn.serve().await;
-                });
-            }
-        });
-        Ok(MediaMock { addr, shared, task })
+        let server = http::serve(listener, Connections::default(), move |req| record_and_handle(sh.clone(), req));
+        Ok(MediaMock { addr, shared, _server: server })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -215,408 +189,12 @@ impl MediaMock {
 // ---------------------------------------------------------------------------------------------------------
 // Small helpers
 
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 fn now_nanos() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 fn now_secs_f64() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-fn bad(msg: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
-        return None;
-    }
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Payload Too Large",
-        422 => "Unprocessable Entity",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Unknown",
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn split_query(path: &str) -> (&str, HashMap<String, String>) {
-    let (p, q) = path.split_once('?').unwrap_or((path, ""));
-    let map = q
-        .split('&')
-        .filter(|s| !s.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
-    (p, map)
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// PNG encoder (8-bit RGB, stored deflate blocks)
-
-const fn crc_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut n = 0;
-    while n < 256 {
-        let mut c = n as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
-            k += 1;
-        }
-        t[n] = c;
-        n += 1;
-    }
-    t
-}
-
-static CRC_TABLE: [u32; 256] = crc_table();
-
-/// CRC-32 (ISO-HDLC, as used by PNG and zip).
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut c = 0xffff_ffffu32;
-    for &b in data {
-        c = CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    c ^ 0xffff_ffff
-}
-
-pub fn adler32(data: &[u8]) -> u32 {
-    let (mut a, mut b) = (1u32, 0u32);
-    for chunk in data.chunks(5552) {
-        for &x in chunk {
-            a += u32::from(x);
-            b += a;
-        }
-        a %= 65521;
-        b %= 65521;
-    }
-    (b << 16) | a
-}
-
-/// zlib stream made of stored (uncompressed) deflate blocks.
-fn zlib_stored(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 65535 * 5 + 16);
-    out.extend_from_slice(&[0x78, 0x01]);
-    let mut chunks = data.chunks(65535).peekable();
-    if chunks.peek().is_none() {
-        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
-    }
-    while let Some(c) = chunks.next() {
-        out.push(u8::from(chunks.peek().is_none()));
-        let len = c.len() as u16;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&(!len).to_le_bytes());
-        out.extend_from_slice(c);
-    }
-    out.extend_from_slice(&adler32(data).to_be_bytes());
-    out
-}
-
-fn png_chunk(out: &mut Vec<u8>, ty: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let start = out.len();
-    out.extend_from_slice(ty);
-    out.extend_from_slice(data);
-    let crc = crc32(&out[start..]);
-    out.extend_from_slice(&crc.to_be_bytes());
-}
-
-/// A real PNG of `width` × `height`, 8-bit RGB, deterministic gradient derived from `seed`.
-pub fn png(width: u32, height: u32, seed: u64) -> Vec<u8> {
-    let (w, h) = (width.max(1) as usize, height.max(1) as usize);
-    let s = splitmix(seed);
-    let (sr, sg, sb) = ((s & 0xff) as u8, ((s >> 8) & 0xff) as u8, ((s >> 16) & 0xff) as u8);
-    let mut raw = Vec::with_capacity((w * 3 + 1) * h);
-    for y in 0..h {
-        raw.push(0);
-        let gy = (y * 255 / h.max(2).saturating_sub(1).max(1)) as u8;
-        for x in 0..w {
-            let gx = (x * 255 / w.max(2).saturating_sub(1).max(1)) as u8;
-            raw.extend_from_slice(&[gx ^ sr, gy ^ sg, gx.wrapping_add(gy) ^ sb]);
-        }
-    }
-    let mut out = Vec::with_capacity(raw.len() + 1024);
-    out.extend_from_slice(b"\x89PNG\r\n\x1a\n");
-    let mut ihdr = Vec::with_capacity(13);
-    ihdr.extend_from_slice(&(w as u32).to_be_bytes());
-    ihdr.extend_from_slice(&(h as u32).to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    png_chunk(&mut out, b"IHDR", &ihdr);
-    png_chunk(&mut out, b"IDAT", &zlib_stored(&raw));
-    png_chunk(&mut out, b"IEND", &[]);
-    out
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Audio
-
-/// `n` samples of a 16-bit little-endian mono sine tone at `rate`.
-pub fn pcm_tone(rate: u32, samples: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(samples * 2);
-    for i in 0..samples {
-        let t = i as f64 / f64::from(rate.max(1));
-        let v = ((t * TONE_HZ * std::f64::consts::TAU).sin() * 0.3 * f64::from(i16::MAX)) as i16;
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
-}
-
-/// Number of samples for `secs` seconds at `rate`.
-pub fn samples_for(rate: u32, secs: f64) -> usize {
-    (f64::from(rate) * secs).round() as usize
-}
-
-/// Seconds of audio the mock generates for `text`.
-pub fn tts_seconds(text: &str) -> f64 {
-    text.chars().count() as f64 * SECONDS_PER_CHAR
-}
-
-/// RIFF/WAVE container around 16-bit mono PCM.
-pub fn wav(rate: u32, pcm: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(pcm.len() + 44);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
-    out.extend_from_slice(pcm);
-    out
-}
-
-/// Duration in seconds of a PCM WAV file, None when it is not one.
-pub fn wav_duration(data: &[u8]) -> Option<f64> {
-    if data.len() < 12 || &data[..4] != b"RIFF" || &data[8..12] != b"WAVE" {
-        return None;
-    }
-    let mut pos = 12;
-    let mut byte_rate = None;
-    while pos + 8 <= data.len() {
-        let id = &data[pos..pos + 4];
-        let size = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]) as usize;
-        let body = pos + 8;
-        if id == b"fmt " && body + 12 <= data.len() {
-            let br = u32::from_le_bytes([data[body + 8], data[body + 9], data[body + 10], data[body + 11]]);
-            byte_rate = Some(br);
-        } else if id == b"data" {
-            let avail = size.min(data.len().saturating_sub(body));
-            let br = byte_rate.filter(|b| *b > 0)?;
-            return Some(avail as f64 / f64::from(br));
-        }
-        pos = body + size + (size & 1);
-    }
-    None
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Codec {
-    Mp3 { bitrate: u32 },
-    Pcm,
-    Wav,
-    Ulaw,
-}
-
-fn parse_output_format(f: &str) -> Option<(Codec, u32)> {
-    let mut it = f.split('_');
-    let codec = it.next()?;
-    let rate: u32 = it.next()?.parse().ok()?;
-    let extra = it.next();
-    let c = match (codec, extra) {
-        ("mp3", Some(br)) => Codec::Mp3 { bitrate: br.parse().ok()? },
-        ("pcm", None) => Codec::Pcm,
-        ("wav", None) => Codec::Wav,
-        ("ulaw", None) if rate == 8000 => Codec::Ulaw,
-        _ => return None,
-    };
-    if !(8000..=48000).contains(&rate) {
-        return None;
-    }
-    Some((c, rate))
-}
-
-fn ulaw_encode(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    let mut s = i32::from(sample);
-    let sign = if s < 0 {
-        s = -s;
-        0x80
-    } else {
-        0
-    };
-    s = (s + BIAS).min(32635 + BIAS);
-    let mut exp = 7;
-    let mut mask = 0x4000;
-    while exp > 0 && s & mask == 0 {
-        exp -= 1;
-        mask >>= 1;
-    }
-    let mant = (s >> (exp + 3)) & 0x0f;
-    !(sign | (exp << 4) as u8 | mant as u8)
-}
-
-fn ffmpeg_on_path() -> bool {
-    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join("ffmpeg").is_file())).unwrap_or(false)
-}
-
-async fn to_mp3(wav_bytes: Vec<u8>, rate: u32, bitrate: u32) -> std::io::Result<Vec<u8>> {
-    let rate = rate.to_string();
-    let bitrate = format!("{bitrate}k");
-    let args = ["-f", "wav", "-i", "-", "-f", "mp3", "-ar", rate.as_str(), "-b:a", bitrate.as_str(), "-"];
-    ffmpeg(&args, wav_bytes).await
-}
-
-/// A PNG re-encoded as JPEG.
-async fn to_jpeg(png_bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
-    ffmpeg(&["-f", "png_pipe", "-i", "-", "-f", "image2pipe", "-vcodec", "mjpeg", "-"], png_bytes).await
-}
-
-/// Runs ffmpeg with `args`, `input` on stdin; answers stdout.
-async fn ffmpeg(args: &[&str], input: Vec<u8>) -> std::io::Result<Vec<u8>> {
-    use std::process::Stdio;
-    let wav_bytes = input;
-    let mut child = tokio::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdin = child.stdin.take().ok_or_else(|| bad("no stdin"))?;
-    let writer = tokio::spawn(async move {
-        let r = stdin.write_all(&wav_bytes).await;
-        drop(stdin);
-        r
-    });
-    let out = child.wait_with_output().await?;
-    let _ = writer.await;
-    if !out.status.success() || out.stdout.is_empty() {
-        return Err(bad("ffmpeg failed"));
-    }
-    Ok(out.stdout)
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// multipart/form-data
-
-#[derive(Clone, Debug)]
-pub struct Part {
-    pub name: String,
-    pub filename: Option<String>,
-    pub content_type: Option<String>,
-    pub data: Vec<u8>,
-}
-
-fn header_param(value: &str, key: &str) -> Option<String> {
-    value.split(';').skip(1).find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        if k.trim().eq_ignore_ascii_case(key) {
-            Some(v.trim().trim_matches('"').to_string())
-        } else {
-            None
-        }
-    })
-}
-
-/// Parses a multipart/form-data body given the request's Content-Type.
-pub fn parse_multipart(content_type: &str, body: &[u8]) -> Option<Vec<Part>> {
-    if !content_type.trim().to_ascii_lowercase().starts_with("multipart/form-data") {
-        return None;
-    }
-    let boundary = header_param(content_type, "boundary")?;
-    let delim = format!("--{boundary}").into_bytes();
-    let next_delim = format!("\r\n--{boundary}").into_bytes();
-    let mut pos = find(body, &delim)? + delim.len();
-    let mut parts = Vec::new();
-    loop {
-        let rest = body.get(pos..)?;
-        if rest.starts_with(b"--") {
-            return Some(parts);
-        }
-        let rest = rest.strip_prefix(b"\r\n").unwrap_or(rest);
-        let start = body.len() - rest.len();
-        let head_end = find(rest, b"\r\n\r\n")?;
-        let head = String::from_utf8_lossy(&rest[..head_end]).into_owned();
-        let data_start = start + head_end + 4;
-        let data_len = find(&body[data_start..], &next_delim)?;
-        let (mut name, mut filename, mut ctype) = (None, None, None);
-        for line in head.split("\r\n") {
-            let Some((k, v)) = line.split_once(':') else { continue };
-            let k = k.trim().to_ascii_lowercase();
-            if k == "content-disposition" {
-                name = header_param(v, "name");
-                filename = header_param(v, "filename");
-            } else if k == "content-type" {
-                ctype = Some(v.trim().to_string());
-            }
-        }
-        parts.push(Part {
-            name: name.unwrap_or_default(),
-            filename,
-            content_type: ctype,
-            data: body[data_start..data_start + data_len].to_vec(),
-        });
-        pos = data_start + data_len + next_delim.len();
-    }
 }
 
 fn part<'a>(parts: &'a [Part], name: &str) -> Option<&'a Part> {
@@ -629,42 +207,6 @@ fn part_text(parts: &[Part], name: &str) -> Option<String> {
 
 // ---------------------------------------------------------------------------------------------------------
 // Responses
-
-enum Body {
-    Full(Vec<u8>),
-    /// Chunked transfer encoding, `STREAM_CHUNK` at a time with a 1 ms pause.
-    Stream(Vec<u8>),
-}
-
-struct Resp {
-    status: u16,
-    content_type: String,
-    headers: Vec<(String, String)>,
-    body: Body,
-    /// Close the connection after this many body bytes.
-    cut: Option<usize>,
-}
-
-impl Resp {
-    fn json(status: u16, v: &Value) -> Resp {
-        Resp {
-            status,
-            content_type: "application/json".into(),
-            headers: Vec::new(),
-            body: Body::Full(v.to_string().into_bytes()),
-            cut: None,
-        }
-    }
-
-    fn bytes(content_type: &str, data: Vec<u8>) -> Resp {
-        Resp { status: 200, content_type: content_type.into(), headers: Vec::new(), body: Body::Full(data), cut: None }
-    }
-
-    fn header(mut self, k: &str, v: String) -> Resp {
-        self.headers.push((k.to_string(), v));
-        self
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Provider {
@@ -684,7 +226,11 @@ fn provider_of(path: &str) -> Provider {
     }
 }
 
-fn error_resp(provider: Provider, status: u16, message: Option<&str>) -> Resp {
+fn bytes(content_type: &str, data: Vec<u8>) -> Response {
+    Response::new(200, content_type, data)
+}
+
+fn error_resp(provider: Provider, status: u16, message: Option<&str>) -> Response {
     match provider {
         Provider::Bfl => {
             let msg = match status {
@@ -695,7 +241,7 @@ fn error_resp(provider: Provider, status: u16, message: Option<&str>) -> Resp {
                 s if s >= 500 => "Internal Server Error",
                 _ => "Bad request",
             };
-            Resp::json(status, &json!({ "detail": message.unwrap_or(msg) }))
+            Response::json(status, json!({ "detail": message.unwrap_or(msg) }))
         }
         Provider::Eleven => {
             let (st, msg) = match status {
@@ -711,32 +257,31 @@ fn error_resp(provider: Provider, status: u16, message: Option<&str>) -> Resp {
                 s if s >= 500 => ("internal_server_error", "An internal error occurred (mock)."),
                 _ => ("error", "Request failed (mock)."),
             };
-            Resp::json(status, &json!({ "detail": { "status": st, "message": message.unwrap_or(msg) } }))
+            Response::json(status, json!({ "detail": { "status": st, "message": message.unwrap_or(msg) } }))
         }
     }
 }
 
 /// FastAPI-style 422 validation error (both providers are FastAPI services).
-fn validation(loc: &[&str], ty: &str, msg: &str, input: Value, ctx: Option<Value>) -> Resp {
+fn validation(loc: &[&str], ty: &str, msg: &str, input: Value, ctx: Option<Value>) -> Response {
     let mut item = json!({ "type": ty, "loc": loc, "msg": msg, "input": input });
     if let Some(c) = ctx {
         item["ctx"] = c;
     }
-    Resp::json(422, &json!({ "detail": [item] }))
+    Response::json(422, json!({ "detail": [item] }))
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Handlers
 
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    keep_alive: bool,
+async fn record_and_handle(sh: Arc<Shared>, req: Request) -> Response {
+    let (p, _) = split_query(&req.path);
+    lock(&sh.paths).push(p.to_string());
+    *lock(&sh.last) = Some(req.clone());
+    handle(&sh, &req).await
 }
 
-async fn handle(sh: &Shared, req: &Request) -> Resp {
+async fn handle(sh: &Shared, req: &Request) -> Response {
     let (path, query) = split_query(&req.path);
     let provider = provider_of(path);
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -773,7 +318,7 @@ async fn handle(sh: &Shared, req: &Request) -> Resp {
         ("GET", ["v1", "get_result"]) => get_result(sh, query.get("id").map(String::as_str).unwrap_or(""), &fault),
         ("GET", ["v1", "voices"]) => voices(),
         ("GET", ["v1", "voices", id]) => match voice_json(id) {
-            Some(v) => Resp::json(200, &v),
+            Some(v) => Response::json(200, v),
             None => voice_not_found(id),
         },
         ("POST", ["v1", "text-to-speech", voice]) => tts(req, voice, &query, false, &fault).await,
@@ -788,7 +333,7 @@ async fn handle(sh: &Shared, req: &Request) -> Resp {
 
 // ----- BFL
 
-fn submit(sh: &Shared, _model: &str, req: &Request, fault: &MediaFault) -> Resp {
+fn submit(sh: &Shared, _model: &str, req: &Request, fault: &MediaFault) -> Response {
     let body: Value = match serde_json::from_slice(&req.body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(other) => {
@@ -891,14 +436,14 @@ fn submit(sh: &Shared, _model: &str, req: &Request, fault: &MediaFault) -> Resp 
             start_time: now_secs_f64(),
         },
     );
-    Resp::json(200, &json!({ "id": id, "polling_url": format!("{}/v1/get_result?id={id}", sh.base) }))
+    Response::json(200, json!({ "id": id, "polling_url": format!("{}/v1/get_result?id={id}", sh.base) }))
 }
 
-fn get_result(sh: &Shared, id: &str, fault: &MediaFault) -> Resp {
+fn get_result(sh: &Shared, id: &str, fault: &MediaFault) -> Response {
     let pending = sh.pending_polls.load(Ordering::SeqCst);
     let mut tasks = lock(&sh.tasks);
     let Some(task) = tasks.get_mut(id) else {
-        return Resp::json(200, &json!({ "id": id, "status": "Task not found", "result": null, "progress": null }));
+        return Response::json(200, json!({ "id": id, "status": "Task not found", "result": null, "progress": null }));
     };
     match fault {
         MediaFault::TaskFailed => task.outcome = Outcome::Failed,
@@ -914,7 +459,7 @@ fn get_result(sh: &Shared, id: &str, fault: &MediaFault) -> Resp {
         if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
             o.extend(e);
         }
-        Resp::json(200, &v)
+        Response::json(200, v)
     };
     match task.outcome {
         Outcome::Failed => with("Error", json!({ "details": { "error": "Task failed (mock)." } })),
@@ -947,7 +492,7 @@ fn get_result(sh: &Shared, id: &str, fault: &MediaFault) -> Resp {
     }
 }
 
-async fn sample(sh: &Shared, file: &str) -> Resp {
+async fn sample(sh: &Shared, file: &str) -> Response {
     let id = file.rsplit_once('.').map(|(a, _)| a).unwrap_or(file);
     let task = lock(&sh.tasks).get(id).cloned();
     match task {
@@ -956,20 +501,16 @@ async fn sample(sh: &Shared, file: &str) -> Resp {
                 return error_resp(Provider::Bfl, 501, Some("jpeg output needs ffmpeg on PATH (mock)"));
             }
             match to_jpeg(png(t.width, t.height, t.seed)).await {
-                Ok(jpeg) => Resp::bytes("image/jpeg", jpeg),
+                Ok(jpeg) => bytes("image/jpeg", jpeg),
                 Err(e) => error_resp(Provider::Bfl, 500, Some(&format!("ffmpeg: {e}"))),
             }
         }
-        Some(t) if t.outcome == Outcome::Normal => Resp::bytes("image/png", png(t.width, t.height, t.seed)),
-        _ => Resp {
-            status: 404,
-            content_type: "application/xml".into(),
-            headers: Vec::new(),
-            body: Body::Full(
-                b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>BlobNotFound</Code></Error>".to_vec(),
-            ),
-            cut: None,
-        },
+        Some(t) if t.outcome == Outcome::Normal => bytes("image/png", png(t.width, t.height, t.seed)),
+        _ => Response::new(
+            404,
+            "application/xml",
+            &b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>BlobNotFound</Code></Error>"[..],
+        ),
     }
 }
 
@@ -991,20 +532,20 @@ fn voice_json(id: &str) -> Option<Value> {
     }))
 }
 
-fn voices() -> Resp {
+fn voices() -> Response {
     let list: Vec<Value> = VOICES.iter().filter_map(|v| voice_json(v.0)).collect();
-    Resp::json(200, &json!({ "voices": list }))
+    Response::json(200, json!({ "voices": list }))
 }
 
-fn voice_not_found(id: &str) -> Resp {
-    Resp::json(
+fn voice_not_found(id: &str) -> Response {
+    Response::json(
         404,
-        &json!({ "detail": { "status": "voice_not_found", "message": format!("A voice with voice_id {id} does not exist.") } }),
+        json!({ "detail": { "status": "voice_not_found", "message": format!("A voice with voice_id {id} does not exist.") } }),
     )
 }
 
 /// Encodes `secs` of tone in the requested format.
-async fn render_audio(format: &str, secs: f64) -> Resp {
+async fn render_audio(format: &str, secs: f64) -> Response {
     let Some((codec, rate)) = parse_output_format(format) else {
         return validation(
             &["query", "output_format"],
@@ -1016,41 +557,50 @@ async fn render_audio(format: &str, secs: f64) -> Resp {
     };
     let pcm = pcm_tone(rate, samples_for(rate, secs));
     match codec {
-        Codec::Pcm => Resp::bytes("audio/pcm", pcm),
-        Codec::Wav => Resp::bytes("audio/wav", wav(rate, &pcm)),
+        Codec::Pcm => bytes("audio/pcm", pcm),
+        Codec::Wav => bytes("audio/wav", wav(rate, &pcm)),
         Codec::Ulaw => {
             let data = pcm.chunks_exact(2).map(|c| ulaw_encode(i16::from_le_bytes([c[0], c[1]]))).collect();
-            Resp::bytes("audio/basic", data)
+            bytes("audio/basic", data)
         }
         Codec::Mp3 { bitrate } => {
             if !ffmpeg_on_path() {
                 return error_resp(Provider::Eleven, 501, Some("mp3 output needs ffmpeg on PATH (mock)"));
             }
             match to_mp3(wav(rate, &pcm), rate, bitrate).await {
-                Ok(mp3) => Resp::bytes("audio/mpeg", mp3),
+                Ok(mp3) => bytes("audio/mpeg", mp3),
                 Err(e) => error_resp(Provider::Eleven, 500, Some(&format!("ffmpeg: {e}"))),
             }
         }
     }
 }
 
-fn finish_audio(mut r: Resp, stream: bool, fault: &MediaFault, chars: usize) -> Resp {
+fn finish_audio(mut r: Response, stream: bool, fault: &MediaFault, chars: usize) -> Response {
     if r.status != 200 {
         return r;
     }
     if stream {
-        if let Body::Full(data) = std::mem::replace(&mut r.body, Body::Full(Vec::new())) {
-            r.body = Body::Stream(data);
+        if let Body::Full(data) = &r.body {
+            // Chunked, `STREAM_CHUNK` at a time with a 1 ms pause after each.
+            let steps = (0..data.len())
+                .step_by(STREAM_CHUNK)
+                .flat_map(|i| {
+                    let chunk = data.slice(i..(i + STREAM_CHUNK).min(data.len()));
+                    [Step::Data(chunk), Step::Pause(Duration::from_millis(1))]
+                })
+                .collect();
+            r.body = Body::Chunked(steps);
         }
     }
-    if let MediaFault::CutAudio { after_bytes } = fault {
-        r.cut = Some(*after_bytes);
-    }
     let id = format!("{:020x}", splitmix(now_nanos()));
-    r.header("request-id", id.clone()).header("history-item-id", id).header("x-character-count", chars.to_string())
+    r = r.header("request-id", id.clone()).header("history-item-id", id).header("x-character-count", chars.to_string());
+    match fault {
+        MediaFault::CutAudio { after_bytes } => r.cut_after(*after_bytes).header("connection", "close"),
+        _ => r,
+    }
 }
 
-async fn tts(req: &Request, voice: &str, query: &HashMap<String, String>, stream: bool, fault: &MediaFault) -> Resp {
+async fn tts(req: &Request, voice: &str, query: &Query, stream: bool, fault: &MediaFault) -> Response {
     let body: Value = match serde_json::from_slice(&req.body) {
         Ok(v @ Value::Object(_)) => v,
         _ => return validation(&["body"], "json_invalid", "JSON decode error", json!({}), None),
@@ -1070,7 +620,7 @@ async fn tts(req: &Request, voice: &str, query: &HashMap<String, String>, stream
     finish_audio(render_audio(format, tts_seconds(&text)).await, stream, fault, chars)
 }
 
-async fn sts(req: &Request, voice: &str, query: &HashMap<String, String>, stream: bool, fault: &MediaFault) -> Resp {
+async fn sts(req: &Request, voice: &str, query: &Query, stream: bool, fault: &MediaFault) -> Response {
     let ctype = find_header(&req.headers, "content-type").unwrap_or("");
     let Some(parts) = parse_multipart(ctype, &req.body) else {
         return validation(&["body", "audio"], "missing", "Field required", Value::Null, None);
@@ -1094,7 +644,7 @@ async fn sts(req: &Request, voice: &str, query: &HashMap<String, String>, stream
     finish_audio(render_audio(format, secs).await, stream, fault, 0)
 }
 
-fn stt(req: &Request) -> Resp {
+fn stt(req: &Request) -> Response {
     let ctype = find_header(&req.headers, "content-type").unwrap_or("");
     let Some(parts) = parse_multipart(ctype, &req.body) else {
         return validation(&["body", "model_id"], "missing", "Field required", Value::Null, None);
@@ -1130,9 +680,9 @@ fn stt(req: &Request) -> Resp {
         words.push(json!({ "text": w, "start": round(s), "end": round(e), "type": "word",
             "speaker_id": "speaker_0", "logprob": 0.0 }));
     }
-    Resp::json(
+    Response::json(
         200,
-        &json!({
+        json!({
             "language_code": language,
             "language_probability": 0.98,
             "text": text,
@@ -1140,181 +690,4 @@ fn stt(req: &Request) -> Resp {
             "transcription_id": format!("{:020x}", splitmix(now_nanos())),
         }),
     )
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// HTTP/1.1 connection
-
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-    sh: Arc<Shared>,
-}
-
-impl Conn {
-    async fn serve(&mut self) -> std::io::Result<()> {
-        while let Some(req) = self.read_request().await? {
-            {
-                let (p, _) = split_query(&req.path);
-                lock(&self.sh.paths).push(p.to_string());
-                *lock(&self.sh.last) = Some(Recorded {
-                    method: req.method.clone(),
-                    path: req.path.clone(),
-                    headers: req.headers.clone(),
-                    body: req.body.clone(),
-                });
-            }
-            let resp = handle(&self.sh, &req).await;
-            if !self.write(resp, req.keep_alive).await? {
-                break;
-            }
-        }
-        let _ = self.stream.shutdown().await;
-        Ok(())
-    }
-
-    async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(8192);
-        }
-        self.stream.read_buf(&mut self.buf).await
-    }
-
-    async fn fill(&mut self, n: usize) -> std::io::Result<()> {
-        while self.buf.len() < n {
-            if self.read_more().await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        Ok(())
-    }
-
-    async fn read_line(&mut self) -> std::io::Result<String> {
-        loop {
-            if let Some(p) = find(&self.buf, b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..p]).into_owned();
-                self.buf.advance(p + 2);
-                return Ok(line);
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err(bad("line too long"));
-            }
-            if self.read_more().await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    }
-
-    async fn read_request(&mut self) -> std::io::Result<Option<Request>> {
-        let end = loop {
-            if let Some(p) = find(&self.buf, b"\r\n\r\n") {
-                break p;
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err(bad("head too large"));
-            }
-            if self.read_more().await? == 0 {
-                return if self.buf.is_empty() { Ok(None) } else { Err(std::io::ErrorKind::UnexpectedEof.into()) };
-            }
-        };
-        let head = std::str::from_utf8(&self.buf[..end]).map_err(|_| bad("head not utf-8"))?;
-        let mut lines = head.split("\r\n");
-        let mut parts = lines.next().unwrap_or("").split(' ');
-        let method = parts.next().unwrap_or("").to_string();
-        let path = parts.next().unwrap_or("/").to_string();
-        let version = parts.next().unwrap_or("HTTP/1.1");
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let conn_hdr = find_header(&headers, "connection").map(str::to_ascii_lowercase);
-        let keep_alive = match conn_hdr.as_deref() {
-            Some(c) if c.contains("close") => false,
-            Some(c) if c.contains("keep-alive") => true,
-            _ => version != "HTTP/1.0",
-        };
-        self.buf.advance(end + 4);
-        if find_header(&headers, "expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
-            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-        }
-        let chunked =
-            find_header(&headers, "transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
-        let body = if chunked {
-            let mut body = Vec::new();
-            loop {
-                let line = self.read_line().await?;
-                let size_str = line.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size_str, 16).map_err(|_| bad("bad chunk size"))?;
-                if size == 0 {
-                    while !self.read_line().await?.is_empty() {}
-                    break body;
-                }
-                if body.len() + size > MAX_BODY {
-                    return Err(bad("body too large"));
-                }
-                self.fill(size + 2).await?;
-                body.extend_from_slice(&self.buf[..size]);
-                self.buf.advance(size + 2);
-            }
-        } else {
-            let len = match find_header(&headers, "content-length") {
-                Some(v) => v.parse::<usize>().map_err(|_| bad("bad content-length"))?,
-                None => 0,
-            };
-            if len > MAX_BODY {
-                return Err(bad("body too large"));
-            }
-            self.fill(len).await?;
-            self.buf.split_to(len).to_vec()
-        };
-        Ok(Some(Request { method, path, headers, body, keep_alive }))
-    }
-
-    /// Writes the response; returns whether the connection stays open.
-    async fn write(&mut self, resp: Resp, keep_alive: bool) -> std::io::Result<bool> {
-        use std::io::Write;
-        let keep = keep_alive && resp.cut.is_none();
-        let mut head = Vec::with_capacity(256);
-        let _ =
-            write!(head, "HTTP/1.1 {} {}\r\ncontent-type: {}\r\n", resp.status, reason(resp.status), resp.content_type);
-        match &resp.body {
-            Body::Full(d) => {
-                let _ = write!(head, "content-length: {}\r\n", d.len());
-            }
-            Body::Stream(_) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        }
-        for (k, v) in &resp.headers {
-            let _ = write!(head, "{k}: {v}\r\n");
-        }
-        head.extend_from_slice(if keep { b"connection: keep-alive\r\n\r\n" } else { b"connection: close\r\n\r\n" });
-        match resp.body {
-            Body::Full(d) => {
-                let upto = resp.cut.unwrap_or(d.len()).min(d.len());
-                head.extend_from_slice(&d[..upto]);
-                self.stream.write_all(&head).await?;
-            }
-            Body::Stream(d) => {
-                self.stream.write_all(&head).await?;
-                let limit = resp.cut.unwrap_or(usize::MAX);
-                let mut sent = 0;
-                for chunk in d.chunks(STREAM_CHUNK) {
-                    let take = chunk.len().min(limit - sent);
-                    if take == 0 {
-                        break;
-                    }
-                    let mut out = format!("{take:x}\r\n").into_bytes();
-                    out.extend_from_slice(&chunk[..take]);
-                    out.extend_from_slice(b"\r\n");
-                    self.stream.write_all(&out).await?;
-                    sent += take;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                if resp.cut.is_none() {
-                    self.stream.write_all(b"0\r\n\r\n").await?;
-                }
-            }
-        }
-        self.stream.flush().await?;
-        Ok(keep)
-    }
 }

@@ -1,27 +1,29 @@
 //! Mock upstream for Switchyard: speaks the OpenAI Chat Completions and the
-//! Anthropic Messages wire formats over a hand-rolled HTTP/1.1 server and can
-//! inject faults. Used in-process by integration tests and as the
+//! Anthropic Messages wire formats over the mocks' shared HTTP layer (`http.rs`)
+//! and can inject faults. Used in-process by integration tests and as the
 //! `switchyard-mock` binary by the benchmark.
 #![allow(dead_code)]
 
+// Test crates that include both mocks load this file twice, as two private modules.
+#[allow(clippy::duplicate_mod)]
+#[path = "http.rs"]
+mod http;
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
+use http::{find_header, Connections, Request, Response, Step};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpListener;
 
 /// Words the deterministic reply is made of.
 pub const WORDS: [&str; 16] = [
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo", "lima",
     "mike", "november", "oscar", "papa",
 ];
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_BODY: usize = 64 * 1024 * 1024;
 
 #[derive(Clone, Copy, Debug)]
 pub struct MockConfig {
@@ -86,7 +88,7 @@ struct Shared {
     fault: Mutex<(Fault, Option<u32>)>,
     calls: AtomicU64,
     seq: AtomicU64,
-    open: AtomicUsize,
+    conns: Connections,
     last: Mutex<Option<RecordedRequest>>,
     /// Replies to give, in order, before the generated ones (a test's script of what the "model" says).
     scripted: Mutex<std::collections::VecDeque<String>>,
@@ -116,13 +118,7 @@ impl Shared {
 pub struct MockServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for MockServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: http::Server,
 }
 
 impl MockServer {
@@ -139,32 +135,14 @@ impl MockServer {
             fault: Mutex::new((Fault::None, None)),
             calls: AtomicU64::new(0),
             seq: AtomicU64::new(0),
-            open: AtomicUsize::new(0),
+            conns: Connections::default(),
             last: Mutex::new(None),
             scripted: Mutex::new(std::collections::VecDeque::new()),
             bodies: Mutex::new(Vec::new()),
         });
         let sh = shared.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let sh = sh.clone();
-                sh.open.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let guard = OpenGuard(sh.clone());
-                    let mut conn =
-                        Conn { stream, buf: BytesMut::with_capacity(8192), out: Vec::with_capacity(8192), sh };
-                    let _ = conn.serve().await;
-                    drop(conn);
-                    drop(guard);
-                });
-            }
-        });
-        Ok(MockServer { addr, shared, task })
+        let server = http::serve(listener, shared.conns.clone(), move |req| handle(sh.clone(), req));
+        Ok(MockServer { addr, shared, _server: server })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -209,14 +187,7 @@ impl MockServer {
     }
 
     pub fn open_connections(&self) -> usize {
-        self.shared.open.load(Ordering::SeqCst)
-    }
-}
-
-struct OpenGuard(Arc<Shared>);
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.shared.conns.open()
     }
 }
 
@@ -239,18 +210,6 @@ fn reply_deltas(last_user_text: &str, words: usize) -> Vec<String> {
         .collect()
 }
 
-fn bad(msg: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-}
-
 fn esc(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
 }
@@ -259,39 +218,10 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        413 => "Payload Too Large",
-        422 => "Unprocessable Entity",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        529 => "Overloaded",
-        _ => "Unknown",
-    }
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Provider {
     OpenAi,
     Anthropic,
-}
-
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    keep_alive: bool,
 }
 
 /// The text of a message `content` (string or array of parts), or of `system`.
@@ -426,464 +356,285 @@ fn error_body(provider: Provider, status: u16, message: Option<&str>) -> String 
     }
 }
 
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-    out: Vec<u8>,
-    sh: Arc<Shared>,
+/// Waits `d`; a client that leaves meanwhile closes the connection (and drops this wait).
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
 }
 
-impl Conn {
-    async fn serve(&mut self) -> std::io::Result<()> {
-        while let Some(req) = self.read_request().await? {
-            if !self.handle(req).await? {
-                break;
-            }
-        }
-        let _ = self.stream.shutdown().await;
-        Ok(())
-    }
+/// SSE events, each one HTTP chunk, written into one buffer.
+struct Events {
+    buf: BytesMut,
+    steps: Vec<Step>,
+}
 
-    async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(8192);
-        }
-        self.stream.read_buf(&mut self.buf).await
-    }
-
-    async fn fill(&mut self, n: usize) -> std::io::Result<()> {
-        while self.buf.len() < n {
-            if self.read_more().await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        Ok(())
-    }
-
-    async fn read_line(&mut self) -> std::io::Result<String> {
-        loop {
-            if let Some(p) = find(&self.buf, b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..p]).into_owned();
-                self.buf.advance(p + 2);
-                return Ok(line);
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err(bad("line too long"));
-            }
-            if self.read_more().await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    }
-
-    async fn read_request(&mut self) -> std::io::Result<Option<Request>> {
-        let end = loop {
-            if let Some(p) = find(&self.buf, b"\r\n\r\n") {
-                break p;
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err(bad("head too large"));
-            }
-            if self.read_more().await? == 0 {
-                return if self.buf.is_empty() { Ok(None) } else { Err(std::io::ErrorKind::UnexpectedEof.into()) };
-            }
-        };
-        let head = std::str::from_utf8(&self.buf[..end]).map_err(|_| bad("head not utf-8"))?;
-        let mut lines = head.split("\r\n");
-        let mut parts = lines.next().unwrap_or("").split(' ');
-        let method = parts.next().unwrap_or("").to_string();
-        let path = parts.next().unwrap_or("/").to_string();
-        let version = parts.next().unwrap_or("HTTP/1.1");
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let conn_hdr = find_header(&headers, "connection").map(str::to_ascii_lowercase);
-        let keep_alive = match conn_hdr.as_deref() {
-            Some(c) if c.contains("close") => false,
-            Some(c) if c.contains("keep-alive") => true,
-            _ => version != "HTTP/1.0",
-        };
-        self.buf.advance(end + 4);
-        if find_header(&headers, "expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
-            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-        }
-        let chunked =
-            find_header(&headers, "transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
-        let body = if chunked {
-            let mut body = Vec::new();
-            loop {
-                let line = self.read_line().await?;
-                let size_str = line.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size_str, 16).map_err(|_| bad("bad chunk size"))?;
-                if size == 0 {
-                    while !self.read_line().await?.is_empty() {}
-                    break body;
-                }
-                if body.len() + size > MAX_BODY {
-                    return Err(bad("body too large"));
-                }
-                self.fill(size + 2).await?;
-                body.extend_from_slice(&self.buf[..size]);
-                self.buf.advance(size + 2);
-            }
-        } else {
-            let len = match find_header(&headers, "content-length") {
-                Some(v) => v.parse::<usize>().map_err(|_| bad("bad content-length"))?,
-                None => 0,
-            };
-            if len > MAX_BODY {
-                return Err(bad("body too large"));
-            }
-            self.fill(len).await?;
-            self.buf.split_to(len).to_vec()
-        };
-        Ok(Some(Request { method, path, headers, body, keep_alive }))
-    }
-
-    /// Sends what is buffered in `out`.
-    async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        Ok(())
-    }
-
-    /// Flushes, then waits `d`, failing early if the client goes away meanwhile.
-    async fn pause(&mut self, d: Duration) -> std::io::Result<()> {
-        if d.is_zero() {
-            return Ok(());
-        }
-        self.flush().await?;
-        let sleep = tokio::time::sleep(d);
-        tokio::pin!(sleep);
-        loop {
-            if self.buf.len() > MAX_HEAD {
-                sleep.as_mut().await;
-                return Ok(());
-            }
-            tokio::select! {
-                _ = &mut sleep => return Ok(()),
-                r = self.stream.read_buf(&mut self.buf) => match r {
-                    Ok(0) => return Err(std::io::ErrorKind::ConnectionAborted.into()),
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
-                },
-            }
-        }
-    }
-
-    fn head(
-        &mut self,
-        status: u16,
-        content_type: &str,
-        extra: &[(&str, String)],
-        len: Option<usize>,
-        keep_alive: bool,
-    ) {
-        use std::io::Write;
-        let o = &mut self.out;
-        let _ = write!(o, "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\n", reason(status));
-        match len {
-            Some(n) => {
-                let _ = write!(o, "content-length: {n}\r\n");
-            }
-            None => o.extend_from_slice(b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n"),
-        }
-        for (k, v) in extra {
-            let _ = write!(o, "{k}: {v}\r\n");
-        }
-        if !keep_alive {
-            o.extend_from_slice(b"connection: close\r\n");
-        }
-        o.extend_from_slice(b"\r\n");
-    }
-
-    async fn respond(
-        &mut self,
-        status: u16,
-        extra: &[(&str, String)],
-        body: &str,
-        keep_alive: bool,
-    ) -> std::io::Result<bool> {
-        self.head(status, "application/json", extra, Some(body.len()), keep_alive);
-        self.out.extend_from_slice(body.as_bytes());
-        self.flush().await?;
-        Ok(keep_alive)
-    }
-
-    /// Appends one SSE event as one HTTP chunk.
-    fn event(&mut self, name: Option<&str>, data: &str) {
-        use std::io::Write;
-        let len = name.map_or(0, |n| n.len() + 8) + data.len() + 8;
-        let _ = write!(self.out, "{len:x}\r\n");
+impl Events {
+    fn event(&mut self, name: Option<&str>, data: impl std::fmt::Display) {
+        use std::fmt::Write;
         if let Some(n) = name {
-            let _ = writeln!(self.out, "event: {n}");
+            let _ = writeln!(self.buf, "event: {n}");
         }
-        let _ = write!(self.out, "data: {data}\n\n\r\n");
+        let _ = write!(self.buf, "data: {data}\n\n");
+        self.steps.push(Step::Data(self.buf.split().freeze()));
     }
+}
 
-    async fn handle(&mut self, req: Request) -> std::io::Result<bool> {
-        let ka = req.keep_alive;
-        let path = req.path.split('?').next().unwrap_or("").to_string();
-        if let Some(ctl) = path.strip_prefix("/__mock/") {
-            return self.control(ctl, &req).await;
-        }
-        self.sh.calls.fetch_add(1, Ordering::SeqCst);
-        let body_json: Option<Value> = serde_json::from_slice(&req.body).ok();
-        *lock(&self.sh.last) = Some(RecordedRequest {
-            method: req.method.clone(),
-            path: req.path.clone(),
-            headers: req.headers.clone(),
-            body: body_json.clone().unwrap_or(Value::Null),
-        });
-        let hdr = |n: &str| find_header(&req.headers, n).filter(|v| !v.is_empty());
-        let provider = if path.starts_with("/v1/messages")
-            || (path == "/v1/models" && hdr("x-api-key").is_some() && hdr("authorization").is_none())
-        {
-            Provider::Anthropic
-        } else {
-            Provider::OpenAi
+async fn handle(sh: Arc<Shared>, req: Request) -> Response {
+    let path = req.path.split('?').next().unwrap_or("").to_string();
+    if let Some(ctl) = path.strip_prefix("/__mock/") {
+        return control(&sh, ctl, &req);
+    }
+    sh.calls.fetch_add(1, Ordering::SeqCst);
+    let body_json: Option<Value> = serde_json::from_slice(&req.body).ok();
+    *lock(&sh.last) = Some(RecordedRequest {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        headers: req.headers.clone(),
+        body: body_json.clone().unwrap_or(Value::Null),
+    });
+    let hdr = |n: &str| req.header(n).filter(|v| !v.is_empty());
+    let provider = if path.starts_with("/v1/messages")
+        || (path == "/v1/models" && hdr("x-api-key").is_some() && hdr("authorization").is_none())
+    {
+        Provider::Anthropic
+    } else {
+        Provider::OpenAi
+    };
+    let id_hdr = match provider {
+        Provider::OpenAi => "x-request-id",
+        Provider::Anthropic => "request-id",
+    };
+    let seq = sh.seq.fetch_add(1, Ordering::Relaxed);
+    let extra = [(id_hdr, format!("req_mock{seq:012}"))];
+    let reply = |status: u16, body: String| Response::json(status, body).with_headers(&extra);
+    let is_chat =
+        req.method == "POST" && matches!(path.as_str(), "/v1/chat/completions" | "/chat/completions" | "/v1/messages");
+    let is_models = req.method == "GET" && path == "/v1/models";
+    if !is_chat && !is_models {
+        let body = match provider {
+            Provider::OpenAi => format!(
+                r#"{{"error":{{"message":{},"type":"invalid_request_error","param":null,"code":null}}}}"#,
+                esc(&format!("Invalid URL ({} {})", req.method, path))
+            ),
+            Provider::Anthropic => error_body(provider, 404, Some("Not Found")),
         };
-        let id_hdr = match provider {
-            Provider::OpenAi => "x-request-id",
-            Provider::Anthropic => "request-id",
-        };
-        let seq = self.sh.seq.fetch_add(1, Ordering::Relaxed);
-        let extra = [(id_hdr, format!("req_mock{seq:012}"))];
-        let is_chat = req.method == "POST"
-            && matches!(path.as_str(), "/v1/chat/completions" | "/chat/completions" | "/v1/messages");
-        let is_models = req.method == "GET" && path == "/v1/models";
-        if !is_chat && !is_models {
-            let body = match provider {
-                Provider::OpenAi => format!(
-                    r#"{{"error":{{"message":{},"type":"invalid_request_error","param":null,"code":null}}}}"#,
-                    esc(&format!("Invalid URL ({} {})", req.method, path))
-                ),
-                Provider::Anthropic => error_body(provider, 404, Some("Not Found")),
+        return reply(404, body);
+    }
+    let fault = if is_chat { sh.take_fault() } else { Fault::None };
+    match fault {
+        Fault::Reset => return Response::reset(),
+        Fault::Stall(d) => pause(d).await,
+        Fault::Status { status, retry_after } => {
+            let r = reply(status, error_body(provider, status, None));
+            return match retry_after {
+                Some(s) => r.header("retry-after", s.to_string()),
+                None => r,
             };
-            return self.respond(404, &extra, &body, ka).await;
         }
-        let fault = if is_chat { self.sh.take_fault() } else { Fault::None };
-        match fault {
-            Fault::Reset => {
-                let _ = self.stream.set_zero_linger();
-                return Ok(false);
+        _ => {}
+    }
+    // Authentication, as the providers check it.
+    let auth_ok = match provider {
+        Provider::OpenAi => hdr("authorization")
+            .and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")))
+            .is_some_and(|t| !t.trim().is_empty()),
+        Provider::Anthropic => hdr("x-api-key").is_some(),
+    };
+    if !auth_ok {
+        return reply(401, error_body(provider, 401, None));
+    }
+    if provider == Provider::Anthropic && hdr("anthropic-version").is_none() {
+        let msg = "anthropic-version: header is required";
+        return reply(400, error_body(provider, 400, Some(msg)));
+    }
+    if is_models {
+        return reply(200, models_body(provider));
+    }
+    let Some(body) = body_json.filter(Value::is_object) else {
+        let msg = match provider {
+            Provider::OpenAi => "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
+            Provider::Anthropic => "There was an error parsing the body of your request as JSON.",
+        };
+        return reply(400, error_body(provider, 400, Some(msg)));
+    };
+    let missing = match provider {
+        Provider::OpenAi => ["model", "messages"].into_iter().find(|k| body.get(*k).is_none()),
+        Provider::Anthropic => ["model", "max_tokens", "messages"].into_iter().find(|k| body.get(*k).is_none()),
+    };
+    if let Some(field) = missing {
+        let b = match provider {
+            Provider::OpenAi => format!(
+                r#"{{"error":{{"message":"Missing required parameter: '{field}'.","type":"invalid_request_error","param":"{field}","code":"missing_required_parameter"}}}}"#
+            ),
+            Provider::Anthropic => error_body(provider, 400, Some(&format!("{field}: Field required"))),
+        };
+        return reply(400, b);
+    }
+    let cfg = *lock(&sh.config);
+    lock(&sh.bodies).push(body.clone());
+    let scripted = lock(&sh.scripted).pop_front();
+    let p = plan(&body, provider, &cfg, scripted);
+    pause(cfg.ttft).await;
+    if p.stream {
+        return stream_reply(provider, &p, &fault, &extra, cfg.token_interval, seq);
+    }
+    let text = p.deltas.concat();
+    let c = p.deltas.len();
+    let (model, pt) = (esc(&p.model), p.prompt_tokens);
+    let body = match provider {
+        Provider::OpenAi => {
+            let fr = if p.cut == Some(None) { "length" } else { "stop" };
+            format!(
+                r#"{{"id":"chatcmpl-mock{seq:012}","object":"chat.completion","created":{},"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{},"refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"{fr}"}}],"usage":{{"prompt_tokens":{pt},"completion_tokens":{c},"total_tokens":{}}},"system_fingerprint":"fp_mock"}}"#,
+                now_secs(),
+                esc(&text),
+                pt + c
+            )
+        }
+        Provider::Anthropic => {
+            let (sr, ss) = anthropic_stop(&p.cut);
+            format!(
+                r#"{{"id":"msg_mock{seq:012}","type":"message","role":"assistant","model":{model},"content":[{{"type":"text","text":{}}}],"stop_reason":"{sr}","stop_sequence":{ss},"usage":{{"input_tokens":{pt},"output_tokens":{c}}}}}"#,
+                esc(&text)
+            )
+        }
+    };
+    if let Fault::CutStream { .. } = fault {
+        // The whole body's content-length, half the body, then the connection closes.
+        let half = body.len() / 2;
+        return reply(200, body).cut_after(half);
+    }
+    reply(200, body)
+}
+
+fn stream_reply(
+    provider: Provider,
+    p: &Plan,
+    fault: &Fault,
+    extra: &[(&str, String)],
+    interval: Duration,
+    seq: u64,
+) -> Response {
+    let mut ev = Events { buf: BytesMut::with_capacity(4096), steps: Vec::with_capacity(2 * p.deltas.len() + 8) };
+    let model = esc(&p.model);
+    let c = p.deltas.len();
+    let pt = p.prompt_tokens;
+    let usage_null = if p.include_usage { r#","usage":null"# } else { "" };
+    let prefix = format!(
+        r#"{{"id":"chatcmpl-mock{seq:012}","object":"chat.completion.chunk","created":{},"model":{model},"system_fingerprint":"fp_mock","choices":[{{"index":0,"delta":"#,
+        now_secs()
+    );
+    match provider {
+        Provider::OpenAi => ev.event(
+            None,
+            format_args!(
+                r#"{prefix}{{"role":"assistant","content":"","refusal":null}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
+            ),
+        ),
+        Provider::Anthropic => {
+            ev.event(
+                Some("message_start"),
+                format_args!(
+                    r#"{{"type":"message_start","message":{{"id":"msg_mock{seq:012}","type":"message","role":"assistant","content":[],"model":{model},"stop_reason":null,"stop_sequence":null,"usage":{{"input_tokens":{pt},"output_tokens":1}}}}}}"#
+                ),
+            );
+            ev.event(
+                Some("content_block_start"),
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            );
+            ev.event(Some("ping"), r#"{"type":"ping"}"#);
+        }
+    }
+    let head = |steps: Vec<Step>| {
+        Response::chunked(200, "text/event-stream; charset=utf-8", steps)
+            .header("cache-control", "no-cache")
+            .with_headers(extra)
+    };
+    for i in 0..=c {
+        match *fault {
+            Fault::CutStream { after_tokens } if after_tokens == i => {
+                ev.steps.push(Step::Cut);
+                return head(ev.steps);
             }
-            Fault::Stall(d) => self.pause(d).await?,
-            Fault::Status { status, retry_after } => {
-                let mut extra = extra.to_vec();
-                if let Some(s) = retry_after {
-                    extra.push(("retry-after", s.to_string()));
+            Fault::MalformedChunk { after_tokens } if after_tokens == i => match provider {
+                Provider::OpenAi => ev.event(None, "{not json"),
+                Provider::Anthropic => ev.event(Some("content_block_delta"), "{not json"),
+            },
+            Fault::MidStreamError { after_tokens } if after_tokens == i => {
+                match provider {
+                    Provider::OpenAi => ev.event(None, error_body(provider, 500, None)),
+                    Provider::Anthropic => ev.event(Some("error"), error_body(provider, 529, None)),
                 }
-                return self.respond(status, &extra, &error_body(provider, status, None), ka).await;
+                return head(ev.steps);
             }
             _ => {}
         }
-        // Authentication, as the providers check it.
-        let auth_ok = match provider {
-            Provider::OpenAi => hdr("authorization")
-                .and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")))
-                .is_some_and(|t| !t.trim().is_empty()),
-            Provider::Anthropic => hdr("x-api-key").is_some(),
-        };
-        if !auth_ok {
-            return self.respond(401, &extra, &error_body(provider, 401, None), ka).await;
+        let Some(delta) = p.deltas.get(i) else { break };
+        if i > 0 && !interval.is_zero() {
+            ev.steps.push(Step::Pause(interval));
         }
-        if provider == Provider::Anthropic && hdr("anthropic-version").is_none() {
-            let msg = "anthropic-version: header is required";
-            return self.respond(400, &extra, &error_body(provider, 400, Some(msg)), ka).await;
-        }
-        if is_models {
-            return self.respond(200, &extra, &models_body(provider), ka).await;
-        }
-        let Some(body) = body_json.filter(Value::is_object) else {
-            let msg = match provider {
-                Provider::OpenAi => "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
-                Provider::Anthropic => "There was an error parsing the body of your request as JSON.",
-            };
-            return self.respond(400, &extra, &error_body(provider, 400, Some(msg)), ka).await;
-        };
-        let missing = match provider {
-            Provider::OpenAi => ["model", "messages"].into_iter().find(|k| body.get(*k).is_none()),
-            Provider::Anthropic => ["model", "max_tokens", "messages"].into_iter().find(|k| body.get(*k).is_none()),
-        };
-        if let Some(field) = missing {
-            let b = match provider {
-                Provider::OpenAi => format!(
-                    r#"{{"error":{{"message":"Missing required parameter: '{field}'.","type":"invalid_request_error","param":"{field}","code":"missing_required_parameter"}}}}"#
+        let t = esc(delta);
+        match provider {
+            Provider::OpenAi => ev.event(
+                None,
+                format_args!(r#"{prefix}{{"content":{t}}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#),
+            ),
+            Provider::Anthropic => ev.event(
+                Some("content_block_delta"),
+                format_args!(
+                    r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{t}}}}}"#
                 ),
-                Provider::Anthropic => error_body(provider, 400, Some(&format!("{field}: Field required"))),
-            };
-            return self.respond(400, &extra, &b, ka).await;
+            ),
         }
-        let cfg = *lock(&self.sh.config);
-        lock(&self.sh.bodies).push(body.clone());
-        let scripted = lock(&self.sh.scripted).pop_front();
-        let p = plan(&body, provider, &cfg, scripted);
-        self.pause(cfg.ttft).await?;
-        if p.stream {
-            return self.stream_reply(provider, &p, &fault, &extra, cfg.token_interval, seq, ka).await;
-        }
-        let text = p.deltas.concat();
-        let c = p.deltas.len();
-        let (model, pt) = (esc(&p.model), p.prompt_tokens);
-        let body = match provider {
-            Provider::OpenAi => {
-                let fr = if p.cut == Some(None) { "length" } else { "stop" };
-                format!(
-                    r#"{{"id":"chatcmpl-mock{seq:012}","object":"chat.completion","created":{},"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{},"refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"{fr}"}}],"usage":{{"prompt_tokens":{pt},"completion_tokens":{c},"total_tokens":{}}},"system_fingerprint":"fp_mock"}}"#,
-                    now_secs(),
-                    esc(&text),
-                    pt + c
-                )
-            }
-            Provider::Anthropic => {
-                let (sr, ss) = anthropic_stop(&p.cut);
-                format!(
-                    r#"{{"id":"msg_mock{seq:012}","type":"message","role":"assistant","model":{model},"content":[{{"type":"text","text":{}}}],"stop_reason":"{sr}","stop_sequence":{ss},"usage":{{"input_tokens":{pt},"output_tokens":{c}}}}}"#,
-                    esc(&text)
-                )
-            }
-        };
-        if let Fault::CutStream { .. } = fault {
-            self.head(200, "application/json", &extra, Some(body.len()), ka);
-            self.out.extend_from_slice(&body.as_bytes()[..body.len() / 2]);
-            self.flush().await?;
-            return Ok(false);
-        }
-        self.respond(200, &extra, &body, ka).await
     }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn stream_reply(
-        &mut self,
-        provider: Provider,
-        p: &Plan,
-        fault: &Fault,
-        extra: &[(&str, String)],
-        interval: Duration,
-        seq: u64,
-        ka: bool,
-    ) -> std::io::Result<bool> {
-        self.head(200, "text/event-stream; charset=utf-8", extra, None, ka);
-        let model = esc(&p.model);
-        let c = p.deltas.len();
-        let pt = p.prompt_tokens;
-        let usage_null = if p.include_usage { r#","usage":null"# } else { "" };
-        let prefix = format!(
-            r#"{{"id":"chatcmpl-mock{seq:012}","object":"chat.completion.chunk","created":{},"model":{model},"system_fingerprint":"fp_mock","choices":[{{"index":0,"delta":"#,
-            now_secs()
-        );
-        match provider {
-            Provider::OpenAi => {
-                let d = format!(
-                    r#"{prefix}{{"role":"assistant","content":"","refusal":null}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
-                );
-                self.event(None, &d);
-            }
-            Provider::Anthropic => {
-                let d = format!(
-                    r#"{{"type":"message_start","message":{{"id":"msg_mock{seq:012}","type":"message","role":"assistant","content":[],"model":{model},"stop_reason":null,"stop_sequence":null,"usage":{{"input_tokens":{pt},"output_tokens":1}}}}}}"#
-                );
-                self.event(Some("message_start"), &d);
-                self.event(
-                    Some("content_block_start"),
-                    r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
-                );
-                self.event(Some("ping"), r#"{"type":"ping"}"#);
-            }
-        }
-        for i in 0..=c {
-            match *fault {
-                Fault::CutStream { after_tokens } if after_tokens == i => {
-                    self.flush().await?;
-                    return Ok(false);
-                }
-                Fault::MalformedChunk { after_tokens } if after_tokens == i => match provider {
-                    Provider::OpenAi => self.event(None, "{not json"),
-                    Provider::Anthropic => self.event(Some("content_block_delta"), "{not json"),
-                },
-                Fault::MidStreamError { after_tokens } if after_tokens == i => {
-                    match provider {
-                        Provider::OpenAi => self.event(None, &error_body(provider, 500, None)),
-                        Provider::Anthropic => self.event(Some("error"), &error_body(provider, 529, None)),
-                    }
-                    self.out.extend_from_slice(b"0\r\n\r\n");
-                    self.flush().await?;
-                    return Ok(ka);
-                }
-                _ => {}
-            }
-            let Some(delta) = p.deltas.get(i) else { break };
-            if i > 0 {
-                self.pause(interval).await?;
-            }
-            let t = esc(delta);
-            match provider {
-                Provider::OpenAi => {
-                    let d =
-                        format!(r#"{prefix}{{"content":{t}}},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#);
-                    self.event(None, &d);
-                }
-                Provider::Anthropic => {
-                    let d = format!(
-                        r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{t}}}}}"#
-                    );
-                    self.event(Some("content_block_delta"), &d);
-                }
-            }
-        }
-        match provider {
-            Provider::OpenAi => {
-                let fr = if p.cut == Some(None) { "length" } else { "stop" };
-                let d = format!(r#"{prefix}{{}},"logprobs":null,"finish_reason":"{fr}"}}]{usage_null}}}"#);
-                self.event(None, &d);
-                if p.include_usage {
-                    let d = format!(
+    match provider {
+        Provider::OpenAi => {
+            let fr = if p.cut == Some(None) { "length" } else { "stop" };
+            ev.event(None, format_args!(r#"{prefix}{{}},"logprobs":null,"finish_reason":"{fr}"}}]{usage_null}}}"#));
+            if p.include_usage {
+                ev.event(
+                    None,
+                    format_args!(
                         r#"{{"id":"chatcmpl-mock{seq:012}","object":"chat.completion.chunk","created":{},"model":{model},"system_fingerprint":"fp_mock","choices":[],"usage":{{"prompt_tokens":{pt},"completion_tokens":{c},"total_tokens":{}}}}}"#,
                         now_secs(),
                         pt + c
-                    );
-                    self.event(None, &d);
-                }
-                self.event(None, "[DONE]");
-            }
-            Provider::Anthropic => {
-                let (sr, ss) = anthropic_stop(&p.cut);
-                self.event(Some("content_block_stop"), r#"{"type":"content_block_stop","index":0}"#);
-                let d = format!(
-                    r#"{{"type":"message_delta","delta":{{"stop_reason":"{sr}","stop_sequence":{ss}}},"usage":{{"output_tokens":{c}}}}}"#
+                    ),
                 );
-                self.event(Some("message_delta"), &d);
-                self.event(Some("message_stop"), r#"{"type":"message_stop"}"#);
             }
+            ev.event(None, "[DONE]");
         }
-        self.out.extend_from_slice(b"0\r\n\r\n");
-        self.flush().await?;
-        Ok(ka)
+        Provider::Anthropic => {
+            let (sr, ss) = anthropic_stop(&p.cut);
+            ev.event(Some("content_block_stop"), r#"{"type":"content_block_stop","index":0}"#);
+            ev.event(
+                Some("message_delta"),
+                format_args!(
+                    r#"{{"type":"message_delta","delta":{{"stop_reason":"{sr}","stop_sequence":{ss}}},"usage":{{"output_tokens":{c}}}}}"#
+                ),
+            );
+            ev.event(Some("message_stop"), r#"{"type":"message_stop"}"#);
+        }
     }
+    head(ev.steps)
+}
 
-    async fn control(&mut self, what: &str, req: &Request) -> std::io::Result<bool> {
-        let ka = req.keep_alive;
-        match (req.method.as_str(), what) {
-            ("GET", "stats") => {
-                let b = json!({"calls": self.sh.calls.load(Ordering::SeqCst), "open_connections": self.sh.open.load(Ordering::SeqCst)});
-                self.respond(200, &[], &b.to_string(), ka).await
-            }
-            ("POST", "fault") => {
-                let parsed = serde_json::from_slice::<Value>(&req.body).ok().and_then(|v| parse_fault(&v));
-                match parsed {
-                    Some((f, times)) => {
-                        *lock(&self.sh.fault) = (f, times);
-                        self.respond(200, &[], r#"{"ok":true}"#, ka).await
-                    }
-                    None => self.respond(400, &[], r#"{"ok":false,"error":"bad fault"}"#, ka).await,
-                }
-            }
-            _ => self.respond(404, &[], r#"{"ok":false,"error":"unknown control endpoint"}"#, ka).await,
+fn control(sh: &Shared, what: &str, req: &Request) -> Response {
+    match (req.method.as_str(), what) {
+        ("GET", "stats") => {
+            Response::json(200, json!({"calls": sh.calls.load(Ordering::SeqCst), "open_connections": sh.conns.open()}))
         }
+        ("POST", "fault") => {
+            let parsed = serde_json::from_slice::<Value>(&req.body).ok().and_then(|v| parse_fault(&v));
+            match parsed {
+                Some((f, times)) => {
+                    *lock(&sh.fault) = (f, times);
+                    Response::json(200, r#"{"ok":true}"#)
+                }
+                None => Response::json(400, r#"{"ok":false,"error":"bad fault"}"#),
+            }
+        }
+        _ => Response::json(404, r#"{"ok":false,"error":"unknown control endpoint"}"#),
     }
 }
 
