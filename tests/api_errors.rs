@@ -402,6 +402,14 @@ async fn openapi_document_covers_every_route() {
     for status in ["400", "401", "402", "409", "413", "429", "502", "503", "504"] {
         assert!(task_errors[status].is_object(), "/api/v1/task lacks {status}");
     }
+    // Shared rows carry the error codes; a row of the handler's own wins over the shared one.
+    let refs = |v: &Value| v["content"]["application/json"]["schema"]["$ref"].as_str().map(str::to_owned);
+    assert_eq!(refs(&task_errors["402"]).as_deref(), Some("#/components/schemas/ErrorBody"));
+    assert!(task_errors["400"]["description"].as_str().unwrap().contains("unsupported_model"));
+    let admin = &doc["paths"]["/admin/workspaces"]["post"]["responses"];
+    assert!(admin["403"]["description"].as_str().unwrap().contains("admin_only"));
+    let run_params = doc["paths"]["/api/runs"]["post"]["parameters"].as_array().unwrap();
+    assert!(run_params.iter().any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"), "{run_params:?}");
     gw.stop().await;
 }
 

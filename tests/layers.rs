@@ -46,6 +46,7 @@ const API_LAYERS: &[(&str, u8)] = &[
     ("limits", 2),
     ("body", 2),
     ("query", 2),
+    ("docs", 1),
     ("errors", 1),
 ];
 

@@ -19,12 +19,25 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let raw = RawJson::from_request(req, payload);
+        Box::pin(async move { Ok(Json(from_object(parse_object(&raw.await?.0)?)?)) })
+    }
+}
+
+/// A JSON body as its bytes, within `server.max_body_bytes`: for handlers that fingerprint it (idempotency)
+/// before they parse it.
+pub struct RawJson(pub bytes::Bytes);
+
+impl FromRequest for RawJson {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
             let limit = req.app_data::<web::Data<AppState>>().map_or(1 << 20, |s| s.config.server.max_body_bytes);
-            let body = read_json(&req, payload, limit).await?;
-            Ok(Json(from_object(parse_object(&body)?)?))
+            Ok(RawJson(read_json(&req, payload, limit).await?))
         })
     }
 }

@@ -76,3 +76,12 @@ impl IntoResponses for AdminOnly {
         ])
     }
 }
+
+/// The `Idempotency-Key` header of a model call.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// Replays the first response for 24 h.
+    #[serde(rename = "Idempotency-Key")]
+    pub key: Option<String>,
+}

@@ -1,10 +1,10 @@
 //! Embeddings: the in-process model behind a billed call (admission, a reservation of `per_input` for every text,
 //! settlement after), shared by `POST /api/runs` and the OpenAI-compatible `POST /v1/embeddings`.
 
-use super::body::{from_object, parse_object, read_json};
+use super::body::{from_object, parse_object, RawJson};
 use super::call::Metadata;
 use super::call::{Answered, Billed, CallSpec, Measured};
-use super::docs::{Authenticated, ModelCall};
+use super::docs::{Authenticated, IdempotencyKey, ModelCall};
 use super::errors::{ApiError, ErrorBody};
 use crate::auth::Principal;
 use crate::state::AppState;
@@ -158,7 +158,7 @@ pub fn texts_of(field: &str, value: serde_json::Value) -> Result<Vec<String>, Ap
     path = "/v1/embeddings",
     tag = "openai",
     request_body = EmbeddingsRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+    params(IdempotencyKey),
     responses((status = 200, description = "One embedding per input, in order", body = EmbeddingsResponse), Authenticated, ModelCall, (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody), (status = 503, description = "provider_unavailable: the embedding model files are missing", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -166,10 +166,9 @@ pub async fn create_embeddings(
     state: web::Data<AppState>,
     principal: Principal,
     req: HttpRequest,
-    payload: web::Payload,
+    RawJson(body): RawJson,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
     let run = async {
         let request: EmbeddingsRequest = from_object(parse_object(&body)?)?;
         let model = embedding_model(&state, &request.model)?;

@@ -1,6 +1,6 @@
 //! The OpenAI-compatible face: `POST /v1/chat/completions` and `GET /v1/models`, so OpenAI SDKs work unchanged.
 
-use super::body::{from_object, parse_object, read_json, Json};
+use super::body::{from_object, parse_object, Json, RawJson};
 use super::chat::{self, ChatCall, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
 use super::docs::{Authenticated, JsonBody, ModelCall};
 use super::errors::{ApiError, ErrorBody};
@@ -56,10 +56,9 @@ pub async fn chat_completions(
     principal: Principal,
     query: web::Query<super::call::RoutingQuery>,
     req: HttpRequest,
-    payload: web::Payload,
+    RawJson(body): RawJson,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
     super::idempotency::guard(
         &state,
         &req,

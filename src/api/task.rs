@@ -4,7 +4,7 @@
 use super::body::{from_object, parse_object, read_json};
 use super::call::RoutingQuery;
 use super::chat::{self, ChatCall, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
-use super::docs::{Authenticated, Idempotent, JsonBody, ModelCall};
+use super::docs::{Authenticated, IdempotencyKey, Idempotent, JsonBody, ModelCall};
 use super::errors::{ApiError, ErrorBody};
 use super::form::{self, FileInput};
 use crate::auth::Principal;
@@ -45,7 +45,7 @@ pub struct TaskChatRequest {
     path = "/api/v1/task",
     tag = "tasks",
     request_body(content = TaskChatRequest, description = "A chat task; for other models `ImageTaskRequest`, `SpeechTaskRequest`, `ConversionTaskRequest` or `TranscriptionTaskRequest`. JSON, or multipart/form-data with the file in `audio` or `image`"),
-    params(RoutingQuery, ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+    params(RoutingQuery, IdempotencyKey),
     responses((status = 200, description = "The completion (with `stream: true`, an SSE stream of `task.completion.chunk`), `image.generation` (`ImageGeneration`), `speech.generation` (`SpeechGeneration`) or `transcription` (`Transcription`)", body = Completion), Authenticated, ModelCall, Idempotent, JsonBody, (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = []))
 )]

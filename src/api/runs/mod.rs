@@ -7,10 +7,10 @@ mod execute;
 pub(crate) mod knowledge;
 mod vectors;
 
-use super::body::{parse_object, read_json};
+use super::body::{parse_object, RawJson};
 use super::call::{CallSpec, Metadata, RoutingQuery};
 use super::errors::{ApiError, ErrorBody};
-use crate::api::docs::{Authenticated, Idempotent, ModelCall};
+use crate::api::docs::{Authenticated, IdempotencyKey, Idempotent, ModelCall};
 use crate::auth::Principal;
 use crate::clock::now_unix;
 use crate::state::AppState;
@@ -81,7 +81,7 @@ pub struct RunResponse {
     path = "/api/runs",
     tag = "runs",
     request_body = RunRequest,
-    params(RoutingQuery, ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+    params(RoutingQuery, IdempotencyKey),
     responses((status = 200, description = "The run, finished", body = RunResponse), Authenticated, ModelCall, Idempotent, (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, unsupported_model, invalid_scope, forbidden_field, unsupported_mode", body = ErrorBody), (status = 503, description = "provider_unavailable (embedding model files missing, provider key unset), overloaded", body = ErrorBody), (status = 504, description = "timeout: `options.timeout_ms` passed", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -90,10 +90,9 @@ pub async fn create_run(
     principal: Principal,
     query: web::Query<RoutingQuery>,
     req: HttpRequest,
-    payload: web::Payload,
+    RawJson(body): RawJson,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
     let run = async {
         let (request, timeout) = check(parse_object(&body)?)?;
         let work = run(&state, &principal, query.into_inner(), &req, request, started);

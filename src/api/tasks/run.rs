@@ -6,7 +6,7 @@ use super::files::{run_audio, run_image};
 use super::plan::{Plan, RunAnswer};
 use super::wire::{RunBody, RunQuery, RunRequest, TaskRun};
 use crate::api::body::{from_object, parse_object, read_json};
-use crate::api::docs::{Authenticated, Idempotent, JsonBody, ModelCall};
+use crate::api::docs::{Authenticated, IdempotencyKey, Idempotent, JsonBody, ModelCall};
 use crate::api::errors::{ApiError, ErrorBody};
 use crate::api::form::{self, FileKind};
 use crate::auth::Principal;
@@ -23,7 +23,7 @@ use switchyard_actors::tasks::{OutputFormat, SelectError, Selector, TaskSpec, Te
     tag = "tasks",
     params(("task" = String, Path, description = "The task's slug"), RunQuery,
         ("X-Session-Id" = Option<String>, Header, description = "Keeps a session on one revision"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+        IdempotencyKey),
     request_body(content = RunRequest, description = "JSON, or multipart/form-data with `task_input` (JSON text) and an `image` file when the task has `image_required`"),
     responses((status = 200, description = "`task.run`; with `stream=true` on a text task, SSE `task.completion.chunk`", body = TaskRun), Authenticated, ModelCall, Idempotent, JsonBody, (status = 400, description = "invalid_json, missing_field, invalid_field, unknown_field, missing_variable", body = ErrorBody), (status = 404, description = "unknown task, or no active revision with that id or tag", body = ErrorBody), (status = 502, description = "provider_error, invalid_model_output", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = []))
