@@ -4,9 +4,9 @@ use super::docs::Authenticated;
 use super::errors::{ApiError, ErrorBody};
 use super::principal::Admitted;
 use crate::state::AppState;
+use crate::store::UsageKey;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use switchyard_actors::engine::ledger::GetWallet;
 use switchyard_actors::Credits;
 use utoipa::{IntoParams, ToSchema};
@@ -101,33 +101,17 @@ pub async fn usage_summary(
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = super::query::time_range(query.from.as_deref(), query.to.as_deref())?;
     let group_by = query.group_by.clone().unwrap_or_else(|| "model".to_owned());
-    let key = match group_by.as_str() {
-        "model" => "model",
-        "reporting_group" => "reporting_group",
-        "api_key" => "key_id",
-        "day" => "strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')",
-        "task" => "task",
-        "revision" => "revision",
-        other => {
-            return Err(ApiError::invalid_field(
-                "group_by",
-                format!("Unknown group_by `{other}`: use model, reporting_group, api_key, day, task or revision"),
-            ))
-        }
-    };
+    let key = UsageKey::parse(&group_by).ok_or_else(|| {
+        ApiError::invalid_field(
+            "group_by",
+            format!("Unknown group_by `{group_by}`: use model, reporting_group, api_key, day, task or revision"),
+        )
+    })?;
     // Records committed to the journal but not yet imported are waited for, so the summary matches the wallet.
     state.engine().flush_usage().await;
-    // `key` is one of the fixed expressions above, never caller text.
-    let sql = format!(
-        "SELECT {key} AS grp, COUNT(*) AS requests, SUM(status = 'error') AS errors, SUM(fallback_used) AS fallbacks, \
-         SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion, SUM(credits_milli) AS credits \
-         FROM usage WHERE workspace_id = ? AND created_at >= ? AND created_at < ? GROUP BY grp ORDER BY grp"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(&principal.workspace_id)
-        .bind(from * 1000)
-        .bind(to * 1000)
-        .fetch_all(state.store.pool())
+    let groups = state
+        .store
+        .usage_summary(&principal.workspace_id, key, from * 1000, to * 1000)
         .await
         .map_err(ApiError::store)?;
     let mut total = UsageGroup {
@@ -139,16 +123,16 @@ pub async fn usage_summary(
         completion_tokens: 0,
         credits: Credits::ZERO,
     };
-    let mut data = Vec::with_capacity(rows.len());
-    for row in rows {
+    let mut data = Vec::with_capacity(groups.len());
+    for g in groups {
         let group = UsageGroup {
-            key: row.try_get("grp").map_err(ApiError::store)?,
-            requests: row.try_get("requests").map_err(ApiError::store)?,
-            errors: row.try_get::<Option<i64>, _>("errors").map_err(ApiError::store)?.unwrap_or(0),
-            fallbacks: row.try_get::<Option<i64>, _>("fallbacks").map_err(ApiError::store)?.unwrap_or(0),
-            prompt_tokens: row.try_get::<Option<i64>, _>("prompt").map_err(ApiError::store)?.unwrap_or(0),
-            completion_tokens: row.try_get::<Option<i64>, _>("completion").map_err(ApiError::store)?.unwrap_or(0),
-            credits: Credits(row.try_get::<Option<i64>, _>("credits").map_err(ApiError::store)?.unwrap_or(0)),
+            key: g.key,
+            requests: g.requests,
+            errors: g.errors,
+            fallbacks: g.fallbacks,
+            prompt_tokens: g.prompt_tokens,
+            completion_tokens: g.completion_tokens,
+            credits: Credits(g.credits_milli),
         };
         total.requests += group.requests;
         total.errors += group.errors;

@@ -155,9 +155,11 @@ pub struct Store {
 
 mod idempotency;
 mod media;
+mod usage;
 
 pub use idempotency::KeptResponse;
 pub use media::{MediaRow, Upload};
+pub use usage::{RunRecord, UsageKey, UsageTotals};
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 

@@ -64,22 +64,12 @@ pub async fn revision_stats(
     path: web::Path<String>,
     query: web::Query<StatsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    use sqlx::Row;
     let slug = path.into_inner();
     let task = state.engine().tasks.load().get(&principal.workspace_id, &slug).cloned();
     let (from, to) = crate::api::query::time_range(query.from.as_deref(), query.to.as_deref())?;
     state.engine().flush_usage().await;
-    let rows = sqlx::query(
-        "SELECT revision, endpoint, status, fallback_used, latency_ms, prompt_tokens, completion_tokens, credits_milli \
-         FROM usage WHERE workspace_id = ? AND task = ? AND created_at >= ? AND created_at < ?",
-    )
-    .bind(&principal.workspace_id)
-    .bind(&slug)
-    .bind(from * 1000)
-    .bind(to * 1000)
-    .fetch_all(state.store.pool())
-    .await
-    .map_err(ApiError::store)?;
+    let rows =
+        state.store.task_runs(&principal.workspace_id, &slug, from * 1000, to * 1000).await.map_err(ApiError::store)?;
     if task.is_none() && rows.is_empty() {
         return Err(ApiError::not_found(format!("No task `{slug}`")));
     }
@@ -100,19 +90,16 @@ pub async fn revision_stats(
         }
     }
     for row in rows {
-        let revision: Option<String> = row.try_get("revision").map_err(ApiError::store)?;
-        let acc = by_revision.entry(revision.unwrap_or_default()).or_default();
-        let status: String = row.try_get("status").map_err(ApiError::store)?;
-        let endpoint: String = row.try_get("endpoint").map_err(ApiError::store)?;
-        if endpoint != REPAIR_ENDPOINT {
+        let acc = by_revision.entry(row.revision.unwrap_or_default()).or_default();
+        if row.endpoint != REPAIR_ENDPOINT {
             acc.requests += 1;
-            acc.errors += u64::from(status != "ok");
-            acc.fallbacks += u64::from(row.try_get::<bool, _>("fallback_used").map_err(ApiError::store)?);
-            acc.latencies.push(row.try_get::<i64, _>("latency_ms").map_err(ApiError::store)?.max(0) as u64);
+            acc.errors += u64::from(row.status != "ok");
+            acc.fallbacks += u64::from(row.fallback_used);
+            acc.latencies.push(row.latency_ms.max(0) as u64);
         }
-        acc.prompt += row.try_get::<i64, _>("prompt_tokens").map_err(ApiError::store)?.max(0) as u64;
-        acc.completion += row.try_get::<i64, _>("completion_tokens").map_err(ApiError::store)?.max(0) as u64;
-        acc.credits += row.try_get::<i64, _>("credits_milli").map_err(ApiError::store)?;
+        acc.prompt += row.prompt_tokens.max(0) as u64;
+        acc.completion += row.completion_tokens.max(0) as u64;
+        acc.credits += row.credits_milli;
     }
     let revisions = by_revision
         .into_iter()

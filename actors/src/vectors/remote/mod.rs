@@ -1,5 +1,5 @@
 //! The remote backend: a Qdrant server over gRPC (`qdrant-client`), with the embedded backend's layout and
-//! semantics (see `edge.rs`): one Qdrant collection per embedding model, named `<prefix><collection>`, created on
+//! semantics (see `edge/`): one Qdrant collection per embedding model, named `<prefix><collection>`, created on
 //! first index with cosine dense vectors and the payload indexes `tenant` (keyword, `is_tenant`), `workspace`,
 //! `doc_id` (keywords) and `updated_at` (integer, range and lookup).
 //!
