@@ -33,19 +33,22 @@ pub struct Upload {
 const INSERT_MEDIA: &str = "INSERT INTO media (id, workspace_id, filename, content_type, bytes, sha256, object, \
                             created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
 
+/// The insert of a media row, ready to run on the pool or in a transaction.
+fn insert_media(m: &MediaRow) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
+    sqlx::query(INSERT_MEDIA)
+        .bind(&m.id)
+        .bind(&m.workspace_id)
+        .bind(&m.filename)
+        .bind(&m.content_type)
+        .bind(m.bytes as i64)
+        .bind(&m.sha256)
+        .bind(&m.object)
+        .bind(m.created_at)
+}
+
 impl Store {
     pub async fn insert_media(&self, m: &MediaRow) -> StoreResult<()> {
-        sqlx::query(INSERT_MEDIA)
-            .bind(&m.id)
-            .bind(&m.workspace_id)
-            .bind(&m.filename)
-            .bind(&m.content_type)
-            .bind(m.bytes as i64)
-            .bind(&m.sha256)
-            .bind(&m.object)
-            .bind(m.created_at)
-            .execute(&self.pool)
-            .await?;
+        insert_media(m).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -130,17 +133,7 @@ impl Store {
         if claimed != 1 {
             return Ok(false);
         }
-        sqlx::query(INSERT_MEDIA)
-            .bind(&m.id)
-            .bind(&m.workspace_id)
-            .bind(&m.filename)
-            .bind(&m.content_type)
-            .bind(m.bytes as i64)
-            .bind(&m.sha256)
-            .bind(&m.object)
-            .bind(m.created_at)
-            .execute(&mut *tx)
-            .await?;
+        insert_media(m).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -8,7 +8,9 @@ use crate::api::docs::{AdminOnly, Idempotent, JsonBody};
 use crate::api::errors::ApiError;
 use crate::api::principal::Admin;
 use crate::state::AppState;
-use actix_web::{web, HttpResponse};
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use futures::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use switchyard_actors::engine::router::{PutTask, RemoveTask};
 use switchyard_actors::tasks::{valid_name, Revision, TaskSpec};
@@ -48,6 +50,25 @@ pub struct AdminTaskList {
     pub object: &'static str,
     #[schema(value_type = Vec<Object>)]
     pub data: Vec<TaskSpec>,
+}
+
+/// Whose tasks an operator's request is about: `?workspace_id=` (which must exist), or the shared ones (`""`).
+/// Extracted after the admin key is checked, so a stranger learns nothing about workspaces.
+pub struct Owned(String);
+
+impl FromRequest for Owned {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let query = web::Query::<Owner>::from_request(&req, &mut Payload::None).await?;
+            Admin::from_request(&req, &mut Payload::None).await?;
+            let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal("no state"))?;
+            Ok(Owned(owner(state, query.into_inner()).await?))
+        })
+    }
 }
 
 async fn owner(state: &AppState, owner: Owner) -> Result<String, ApiError> {
@@ -91,12 +112,7 @@ fn current(state: &AppState, workspace_id: &str, slug: &str) -> Option<TaskSpec>
 #[utoipa::path(get, path = "/admin/tasks", tag = "admin", params(Owner),
     responses((status = 200, body = AdminTaskList), AdminOnly),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn list(
-    state: web::Data<AppState>,
-    query: web::Query<Owner>,
-    _admin: Admin,
-) -> Result<HttpResponse, ApiError> {
-    let workspace_id = owner(&state, query.into_inner()).await?;
+pub async fn list(state: web::Data<AppState>, Owned(workspace_id): Owned) -> Result<HttpResponse, ApiError> {
     let data = state.engine().tasks.load().visible(&workspace_id).iter().map(|t| TaskSpec::clone(t)).collect();
     Ok(HttpResponse::Ok().json(AdminTaskList { object: "list", data }))
 }
@@ -107,10 +123,8 @@ pub async fn list(
 pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<Owner>,
-    _admin: Admin,
+    Owned(workspace_id): Owned,
 ) -> Result<HttpResponse, ApiError> {
-    let workspace_id = owner(&state, query.into_inner()).await?;
     let slug = path.into_inner();
     let task = state.engine().tasks.load().get(&workspace_id, &slug).cloned().ok_or_else(|| no_task(&slug))?;
     Ok(HttpResponse::Ok().json(&*task))
@@ -123,11 +137,9 @@ pub async fn get(
 pub async fn put(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<Owner>,
-    _admin: Admin,
+    Owned(workspace_id): Owned,
     Json(mut task): Json<TaskSpec>,
 ) -> Result<HttpResponse, ApiError> {
-    let workspace_id = owner(&state, query.into_inner()).await?;
     let slug = path.into_inner();
     if !valid_name(&slug) {
         return Err(ApiError::invalid_field("task", "A task slug is 1 to 64 letters, digits, `-`, `_` or `.`"));
@@ -147,10 +159,8 @@ pub async fn put(
 pub async fn delete(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<Owner>,
-    _admin: Admin,
+    Owned(workspace_id): Owned,
 ) -> Result<HttpResponse, ApiError> {
-    let workspace_id = owner(&state, query.into_inner()).await?;
     let slug = path.into_inner();
     let _edit = state.task_edits.lock().await;
     if current(&state, &workspace_id, &slug).is_none() {
@@ -173,11 +183,9 @@ pub async fn delete(
 pub async fn add_revision(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<Owner>,
-    _admin: Admin,
+    Owned(workspace_id): Owned,
     Json(revision): Json<Revision>,
 ) -> Result<HttpResponse, ApiError> {
-    let workspace_id = owner(&state, query.into_inner()).await?;
     let slug = path.into_inner();
     let _edit = state.task_edits.lock().await;
     let mut task = current(&state, &workspace_id, &slug).ok_or_else(|| no_task(&slug))?;
@@ -202,11 +210,9 @@ pub async fn add_revision(
 pub async fn patch_revision(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    query: web::Query<Owner>,
-    _admin: Admin,
+    Owned(workspace_id): Owned,
     Json(patch): Json<RevisionPatch>,
 ) -> Result<HttpResponse, ApiError> {
-    let workspace_id = owner(&state, query.into_inner()).await?;
     let (slug, id) = path.into_inner();
     let _edit = state.task_edits.lock().await;
     let mut task = current(&state, &workspace_id, &slug).ok_or_else(|| no_task(&slug))?;
