@@ -2,11 +2,14 @@
 //! `media_ref`s in JSON bodies. Either way the handler gets the same `FileInput`, whose content type was read from
 //! the bytes, never taken from a header.
 
+use super::body::{parse_object, read_json};
 use super::errors::ApiError;
 use crate::media::sniff;
 use crate::state::AppState;
-use actix_web::{web, HttpRequest};
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
 use bytes::{Bytes, BytesMut};
+use futures::future::LocalBoxFuture;
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -95,6 +98,50 @@ const JSON_FIELDS: &[&str] = &[
     "speed",
 ];
 
+/// A model call's body: JSON, or `multipart/form-data` with its fields and one file. Read whole (within
+/// `server.max_body_bytes`, or `media.max_upload_bytes` for a form) before the handler runs; a JSON body is parsed
+/// by `parts`, inside the idempotency guard.
+/// A body's fields, and the file a form carried (its field name and bytes).
+pub type Parts = (Map<String, Value>, Option<(String, FileInput)>);
+
+pub struct CallBody {
+    /// What the `Idempotency-Key` fingerprint is taken of: the JSON bytes, or the form's digest.
+    pub fingerprint: Bytes,
+    form: Option<Parts>,
+}
+
+impl CallBody {
+    /// The body's fields and its file (a form's).
+    pub fn parts(self) -> Result<Parts, ApiError> {
+        match self.form {
+            Some(form) => Ok(form),
+            None => Ok((parse_object(&self.fingerprint)?, None)),
+        }
+    }
+}
+
+impl FromRequest for CallBody {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal("no state"))?;
+            if is_multipart(&req) {
+                let form = read_form(&req, payload, state.config.media.max_upload_bytes as usize).await?;
+                return Ok(CallBody {
+                    fingerprint: Bytes::from(form.fingerprint),
+                    form: Some((form.fields, form.file)),
+                });
+            }
+            let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
+            Ok(CallBody { fingerprint: body, form: None })
+        })
+    }
+}
+
 pub fn is_multipart(req: &HttpRequest) -> bool {
     req.headers()
         .get(actix_web::http::header::CONTENT_TYPE)
@@ -113,7 +160,11 @@ fn field_value(name: &str, text: String) -> Result<Value, ApiError> {
 
 /// Reads a `multipart/form-data` body: at most `MAX_PARTS` parts, text fields of at most `MAX_FIELD_BYTES`, one
 /// file of at most `max_file` bytes in a field named `audio`, `image` or `file`.
-pub async fn read_form(req: &HttpRequest, payload: web::Payload, max_file: usize) -> Result<Form, ApiError> {
+pub async fn read_form(
+    req: &HttpRequest,
+    payload: impl futures::Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + 'static,
+    max_file: usize,
+) -> Result<Form, ApiError> {
     let mut multipart = actix_multipart::Multipart::new(req.headers(), payload);
     let mut fields = Map::new();
     let mut file: Option<(String, FileInput)> = None;

@@ -1,12 +1,12 @@
 //! `POST /api/v1/task`: the model-based Tasks API (001). The model's modality picks the body shape: chat, image,
 //! text-to-speech, speech-to-speech, speech-to-text. JSON, or `multipart/form-data` with one file.
 
-use super::body::{from_object, parse_object, read_json};
+use super::body::from_object;
 use super::call::RoutingQuery;
 use super::chat::{self, ChatCall, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
 use super::docs::{Authenticated, IdempotencyKey, Idempotent, JsonBody, ModelCall};
 use super::errors::{ApiError, ErrorBody};
-use super::form::{self, FileInput};
+use super::form::{CallBody, FileInput};
 use crate::auth::Principal;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -54,23 +54,16 @@ pub async fn create_task(
     principal: Principal,
     query: web::Query<RoutingQuery>,
     req: HttpRequest,
-    payload: web::Payload,
+    body: CallBody,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let query = query.into_inner();
-    if form::is_multipart(&req) {
-        let max_file = state.config.media.max_upload_bytes as usize;
-        let form = form::read_form(&req, payload, max_file).await?;
-        let fingerprint = form.fingerprint.clone();
-        let run = run(&state, &principal, query, &req, form.fields, form.file, started);
-        return super::idempotency::guard(&state, &req, &principal, &fingerprint, run).await;
-    }
-    let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
+    let fingerprint = body.fingerprint.clone();
     let run = async {
-        let object = parse_object(&body)?;
-        run(&state, &principal, query, &req, object, None, started).await
+        let (object, file) = body.parts()?;
+        run(&state, &principal, query, &req, object, file, started).await
     };
-    super::idempotency::guard(&state, &req, &principal, &body, run).await
+    super::idempotency::guard(&state, &req, &principal, &fingerprint, run).await
 }
 
 /// Body fields win over the query's; `use_fallback_model` holds if either says so.

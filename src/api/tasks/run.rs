@@ -5,10 +5,10 @@ use super::chat::run_chat;
 use super::files::{run_audio, run_image};
 use super::plan::{Plan, RunAnswer};
 use super::wire::{RunBody, RunQuery, RunRequest, TaskRun};
-use crate::api::body::{from_object, parse_object, read_json};
+use crate::api::body::from_object;
 use crate::api::docs::{Authenticated, IdempotencyKey, Idempotent, JsonBody, ModelCall};
 use crate::api::errors::{ApiError, ErrorBody};
-use crate::api::form::{self, FileKind};
+use crate::api::form::{self, CallBody, FileKind};
 use crate::auth::Principal;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -34,24 +34,17 @@ pub async fn run_task(
     path: web::Path<String>,
     query: web::Query<RunQuery>,
     req: HttpRequest,
-    payload: web::Payload,
+    body: CallBody,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let slug = path.into_inner();
     let query = query.into_inner();
-    if form::is_multipart(&req) {
-        let form = form::read_form(&req, payload, state.config.media.max_upload_bytes as usize).await?;
-        let fingerprint = form.fingerprint.clone();
-        let body = RunBody { object: form.fields, file: form.file };
-        let run = execute(&state, &principal, &slug, query, &req, body, started);
-        return crate::api::idempotency::guard(&state, &req, &principal, &fingerprint, run).await;
-    }
-    let raw = read_json(&req, payload, state.config.server.max_body_bytes).await?;
+    let fingerprint = body.fingerprint.clone();
     let run = async {
-        let body = RunBody { object: parse_object(&raw)?, file: None };
-        execute(&state, &principal, &slug, query, &req, body, started).await
+        let (object, file) = body.parts()?;
+        execute(&state, &principal, &slug, query, &req, RunBody { object, file }, started).await
     };
-    crate::api::idempotency::guard(&state, &req, &principal, &raw, run).await
+    crate::api::idempotency::guard(&state, &req, &principal, &fingerprint, run).await
 }
 
 fn input_value(input: &Map<String, Value>, name: &str) -> Option<String> {
