@@ -355,6 +355,40 @@ async fn image_and_audio_tasks_render_their_template_into_the_prompt() {
 }
 
 #[actix_web::test]
+async fn reporting_group_and_manual_fallback_may_come_in_the_body_and_win_over_the_query() {
+    let Setup { gw, mock: _mock, .. } = setup().await;
+    let mut rev = revision("v1", 1, "gpt-4", "Say {{x}}");
+    rev["fallback_model"] = json!("claude-3-haiku");
+    put_task(&gw, "say", text_task(vec![rev])).await;
+    let body = json!({"task_input": {"x": "hi"}, "reporting_group": "cohort-b", "use_fallback_model": true});
+    let response = gw.post("/api/v1/tasks/say/run?reporting_group=cohort-a").json(&body).send().await.unwrap();
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["reporting_group"], "cohort-b");
+    assert_eq!(answer["metadata"]["fallback"]["reason"], "manual");
+    assert_eq!(answer["metadata"]["model"], "claude-3-haiku");
+    // The same fields as multipart text; a flag that is not a boolean is refused by name.
+    let form = reqwest::multipart::Form::new()
+        .text("task_input", r#"{"x": "hi"}"#)
+        .text("reporting_group", "cohort-c")
+        .text("use_fallback_model", "false");
+    let response = gw.post("/api/v1/tasks/say/run").multipart(form).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        (answer["reporting_group"].as_str(), answer["metadata"]["model"].as_str()),
+        (Some("cohort-c"), Some("gpt-4"))
+    );
+    let bad = json!({"task_input": {"x": "hi"}, "use_fallback_model": "yes"});
+    let response = gw.post("/api/v1/tasks/say/run").json(&bad).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "use_fallback_model", "{error}");
+    gw.stop().await;
+}
+
+#[actix_web::test]
 async fn a_failing_model_falls_back_to_the_revisions_backup() {
     let Setup { mock, gw, .. } = setup_with(|c| c.pool.max_retries = 0).await;
     let mut rev = revision("v1", 1, "gpt-4", "Say {{x}}");

@@ -91,6 +91,17 @@ async fn execute(
             .map_err(|_| ApiError::invalid_field("task_input", "`task_input` must be a JSON object"))?;
         object.insert("task_input".into(), parsed);
     }
+    // ...and `use_fallback_model` as text.
+    if let Some(Value::String(flag)) = object.get("use_fallback_model") {
+        let flag = match flag.trim() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(ApiError::invalid_field("use_fallback_model", "`use_fallback_model` must be true or false"))
+            }
+        };
+        object.insert("use_fallback_model".into(), Value::Bool(flag));
+    }
     let body: RunRequest = from_object(object)?;
     let snapshot = state.engine().tasks.load();
     let task: Arc<TaskSpec> = snapshot
@@ -108,7 +119,7 @@ async fn execute(
     let selector =
         Selector { revision_id: query.revision_id.as_deref(), revision_tag: query.revision_tag.as_deref(), session };
     let revision = task.select(selector, rand::random::<f64>()).map_err(|e| select_error(slug, e))?;
-    let input = body.task_input;
+    let input = body.task_input.clone();
     // The image: the request's file, or a media_ref in `task_input.image`.
     let uploaded = match file {
         Some((field, file)) if field == "image" => Some(file),
@@ -176,8 +187,8 @@ async fn execute(
         system,
         prompt,
         image,
-        reporting_group: crate::api::call::check_reporting_group(query.reporting_group)?,
-        use_fallback: query.use_fallback_model.unwrap_or(false),
+        reporting_group: crate::api::call::check_reporting_group(body.reporting_group.or(query.reporting_group))?,
+        use_fallback: body.use_fallback_model.or(query.use_fallback_model).unwrap_or(false),
         started,
     };
     let stream = query.stream.unwrap_or(false);

@@ -23,12 +23,17 @@ pub struct RunQuery {
     pub stream: Option<bool>,
 }
 
-/// `{"task_input": {...}}`: values for the prompt's `{{variables}}`.
+/// `{"task_input": {...}}`: values for the prompt's `{{variables}}`; `reporting_group` and `use_fallback_model`
+/// may come here or in the query (the body wins).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     #[schema(value_type = Object)]
     pub task_input: Map<String, Value>,
+    /// Kept on the usage record for segmented analytics.
+    pub reporting_group: Option<String>,
+    /// Go straight to the revision's fallback model.
+    pub use_fallback_model: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
