@@ -279,3 +279,37 @@ async fn simulator_streams_deterministic_text() {
     assert_eq!(text, whole["choices"][0]["message"]["content"].as_str().unwrap());
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn a_prompt_past_the_context_window_is_refused_before_any_upstream_call_and_not_charged() {
+    let (mock, gw) = setup().await;
+    let (_, key) = gw.workspace("100000", 100, 10, 10_000_000).await;
+    let post =
+        |path: &str, body: &Value| gw.client.post(format!("{}{path}", gw.url)).bearer_auth(&key).json(body).send();
+    let before = gw.wallet(&key).await;
+    // gpt-4 has an 8,192-token window: 40,000 words cannot fit, however they are tokenized.
+    let long = "word ".repeat(40_000);
+    for path in ["/api/v1/task", "/v1/chat/completions"] {
+        let response = post(path, &chat("gpt-4", &long, false)).await.unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "context_length_exceeded", "{error}");
+        assert_eq!(error["error"]["param"], "messages");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("8192") && message.contains("40002"), "{message}");
+    }
+    // A prompt that fits, with an explicit max_tokens that does not.
+    let mut body = chat("gpt-4", &"word ".repeat(7_500), false);
+    body["max_tokens"] = json!(1_000);
+    let response = post("/v1/chat/completions", &body).await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(mock.calls(), 0, "nothing went upstream");
+    assert_eq!(gw.wallet(&key).await, before, "nothing was charged");
+    // Without max_tokens the default allowance (1,024) shrinks to what the window leaves.
+    let response = post("/v1/chat/completions", &chat("gpt-4", &"word ".repeat(7_500), false)).await.unwrap();
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(mock.last_request().unwrap().body["max_tokens"], 8_192 - 7_502);
+    gw.stop().await;
+}

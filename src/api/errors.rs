@@ -84,6 +84,20 @@ impl ApiError {
         ApiError::bad("unknown_field", format!("Unknown field: {field}")).with_param(field)
     }
 
+    /// The prompt and the output allowance do not fit the model's context window (OpenAI's code and wording).
+    pub fn context_length_exceeded(model: &str, window: u32, prompt: u64, completion: u32) -> Self {
+        ApiError::bad(
+            "context_length_exceeded",
+            format!(
+                "This model's maximum context length is {window} tokens. However, you requested at least {} tokens \
+                 ({prompt} in the messages, {completion} in the completion). Please reduce the length of the \
+                 messages or the completion ({model}).",
+                prompt + u64::from(completion)
+            ),
+        )
+        .with_param("messages")
+    }
+
     pub fn unsupported_model(model: &str) -> Self {
         ApiError::bad("unsupported_model", format!("Unsupported task type: {model}")).with_param("model")
     }

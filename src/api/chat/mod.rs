@@ -133,7 +133,7 @@ pub fn prepare(model: &ModelSpec, input: ChatInput) -> Result<ChatRequest, ApiEr
         return Err(ApiError::invalid_field("messages", "`messages` needs at least one user or assistant message"));
     }
     let max_tokens = match input.max_tokens {
-        None => model.default_max_tokens,
+        None => fit_context(model, &messages, None)?,
         Some(0) => return Err(ApiError::invalid_field("max_tokens", "`max_tokens` must be at least 1")),
         Some(n) if n > model.max_output_tokens => {
             return Err(ApiError::invalid_field(
@@ -141,7 +141,7 @@ pub fn prepare(model: &ModelSpec, input: ChatInput) -> Result<ChatRequest, ApiEr
                 format!("`max_tokens` is {n}, but {} allows at most {}", model.name, model.max_output_tokens),
             ))
         }
-        Some(n) => n,
+        Some(n) => fit_context(model, &messages, Some(n))?,
     };
     if let Some(t) = input.temperature {
         if !(0.0..=2.0).contains(&t) {
@@ -185,6 +185,28 @@ pub struct ChatCall<'a> {
     pub endpoint: &'static str,
     /// The task and revision a run is for (kept on the usage record).
     pub task: Option<(String, String)>,
+}
+
+/// Fewest tokens `messages` can take: every word is at least one token in the providers' tokenizers, so a prompt
+/// refused by this count could never have fitted.
+fn prompt_floor(messages: &[Message]) -> u64 {
+    messages.iter().map(|m| m.content.split_whitespace().count() as u64).sum()
+}
+
+/// The output allowance within the model's context window: `asked` when the prompt and it fit (400
+/// `context_length_exceeded` when they cannot), else the model's default, shortened to what the window leaves.
+pub fn fit_context(model: &ModelSpec, messages: &[Message], asked: Option<u32>) -> Result<u32, ApiError> {
+    let window = u64::from(model.context_window);
+    let floor = prompt_floor(messages);
+    let wanted = asked.unwrap_or(model.default_max_tokens);
+    let left = window.saturating_sub(floor);
+    match asked {
+        Some(n) if floor + u64::from(n) > window => {
+            Err(ApiError::context_length_exceeded(&model.name, model.context_window, floor, n))
+        }
+        None if left == 0 => Err(ApiError::context_length_exceeded(&model.name, model.context_window, floor, 1)),
+        _ => Ok(wanted.min(u32::try_from(left).unwrap_or(u32::MAX))),
+    }
 }
 
 /// A bound no tokenizer exceeds: a token is at least one character, plus a few per message for the framing.

@@ -61,9 +61,11 @@ pub(super) async fn run_chat(
     }
     messages.push(user);
     let model = &plan.model;
+    let asked = params.max_tokens.map(|n| n.clamp(1, model.max_output_tokens.max(1)));
+    let max_tokens = chat::fit_context(model, &messages, asked)?;
     let request = ChatRequest {
         messages,
-        max_tokens: params.max_tokens.unwrap_or(model.default_max_tokens).clamp(1, model.max_output_tokens.max(1)),
+        max_tokens,
         temperature: params.temperature,
         top_p: params.top_p,
         stop: params.stop.unwrap_or_default(),
