@@ -55,6 +55,10 @@ async fn flux_makes_an_image_of_the_requested_size_stored_and_charged_per_image(
     let b64 = answer["data"][0]["b64_json"].as_str().unwrap();
     let image = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
     assert_eq!(png_size(&image), (512, 384));
+    let usage = &answer["usage"];
+    assert_eq!((usage["images"].as_u64(), usage["pixels"].as_u64()), (Some(1), Some(512 * 384)));
+    assert_eq!(usage["output_bytes"].as_u64(), Some(image.len() as u64));
+    assert!(usage["processing_ms"].is_u64(), "{usage}");
     let sent = mock.last_request().unwrap();
     assert!(sent.path.starts_with("/samples/") || sent.path.contains("get_result"), "{}", sent.path);
     assert_eq!(mock.calls("/v1/flux-pro-1.1"), 1);

@@ -50,6 +50,18 @@ pub struct ImageData {
     pub content_type: String,
 }
 
+/// What an image generation used (001's usage tracking).
+#[derive(Serialize, ToSchema)]
+pub struct ImageUsage {
+    pub images: u64,
+    /// Width × height of the image asked for.
+    pub pixels: u64,
+    /// Bytes of the images produced.
+    pub output_bytes: u64,
+    /// Time from the request to the stored image, in milliseconds.
+    pub processing_ms: u64,
+}
+
 /// `image.generation`
 #[derive(Serialize, ToSchema)]
 pub struct ImageGeneration {
@@ -58,6 +70,7 @@ pub struct ImageGeneration {
     pub created: i64,
     pub model: String,
     pub data: Vec<ImageData>,
+    pub usage: ImageUsage,
     pub metadata: Metadata,
 }
 
@@ -209,6 +222,12 @@ pub async fn generate(
             media_ref: stored.media_ref,
             content_type,
         }],
+        usage: ImageUsage {
+            images: 1,
+            pixels: u64::from(request.width) * u64::from(request.height),
+            output_bytes: stored.bytes,
+            processing_ms: metadata.latency_ms,
+        },
         metadata,
     })
 }

@@ -56,7 +56,7 @@ use utoipa::{Modify, OpenApi};
         admin::Balance, admin::Revoked, Plan, ops::Health, call::Metadata, call::FallbackOut,
         billing::WalletView, billing::UsageSummary, billing::UsageGroup,
         openai::ImagesRequest, openai::ImagesResponse, openai::ImageOut,
-        image::ImageTaskRequest, image::ImageGeneration, image::ImageData,
+        image::ImageTaskRequest, image::ImageGeneration, image::ImageData, image::ImageUsage,
         speech::SpeechTaskRequest, speech::ConversionTaskRequest, speech::TranscriptionTaskRequest,
         speech::SpeechGeneration, speech::AudioOut, speech::SpeechUsage, speech::Transcription,
         openai::SpeechCreateRequest, openai::TranscriptionOut, openai::WordOut, openai::TranscriptionUsage,
