@@ -201,10 +201,7 @@ impl Billed {
         status: &str,
         outcome: Outcome,
     ) -> Result<Metadata, ApiError> {
-        let charged = self.call.settle_as(cost, measured, status, outcome).await.map_err(|e| match e {
-            CallError::Ledger(e) => ApiError::internal(format!("ledger: {e}")),
-            _ => ApiError::internal("hold already settled"),
-        })?;
+        let charged = self.call.settle_as(cost, measured, status, outcome).await.map_err(settle_error)?;
         Ok(self.metadata(answered, charged))
     }
 
@@ -255,9 +252,17 @@ fn call_error_of(state: &AppState, e: CallError) -> ApiError {
         }
         CallError::Refused(_) => ApiError::overloaded("The caller's session is restarting; retry"),
         CallError::Insufficient { .. } => ApiError::insufficient_credits(),
-        CallError::Ledger(e) | CallError::Unheld { error: e, .. } => ApiError::internal(format!("ledger: {e}")),
+        CallError::Unheld { error, .. } => ApiError::internal(format!("ledger: {error}")),
         CallError::Dispatch(e) => dispatch_error(state, e),
-        CallError::Closed => ApiError::internal("hold already settled"),
+        e @ (CallError::Ledger(_) | CallError::Closed) => settle_error(e),
+    }
+}
+
+/// A settlement that failed: the ledger could not take it, or the call was already settled.
+fn settle_error(e: CallError) -> ApiError {
+    match e {
+        CallError::Ledger(e) => ApiError::internal(format!("ledger: {e}")),
+        _ => ApiError::internal("hold already settled"),
     }
 }
 

@@ -2,7 +2,7 @@
 //! `media_ref`s in JSON bodies. Either way the handler gets the same `FileInput`, whose content type was read from
 //! the bytes, never taken from a header.
 
-use super::body::{parse_object, read_json};
+use super::body::{parse_object, RawJson};
 use super::errors::ApiError;
 use crate::media::sniff;
 use crate::state::AppState;
@@ -125,19 +125,16 @@ impl FromRequest for CallBody {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if !is_multipart(req) {
+            let json = RawJson::from_request(req, payload);
+            return Box::pin(async move { Ok(CallBody { fingerprint: json.await?.0, form: None }) });
+        }
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
             let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal("no state"))?;
-            if is_multipart(&req) {
-                let form = read_form(&req, payload, state.config.media.max_upload_bytes as usize).await?;
-                return Ok(CallBody {
-                    fingerprint: Bytes::from(form.fingerprint),
-                    form: Some((form.fields, form.file)),
-                });
-            }
-            let body = read_json(&req, payload, state.config.server.max_body_bytes).await?;
-            Ok(CallBody { fingerprint: body, form: None })
+            let form = read_form(&req, payload, state.config.media.max_upload_bytes as usize).await?;
+            Ok(CallBody { fingerprint: Bytes::from(form.fingerprint), form: Some((form.fields, form.file)) })
         })
     }
 }

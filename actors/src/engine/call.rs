@@ -15,6 +15,7 @@ use crate::catalogue::Catalogue;
 use crate::chat::ChatRequest;
 use crate::credits::Credits;
 use crate::providers::ProviderSet;
+use crate::vectors::now_millis;
 use crate::ModelSpec;
 use std::time::{Duration, Instant};
 
@@ -260,11 +261,6 @@ impl Call {
         }
     }
 
-    /// Whether the hold is still open (neither settled nor released).
-    pub fn is_open(&self) -> bool {
-        self.hold.is_some()
-    }
-
     /// Takes the hold with the finished record: `None` once already settled.
     fn close(&mut self, measured: Measured, status: &str, outcome: Outcome) -> Option<(HoldId, UsageRecord)> {
         let hold = self.hold.take()?;
@@ -292,9 +288,4 @@ impl Drop for Call {
             self.engine.release(hold, None);
         }
     }
-}
-
-/// Unix milliseconds, the usage record's clock.
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
