@@ -76,11 +76,13 @@ async fn flux_makes_an_image_of_the_requested_size_stored_and_charged_per_image(
 async fn each_models_limits_are_checked_before_anything_is_charged() {
     let (mock, gw) = setup().await;
     let cases = [
-        json!({"model": "flux-1-pro", "prompt": "x", "width": 500}),
-        json!({"model": "flux-1-pro", "prompt": "x", "height": 2048}),
-        json!({"model": "flux-1-pro", "prompt": "x", "num_inference_steps": 20}),
-        json!({"model": "flux-1-dev", "prompt": "x", "num_inference_steps": 51}),
-        json!({"model": "flux-1-dev", "prompt": "x", "guidance_scale": 9.5}),
+        json!({"model": "flux-1-pro", "prompt": "x", "width": 0}),
+        json!({"model": "flux-1-pro", "prompt": "x", "height": 9000}),
+        json!({"model": "flux-1-pro", "prompt": "x", "num_inference_steps": 0}),
+        json!({"model": "flux-1-dev", "prompt": "x", "num_inference_steps": 151}),
+        json!({"model": "flux-1-dev", "prompt": "x", "guidance_scale": -1}),
+        json!({"model": "flux-1-dev", "prompt": "x", "guidance_scale": 31}),
+        json!({"model": "flux-1-pro", "prompt": "x", "output_format": "gif"}),
         json!({"model": "flux-1-pro", "prompt": "   "}),
     ];
     for body in cases {
@@ -96,7 +98,91 @@ async fn each_models_limits_are_checked_before_anything_is_charged() {
         .await
         .unwrap();
     assert_eq!(error_code(response).await, (400, "unknown_field".to_owned()));
+    for body in [
+        json!({"model": "flux-1-pro", "prompt": "x", "width": "wide"}),
+        json!({"model": "flux-1-pro", "prompt": "x", "num_inference_steps": 2.5}),
+        json!({"model": "flux-1-pro", "prompt": {"text": "x"}}),
+        json!({"model": "flux-1-pro", "prompt": "x", "seed": -1}),
+    ] {
+        let response = gw.post("/api/v1/task").json(&body).send().await.unwrap();
+        let (status, code) = error_code(response).await;
+        assert_eq!(status, 400, "{body}: {code}");
+    }
     assert_eq!(mock.calls("/v1/"), 0);
+    gw.stop().await;
+}
+
+/// 001's Flux example, byte for byte: FLUX1.1 [pro] takes no steps or guidance, so the request goes to FLUX.1 [pro]
+/// which does, guidance 7.5 is brought to its most (5), and the answer says both.
+#[actix_web::test]
+async fn documented_parameters_are_fitted_to_the_model_with_warnings_never_refused() {
+    let (mock, gw) = setup().await;
+    let (workspace, key) = gw.workspace("100", 1000, 10, 1_000_000).await;
+    let body = r#"{
+"model": "flux-1-pro",
+"prompt": "A beautiful sunset over a mountain lake, photorealistic",
+"width": 1024,
+"height": 1024,
+"num_inference_steps": 50,
+"guidance_scale": 7.5,
+"seed": 42
+}"#;
+    let send = |body: String| {
+        gw.client
+            .post(format!("{}/api/v1/task", gw.url))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let response = send(body.to_owned()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!((answer["object"].as_str(), answer["model"].as_str()), (Some("image.generation"), Some("flux-1-pro")));
+    let warnings = answer["warnings"].as_array().unwrap();
+    let by_param = |p: &str| warnings.iter().find(|w| w["param"] == p).unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(
+        (by_param("upstream_model")["asked"].as_str(), by_param("upstream_model")["used"].as_str()),
+        (Some("flux-pro-1.1"), Some("flux-pro"))
+    );
+    assert_eq!(
+        (by_param("guidance_scale")["asked"].as_f64(), by_param("guidance_scale")["used"].as_f64()),
+        (Some(7.5), Some(5.0))
+    );
+    assert_eq!(warnings.len(), 2, "{answer}");
+    assert_eq!(mock.calls("/v1/flux-pro-1.1"), 0);
+    assert_eq!(mock.calls("/v1/flux-pro"), 1);
+    let image =
+        base64::engine::general_purpose::STANDARD.decode(answer["data"][0]["b64_json"].as_str().unwrap()).unwrap();
+    assert_eq!(png_size(&image), (1024, 1024));
+    assert_eq!(answer["usage"]["pixels"].as_u64(), Some(1024 * 1024));
+
+    // Without steps or guidance, FLUX1.1 [pro] itself, and no warnings.
+    let plain = r#"{"model": "flux-1-pro", "prompt": "A futuristic city at night with neon lights", "width": 1024, "height": 1024}"#;
+    let answer: Value = send(plain.to_owned()).await.unwrap().json().await.unwrap();
+    assert!(answer.get("warnings").is_none(), "{answer}");
+    assert_eq!(mock.calls("/v1/flux-pro-1.1"), 1);
+
+    // Sizes off the grid or out of the range land on the nearest size the model makes; schnell's steps are capped and
+    // its guidance (which it does not take) is not sent.
+    let odd = r#"{"model": "flux-1-schnell", "prompt": "a lake", "width": 1000, "height": 2048, "num_inference_steps": 50, "guidance_scale": 3}"#;
+    let answer: Value = send(odd.to_owned()).await.unwrap().json().await.unwrap();
+    let warnings = answer["warnings"].as_array().unwrap_or_else(|| panic!("{answer}"));
+    let used: Vec<(String, Value)> =
+        warnings.iter().map(|w| (w["param"].as_str().unwrap().to_owned(), w["used"].clone())).collect();
+    assert_eq!(
+        used,
+        vec![
+            ("width".to_owned(), json!(992)),
+            ("height".to_owned(), json!(1440)),
+            ("num_inference_steps".to_owned(), json!(4)),
+            ("guidance_scale".to_owned(), Value::Null)
+        ]
+    );
+    let image =
+        base64::engine::general_purpose::STANDARD.decode(answer["data"][0]["b64_json"].as_str().unwrap()).unwrap();
+    assert_eq!(png_size(&image), (992, 1440));
+    assert_eq!(gw.usage(&workspace).await.len(), 3);
     gw.stop().await;
 }
 

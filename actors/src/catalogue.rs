@@ -146,7 +146,7 @@ pub struct EmbeddingLimits {
 }
 
 /// What an image model accepts: sizes (a range and a step), inference steps and guidance.
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageLimits {
     pub min_size: u32,
@@ -154,9 +154,13 @@ pub struct ImageLimits {
     pub size_multiple: u32,
     pub default_width: u32,
     pub default_height: u32,
-    /// `None`: the model takes no step count (the request's is refused).
+    /// `None`: the model takes no step count (a request's is not sent, with a warning).
     #[serde(default)]
     pub max_steps: Option<u32>,
+    /// The upstream model sent requests that set steps or guidance, when the model's own takes neither (FLUX1.1
+    /// [pro] takes neither; FLUX.1 [pro] takes both). Steps and guidance limits are then that upstream's.
+    #[serde(default)]
+    pub steps_upstream: Option<String>,
     #[serde(default)]
     pub max_guidance: Option<f64>,
     #[serde(default)]
@@ -287,11 +291,13 @@ impl Catalogue {
                 ));
             }
             if model.modality == Modality::Image {
-                let Some(limits) = model.image else {
+                let Some(limits) = &model.image else {
                     return Err(format!("model catalogue: image model `{name}` needs an `image` table of limits"));
                 };
                 let sizes_ok = limits.size_multiple > 0
                     && limits.min_size <= limits.max_size
+                    && limits.min_size.is_multiple_of(limits.size_multiple)
+                    && limits.max_size.is_multiple_of(limits.size_multiple)
                     && (limits.min_size..=limits.max_size).contains(&limits.default_width)
                     && (limits.min_size..=limits.max_size).contains(&limits.default_height);
                 if !sizes_ok {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use switchyard_actors::catalogue::ImageLimits;
 use switchyard_actors::engine::dispatch::ImageAttempt;
-use switchyard_actors::image::ImageRequest;
+use switchyard_actors::image::{ImageRequest, Warning};
 use switchyard_actors::ModelSpec;
 use utoipa::ToSchema;
 
@@ -54,7 +54,7 @@ pub struct ImageData {
 #[derive(Serialize, ToSchema)]
 pub struct ImageUsage {
     pub images: u64,
-    /// Width × height of the image asked for.
+    /// Width × height of the image made.
     pub pixels: u64,
     /// Bytes of the images produced.
     pub output_bytes: u64,
@@ -71,61 +71,44 @@ pub struct ImageGeneration {
     pub model: String,
     pub data: Vec<ImageData>,
     pub usage: ImageUsage,
+    /// Parameters the upstream was sent with other values than asked (absent when none were changed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub warnings: Vec<Warning>,
     pub metadata: Metadata,
 }
 
-fn check(model: &ModelSpec, limits: &ImageLimits, body: &ImageTaskRequest) -> Result<ImageRequest, ApiError> {
+/// Whole pixels a side may be asked (sizes within it land on the model's grid, with a warning).
+const SIDE: std::ops::RangeInclusive<u32> = 1..=8192;
+/// Steps a request may ask (more than a model takes is capped, with a warning).
+const STEPS: std::ops::RangeInclusive<u32> = 1..=150;
+/// Guidance a request may ask (outside a model's range it is clamped, with a warning).
+const GUIDANCE: std::ops::RangeInclusive<f64> = 0.0..=30.0;
+
+/// The request as asked, with defaults filled in. Values no image model could mean are refused; values one model
+/// cannot take are fitted per model ([`switchyard_actors::image::fit`]) and reported in `warnings`.
+fn check(limits: &ImageLimits, body: &ImageTaskRequest) -> Result<ImageRequest, ApiError> {
     let prompt = body.prompt.trim();
     if prompt.is_empty() || prompt.chars().count() > 4000 {
         return Err(ApiError::invalid_field("prompt", "`prompt` must be 1 to 4000 characters"));
     }
     let size = |field: &str, value: Option<u32>, default: u32| -> Result<u32, ApiError> {
         let value = value.unwrap_or(default);
-        if value < limits.min_size || value > limits.max_size || !value.is_multiple_of(limits.size_multiple) {
-            return Err(ApiError::invalid_field(
-                field,
-                format!(
-                    "`{field}` must be a multiple of {} from {} to {} for {}",
-                    limits.size_multiple, limits.min_size, limits.max_size, model.name
-                ),
-            ));
+        if !SIDE.contains(&value) {
+            return Err(ApiError::invalid_field(field, format!("`{field}` must be from 1 to {} pixels", SIDE.end())));
         }
         Ok(value)
     };
     let width = size("width", body.width, limits.default_width)?;
     let height = size("height", body.height, limits.default_height)?;
-    let steps = match (body.num_inference_steps, limits.max_steps) {
-        (None, _) => None,
-        (Some(_), None) => {
-            return Err(ApiError::invalid_field(
-                "num_inference_steps",
-                format!("{} does not take `num_inference_steps`", model.name),
-            ))
-        }
-        (Some(steps), Some(max)) if steps == 0 || steps > max => {
-            return Err(ApiError::invalid_field(
-                "num_inference_steps",
-                format!("`num_inference_steps` must be from 1 to {max} for {}", model.name),
-            ))
-        }
-        (Some(steps), Some(_)) => Some(steps),
-    };
-    let guidance = match (body.guidance_scale, limits.min_guidance, limits.max_guidance) {
-        (None, _, _) => None,
-        (Some(g), Some(min), Some(max)) if (min..=max).contains(&g) => Some(g),
-        (Some(_), Some(min), Some(max)) => {
-            return Err(ApiError::invalid_field(
-                "guidance_scale",
-                format!("`guidance_scale` must be from {min} to {max} for {}", model.name),
-            ))
-        }
-        (Some(_), _, _) => {
-            return Err(ApiError::invalid_field(
-                "guidance_scale",
-                format!("{} does not take `guidance_scale`", model.name),
-            ))
-        }
-    };
+    if body.num_inference_steps.is_some_and(|s| !STEPS.contains(&s)) {
+        let message = format!("`num_inference_steps` must be from 1 to {}", STEPS.end());
+        return Err(ApiError::invalid_field("num_inference_steps", message));
+    }
+    if body.guidance_scale.is_some_and(|g| !GUIDANCE.contains(&g)) {
+        let message = format!("`guidance_scale` must be from 0 to {}", GUIDANCE.end());
+        return Err(ApiError::invalid_field("guidance_scale", message));
+    }
     let output_format = match body.output_format.as_deref() {
         None | Some("png") => "png",
         Some("jpeg" | "jpg") => "jpeg",
@@ -135,11 +118,12 @@ fn check(model: &ModelSpec, limits: &ImageLimits, body: &ImageTaskRequest) -> Re
         prompt: prompt.to_owned(),
         width,
         height,
-        steps,
-        guidance,
+        steps: body.num_inference_steps,
+        guidance: body.guidance_scale,
         seed: body.seed,
         output_format: output_format.to_owned(),
         image_prompt: None,
+        upstream: None,
     })
 }
 
@@ -168,8 +152,9 @@ pub async fn generate(
     image: Option<FileInput>,
     started: Instant,
 ) -> Result<ImageGeneration, ApiError> {
-    let limits = model.image.ok_or_else(|| ApiError::internal(format!("image model {} has no limits", model.name)))?;
-    let mut request = check(model, &limits, &body)?;
+    let limits =
+        model.image.as_ref().ok_or_else(|| ApiError::internal(format!("image model {} has no limits", model.name)))?;
+    let mut request = check(limits, &body)?;
     let image = file_input(state, &principal.workspace_id, "image", FileKind::Image, image, body.image).await?;
     request.image_prompt = image.map(|i| i.bytes);
     let spec = CallSpec {
@@ -203,6 +188,7 @@ pub async fn generate(
         }
     };
     let id = billed.id().to_owned();
+    let (sent, warnings) = switchyard_actors::image::fit(&answered.model, &request);
     let metadata = billed
         .settle(
             &answered,
@@ -224,10 +210,11 @@ pub async fn generate(
         }],
         usage: ImageUsage {
             images: 1,
-            pixels: u64::from(request.width) * u64::from(request.height),
+            pixels: u64::from(sent.width) * u64::from(sent.height),
             output_bytes: stored.bytes,
             processing_ms: metadata.latency_ms,
         },
+        warnings,
         metadata,
     })
 }

@@ -85,11 +85,12 @@ fn limits(model: &ModelSpec) -> Value {
         out.insert("context_window".into(), json!(model.context_window));
         out.insert("max_output_tokens".into(), json!(model.max_output_tokens));
     }
-    if let Some(image) = model.image {
+    if let Some(image) = &model.image {
         out.insert(
             "image".into(),
             json!({"min_size": image.min_size, "max_size": image.max_size, "size_multiple": image.size_multiple,
-                   "max_steps": image.max_steps, "min_guidance": image.min_guidance, "max_guidance": image.max_guidance}),
+                   "max_steps": image.max_steps, "min_guidance": image.min_guidance, "max_guidance": image.max_guidance,
+                   "steps_upstream": image.steps_upstream}),
         );
     }
     if let Some(audio) = &model.audio {

@@ -333,7 +333,16 @@ async fn handle(sh: &Shared, req: &Request) -> Response {
 
 // ----- BFL
 
-fn submit(sh: &Shared, _model: &str, req: &Request, fault: &MediaFault) -> Response {
+/// Steps and guidance each BFL model takes (`None`: the field is refused, as an extra field would be).
+fn tuning(model: &str) -> (Option<u64>, Option<(f64, f64)>) {
+    match model {
+        "flux-pro" | "flux-dev" => (Some(50), Some((1.5, 5.0))),
+        "flux-schnell" => (Some(4), None),
+        _ => (None, None),
+    }
+}
+
+fn submit(sh: &Shared, model: &str, req: &Request, fault: &MediaFault) -> Response {
     let body: Value = match serde_json::from_slice(&req.body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(other) => {
@@ -398,6 +407,37 @@ fn submit(sh: &Shared, _model: &str, req: &Request, fault: &MediaFault) -> Respo
             );
         }
         dims[i] = n as u32;
+    }
+    let (max_steps, guidance) = tuning(model);
+    if let Some(v) = body.get("steps").filter(|v| !v.is_null()) {
+        let Some(max) = max_steps else {
+            return validation(
+                &["body", "steps"],
+                "extra_forbidden",
+                "Extra inputs are not permitted",
+                v.clone(),
+                None,
+            );
+        };
+        if !v.as_u64().is_some_and(|n| (1..=max).contains(&n)) {
+            let msg = format!("Input should be an integer from 1 to {max}");
+            return validation(&["body", "steps"], "less_than_equal", &msg, v.clone(), Some(json!({ "le": max })));
+        }
+    }
+    if let Some(v) = body.get("guidance").filter(|v| !v.is_null()) {
+        let Some((lo, hi)) = guidance else {
+            return validation(
+                &["body", "guidance"],
+                "extra_forbidden",
+                "Extra inputs are not permitted",
+                v.clone(),
+                None,
+            );
+        };
+        if !v.as_f64().is_some_and(|g| (lo..=hi).contains(&g)) {
+            let msg = format!("Input should be from {lo} to {hi}");
+            return validation(&["body", "guidance"], "less_than_equal", &msg, v.clone(), Some(json!({ "le": hi })));
+        }
     }
     let output_format = match body.get("output_format") {
         None | Some(Value::Null) => "jpeg".to_string(),

@@ -111,8 +111,7 @@ impl Attempt for ChatAttempt<'_> {
     }
 }
 
-/// One image. Each model of the chain gets the request within its own limits (steps it cannot take are dropped
-/// or capped).
+/// One image. Each model of the chain gets the request fitted to its own limits ([`crate::image::fit`]).
 pub struct ImageAttempt<'a> {
     pub request: &'a crate::image::ImageRequest,
 }
@@ -126,18 +125,7 @@ impl Attempt for ImageAttempt<'_> {
         upstream: usize,
         model: &ModelSpec,
     ) -> Result<crate::image::ImageResult, ProviderError> {
-        let mut request = self.request.clone();
-        let limits = model.image;
-        request.steps = match (request.steps, limits.and_then(|l| l.max_steps)) {
-            (Some(steps), Some(max)) => Some(steps.min(max)),
-            _ => None,
-        };
-        if let Some(l) = limits {
-            request.guidance = match (request.guidance, l.min_guidance, l.max_guidance) {
-                (Some(g), Some(min), Some(max)) => Some(g.clamp(min, max)),
-                _ => None,
-            };
-        }
+        let (request, _) = crate::image::fit(model, self.request);
         provider.generate_image(upstream, model, &request).await
     }
 }

@@ -37,7 +37,8 @@ impl Bfl {
             output_format: &request.output_format,
             image_prompt: request.image_prompt.as_ref().map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
         };
-        let url = format!("{}/v1/{}", self.upstream.base_url, model.upstream);
+        let upstream_model = request.upstream.as_deref().unwrap_or(&model.upstream);
+        let url = format!("{}/v1/{upstream_model}", self.upstream.base_url);
         let submit = self.keyed(self.upstream.client.post(url).json(&body));
         let response = self.upstream.send(submit, deadline, error_message).await?;
         let submitted: WireSubmitted = serde_json::from_slice(&self.upstream.body(response, deadline).await?)
