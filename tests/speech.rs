@@ -117,7 +117,7 @@ async fn text_to_speech_is_streamed_stored_and_charged_per_character() {
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["object"], "speech.generation");
     assert_eq!(answer["model"], "eleven-labs-tts");
-    assert!(answer["id"].as_str().unwrap().starts_with("spc_"));
+    assert!(answer["id"].as_str().unwrap().starts_with("speech_"));
     assert_eq!(answer["audio"]["content_type"], "audio/mpeg");
     // What the provider was asked: Adam's voice id (looked up by name), the model, the settings, the format.
     let sent = mock.last_request().unwrap();
@@ -289,7 +289,7 @@ async fn speech_to_speech_takes_a_multipart_file_and_charges_per_second_in() {
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["object"], "speech.generation", "{answer}");
-    assert!(answer["id"].as_str().unwrap().starts_with("sts_"));
+    assert!(answer["id"].as_str().unwrap().starts_with("speech_"));
     let sent = mock.last_request().unwrap();
     assert_eq!(sent.path, "/v1/speech-to-speech/pNInz6obpgDQGcFmaJgB/stream?output_format=wav_16000");
     let parts = media_mock::parse_multipart(sent.header("content-type").unwrap(), &sent.body).unwrap();

@@ -2,8 +2,8 @@
 //! what one model's upstream takes (with a warning for every value changed, never a silent change).
 
 use crate::catalogue::ModelSpec;
+pub use crate::warning::Warning;
 use bytes::Bytes;
-use serde::Serialize;
 use serde_json::{json, Value};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -29,19 +29,8 @@ pub struct ImageResult {
     pub seed: Option<u64>,
 }
 
-/// A parameter the upstream was sent with another value than the caller asked (or not at all).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Warning {
-    /// The request field, or `upstream_model` when the request went to another upstream model.
-    pub param: String,
-    pub asked: Value,
-    /// `null` when the parameter was not sent.
-    pub used: Value,
-    pub message: String,
-}
-
 fn warn(warnings: &mut Vec<Warning>, param: &str, asked: Value, used: Value, message: String) {
-    warnings.push(Warning { param: param.to_owned(), asked, used, message });
+    warnings.push(Warning::new(param, asked, used, message));
 }
 
 /// `value` moved into `min..=max` and onto the nearest multiple of `multiple` (the catalogue keeps `min` and `max`

@@ -14,9 +14,11 @@ pub mod providers;
 pub mod speech;
 pub mod tasks;
 pub mod vectors;
+pub mod warning;
 
 pub use catalogue::{Catalogue, ModelSpec, ProviderKind, ProviderSpec};
 pub use chat::{ChatEvent, ChatRequest, ChatResponse, ChatStream, FinishReason, Message, Role, Usage};
 pub use credits::Credits;
 pub use error::ProviderError;
 pub use providers::{ProviderSet, Timeouts};
+pub use warning::Warning;

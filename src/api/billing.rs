@@ -4,7 +4,7 @@ use super::docs::Authenticated;
 use super::errors::{ApiError, ErrorBody};
 use super::principal::Admitted;
 use crate::state::AppState;
-use crate::store::UsageKey;
+use crate::store::{UsageKey, UsageTotals};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use switchyard_actors::engine::ledger::GetWallet;
@@ -61,21 +61,8 @@ pub struct SummaryQuery {
     pub from: Option<String>,
     /// End (exclusive), same forms. Default: now.
     pub to: Option<String>,
-    /// `model` (default), `reporting_group`, `api_key`, `day`, `task` or `revision`.
+    /// `model` (default), `reporting_group`, `api_key`, `day`, `task`, `revision` or `modality`.
     pub group_by: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct UsageGroup {
-    /// The group's value (a model, a reporting group, an API key id or a day); null for records without one.
-    pub key: Option<String>,
-    pub requests: i64,
-    pub errors: i64,
-    pub fallbacks: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    #[schema(value_type = f64)]
-    pub credits: Credits,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -86,8 +73,8 @@ pub struct UsageSummary {
     pub from: i64,
     pub to: i64,
     pub group_by: String,
-    pub data: Vec<UsageGroup>,
-    pub total: UsageGroup,
+    pub data: Vec<UsageTotals>,
+    pub total: UsageTotals,
 }
 
 /// Parses a time bound to Unix seconds.
@@ -104,43 +91,21 @@ pub async fn usage_summary(
     let key = UsageKey::parse(&group_by).ok_or_else(|| {
         ApiError::invalid_field(
             "group_by",
-            format!("Unknown group_by `{group_by}`: use model, reporting_group, api_key, day, task or revision"),
+            format!(
+                "Unknown group_by `{group_by}`: use model, reporting_group, api_key, day, task, revision or modality"
+            ),
         )
     })?;
     // Records committed to the journal but not yet imported are waited for, so the summary matches the wallet.
     state.engine().flush_usage().await;
-    let groups = state
+    let data = state
         .store
         .usage_summary(&principal.workspace_id, key, from * 1000, to * 1000)
         .await
         .map_err(ApiError::store)?;
-    let mut total = UsageGroup {
-        key: None,
-        requests: 0,
-        errors: 0,
-        fallbacks: 0,
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        credits: Credits::ZERO,
-    };
-    let mut data = Vec::with_capacity(groups.len());
-    for g in groups {
-        let group = UsageGroup {
-            key: g.key,
-            requests: g.requests,
-            errors: g.errors,
-            fallbacks: g.fallbacks,
-            prompt_tokens: g.prompt_tokens,
-            completion_tokens: g.completion_tokens,
-            credits: Credits(g.credits_milli),
-        };
-        total.requests += group.requests;
-        total.errors += group.errors;
-        total.fallbacks += group.fallbacks;
-        total.prompt_tokens += group.prompt_tokens;
-        total.completion_tokens += group.completion_tokens;
-        total.credits.0 += group.credits.0;
-        data.push(group);
+    let mut total = UsageTotals::named(None);
+    for group in &data {
+        total.add(group);
     }
     Ok(HttpResponse::Ok().json(UsageSummary {
         object: "usage.summary",

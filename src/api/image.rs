@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use switchyard_actors::catalogue::ImageLimits;
 use switchyard_actors::engine::dispatch::ImageAttempt;
-use switchyard_actors::image::{ImageRequest, Warning};
+use switchyard_actors::image::ImageRequest;
 use switchyard_actors::ModelSpec;
+use switchyard_actors::Warning;
 use utoipa::ToSchema;
 
 /// An image task (001). Unknown fields are refused by name.
@@ -189,13 +190,9 @@ pub async fn generate(
     };
     let id = billed.id().to_owned();
     let (sent, warnings) = switchyard_actors::image::fit(&answered.model, &request);
-    let metadata = billed
-        .settle(
-            &answered,
-            answered.model.pricing.per_image,
-            Measured { units: 1, output_bytes: stored.bytes, ..Default::default() },
-        )
-        .await?;
+    let pixels = u64::from(sent.width) * u64::from(sent.height);
+    let measured = Measured { units: 1, pixels, output_bytes: stored.bytes, ..Default::default() };
+    let metadata = billed.settle(&answered, answered.model.pricing.per_image, measured).await?;
     let url = format!("{}/api/media/{}", super::form::public_url(state, req), stored.media_ref);
     Ok(ImageGeneration {
         id,
@@ -208,12 +205,7 @@ pub async fn generate(
             media_ref: stored.media_ref,
             content_type,
         }],
-        usage: ImageUsage {
-            images: 1,
-            pixels: u64::from(sent.width) * u64::from(sent.height),
-            output_bytes: stored.bytes,
-            processing_ms: metadata.latency_ms,
-        },
+        usage: ImageUsage { images: 1, pixels, output_bytes: stored.bytes, processing_ms: metadata.latency_ms },
         warnings,
         metadata,
     })

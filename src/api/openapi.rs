@@ -54,7 +54,7 @@ use utoipa::{Modify, OpenApi};
         task::TaskChatRequest, openai::ChatCompletionRequest, openai::StreamOptions, openai::ModelList, openai::ModelEntry,
         admin::CreateWorkspace, admin::WorkspaceView, admin::KeyView, admin::NewKey, admin::CreateKey, admin::TopUp,
         admin::Balance, admin::Revoked, Plan, ops::Health, call::Metadata, call::FallbackOut,
-        billing::WalletView, billing::UsageSummary, billing::UsageGroup,
+        billing::WalletView, billing::UsageSummary, crate::store::UsageTotals,
         openai::ImagesRequest, openai::ImagesResponse, openai::ImageOut,
         image::ImageTaskRequest, image::ImageGeneration, image::ImageData, image::ImageUsage,
         speech::SpeechTaskRequest, speech::ConversionTaskRequest, speech::TranscriptionTaskRequest,

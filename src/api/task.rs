@@ -103,7 +103,10 @@ async fn run(
     let wanted = match model.modality {
         Modality::Image => Some("image"),
         Modality::SpeechToSpeech | Modality::Transcription => Some("audio"),
-        Modality::Chat | Modality::Speech | Modality::Embedding => None,
+        // Text-to-speech takes no file, but 001's multipart example sends one: it is taken and not used, with a
+        // warning in the answer.
+        Modality::Speech => Some("audio"),
+        Modality::Chat | Modality::Embedding => None,
     };
     if model.modality == Modality::Embedding {
         return Err(ApiError::unsupported_model(&model_name).with_message(format!(
@@ -135,7 +138,7 @@ async fn run(
             let mut body: super::speech::SpeechTaskRequest = from_object(object)?;
             (body.reporting_group, body.use_fallback_model) =
                 routing(&query, body.reporting_group, body.use_fallback_model);
-            super::speech::respond_speech(state, req, principal, model, body, started).await
+            super::speech::respond_speech(state, req, principal, model, body, file, started).await
         }
         Modality::SpeechToSpeech => {
             let mut body: super::speech::ConversionTaskRequest = from_object(object)?;

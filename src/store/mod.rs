@@ -103,14 +103,35 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 "#;
 
+/// Changes to the schema after [`SCHEMA`], in order: a database at `PRAGMA user_version` n has had the first n.
+const MIGRATIONS: &[&str] = &[
+    // 1: what a usage record's units are (by modality), and the pixels of the images made.
+    "ALTER TABLE usage ADD COLUMN modality TEXT; ALTER TABLE usage ADD COLUMN pixels INTEGER NOT NULL DEFAULT 0;",
+];
+
 /// Usage columns, in the order `insert_usage` binds them.
 const USAGE_COLUMNS: &str =
     "INSERT OR IGNORE INTO usage (id, created_at, workspace_id, key_id, model, provider, endpoint, \
     reporting_group, task, revision, prompt_tokens, completion_tokens, units, credits_milli, latency_ms, ttft_ms, \
-    status, fallback_used, fallback_reason, primary_model, attempts, output_bytes) ";
+    status, fallback_used, fallback_reason, primary_model, attempts, output_bytes, modality, pixels) ";
 
-/// Rows per statement: 22 parameters each, well under SQLite's limit of 32,766.
+/// Rows per statement: 24 parameters each, well under SQLite's limit of 32,766.
 const USAGE_ROWS_PER_STATEMENT: usize = 500;
+
+/// Applies the migrations a database has not had yet, each with its version bump in one transaction.
+async fn migrate(pool: &SqlitePool) -> Result<(), String> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(pool)
+        .await
+        .map_err(|e| format!("cannot read the schema version: {e}"))?;
+    for (done, migration) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        let mut tx = pool.begin().await.map_err(|e| format!("migration {}: {e}", done + 1))?;
+        let sql = format!("{migration} PRAGMA user_version = {};", done + 1);
+        sqlx::raw_sql(&sql).execute(&mut *tx).await.map_err(|e| format!("migration {}: {e}", done + 1))?;
+        tx.commit().await.map_err(|e| format!("migration {}: {e}", done + 1))?;
+    }
+    Ok(())
+}
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -184,6 +205,7 @@ impl Store {
             .await
             .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(|e| format!("cannot create schema: {e}"))?;
+        migrate(&pool).await?;
         Ok(Store { pool, writer: Arc::new(tokio::sync::Mutex::new(None)), options })
     }
 
@@ -428,7 +450,9 @@ async fn insert_usage(connection: &mut SqliteConnection, usage: &[UsageRecord]) 
                 .push_bind(&r.fallback_reason)
                 .push_bind(&r.primary_model)
                 .push_bind(i64::from(r.attempts))
-                .push_bind(to_i64(r.output_bytes));
+                .push_bind(to_i64(r.output_bytes))
+                .push_bind(&r.modality)
+                .push_bind(to_i64(r.pixels));
         });
         insert.build().execute(&mut *connection).await.map_err(|e| e.to_string())?;
     }

@@ -74,6 +74,8 @@ pub struct Measured {
     /// Characters, images, audio milliseconds or inputs, for non-token models.
     pub units: u64,
     pub output_bytes: u64,
+    /// Width × height of the images made.
+    pub pixels: u64,
 }
 
 /// A call between its reservation and its settlement.
@@ -124,6 +126,7 @@ impl Engine {
             key_id: spec.key_id.to_owned(),
             model: model.name.clone(),
             provider: model.provider.clone(),
+            modality: model.modality.as_str().to_owned(),
             endpoint: spec.endpoint.to_owned(),
             reporting_group: spec.reporting_group,
             primary_model: Some(model.name.clone()),
@@ -274,6 +277,7 @@ impl Call {
         record.prompt_tokens = measured.prompt_tokens;
         record.completion_tokens = measured.completion_tokens;
         record.units = measured.units;
+        record.pixels = measured.pixels;
         record.output_bytes = measured.output_bytes;
         record.status = status.to_owned();
         record.latency_ms = self.started.elapsed().as_millis() as u64;

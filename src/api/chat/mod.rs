@@ -283,8 +283,8 @@ pub async fn run(state: &web::Data<AppState>, req: &HttpRequest, call: ChatCall<
             let measured = Measured {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
-                units: 0,
                 output_bytes: answer.text.len() as u64,
+                ..Default::default()
             };
             let id = billed.id().to_owned();
             let metadata = billed.settle(&answered, cost, measured).await?;

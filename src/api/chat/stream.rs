@@ -46,8 +46,8 @@ impl StreamBill {
         let measured = Measured {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
-            units: 0,
             output_bytes: self.delivered.len() as u64,
+            ..Default::default()
         };
         (cost, measured)
     }

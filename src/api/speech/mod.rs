@@ -22,7 +22,7 @@ use switchyard_actors::engine::dispatch::{ConvertAttempt, SpeechAttempt, Transcr
 use switchyard_actors::speech::{
     format_content_type, format_extension, AudioStream, ConvertRequest, SpeechRequest, TranscribeRequest,
 };
-use switchyard_actors::{Credits, ModelSpec};
+use switchyard_actors::{Credits, ModelSpec, Warning};
 
 pub use check::check_voice_settings;
 pub use stream::stream_audio;
@@ -38,6 +38,8 @@ pub struct SpeakCall {
     pub use_fallback: bool,
     /// The task and revision a run is for.
     pub task: Option<(String, String)>,
+    /// What the response says was not used as asked.
+    pub warnings: Vec<Warning>,
 }
 
 impl SpeakCall {
@@ -63,6 +65,7 @@ impl SpeakCall {
             reporting_group: crate::api::call::check_reporting_group(body.reporting_group)?,
             use_fallback: body.use_fallback_model.unwrap_or(false),
             task: None,
+            warnings: Vec::new(),
         })
     }
 
@@ -82,6 +85,7 @@ pub struct Speaking {
     /// Characters (text-to-speech) or input milliseconds (speech-to-speech), for the usage record.
     pub units: u64,
     pub usage: SpeechUsage,
+    pub warnings: Vec<Warning>,
 }
 
 /// Starts text-to-speech: admitted, reserved, and the first audio received.
@@ -101,7 +105,7 @@ pub async fn start_speech(
         use_fallback: call.use_fallback,
         reporting_group: call.reporting_group,
         endpoint,
-        id_prefix: "spc",
+        id_prefix: "speech",
         started,
         task: call.task,
     };
@@ -117,6 +121,7 @@ pub async fn start_speech(
         cost,
         units: characters,
         usage: SpeechUsage { characters: Some(characters), ..Default::default() },
+        warnings: call.warnings,
     })
 }
 
@@ -128,7 +133,7 @@ pub(crate) async fn finish_audio(
     workspace_id: &str,
     speaking: Speaking,
 ) -> Result<SpeechGeneration, ApiError> {
-    let Speaking { mut billed, answered, stream, format, cost, units, mut usage } = speaking;
+    let Speaking { mut billed, answered, stream, format, cost, units, mut usage, warnings } = speaking;
     let content_type = format_content_type(&format).unwrap_or("application/octet-stream");
     let mut writer = crate::media::MediaWriter::create(&state.media, workspace_id)
         .await
@@ -169,6 +174,8 @@ pub(crate) async fn finish_audio(
     let id = billed.id().to_owned();
     let metadata =
         billed.settle(&answered, cost, Measured { units, output_bytes: stored.bytes, ..Default::default() }).await?;
+    usage.output_bytes = stored.bytes;
+    usage.processing_ms = metadata.latency_ms;
     let url = format!("{}/api/media/{}", crate::api::form::public_url(state, req), stored.media_ref);
     Ok(SpeechGeneration {
         id,
@@ -185,6 +192,7 @@ pub(crate) async fn finish_audio(
             duration_seconds: duration.map(seconds),
         },
         usage,
+        warnings,
         metadata,
     })
 }
@@ -196,9 +204,18 @@ pub async fn respond_speech(
     principal: &Principal,
     model: &ModelSpec,
     body: SpeechTaskRequest,
+    file: Option<FileInput>,
     started: Instant,
 ) -> Result<HttpResponse, ApiError> {
-    let call = SpeakCall::check(model, body)?;
+    let mut call = SpeakCall::check(model, body)?;
+    if let Some(file) = file {
+        // 001's multipart example sends an `audio` file with text-to-speech: taken, not used, and said so.
+        let message = format!(
+            "{} speaks `text`; the audio file was not used (eleven-labs-sts speaks an audio file in another voice)",
+            model.name
+        );
+        call.warnings.push(Warning::new("audio", file.filename.clone().into(), serde_json::Value::Null, message));
+    }
     let speaking = start_speech(state, req, principal, model, call, started, "/api/v1/task").await?;
     let generation = finish_audio(state, req, &principal.workspace_id, speaking).await?;
     Ok(HttpResponse::Ok().insert_header(("x-switchyard-model", generation.model.as_str())).json(generation))
@@ -234,7 +251,7 @@ pub async fn respond_conversion(
         use_fallback: body.use_fallback_model.unwrap_or(false),
         reporting_group,
         endpoint: "/api/v1/task",
-        id_prefix: "sts",
+        id_prefix: "speech",
         started,
         task: None,
     };
@@ -249,6 +266,7 @@ pub async fn respond_conversion(
         cost,
         units: millis,
         usage: SpeechUsage { input_seconds: Some(seconds(millis)), ..Default::default() },
+        warnings: Vec::new(),
     };
     let generation = finish_audio(state, req, &principal.workspace_id, speaking).await?;
     Ok(HttpResponse::Ok().insert_header(("x-switchyard-model", generation.model.as_str())).json(generation))
@@ -305,7 +323,12 @@ pub async fn transcribe(
         language_probability: transcript.language_probability,
         duration_seconds: seconds(millis),
         words: transcript.words,
-        usage: SpeechUsage { input_seconds: Some(seconds(millis)), ..Default::default() },
+        usage: SpeechUsage {
+            input_seconds: Some(seconds(millis)),
+            output_bytes: measured.output_bytes,
+            processing_ms: metadata.latency_ms,
+            ..Default::default()
+        },
         metadata,
     })
 }

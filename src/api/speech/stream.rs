@@ -15,7 +15,7 @@ use switchyard_actors::Credits;
 /// body, never a short file passed off as whole) and is not charged; a client that leaves is charged in full
 /// (the provider spoke the whole text).
 pub fn stream_audio(state: actix_web::web::Data<AppState>, workspace_id: String, speaking: Speaking) -> HttpResponse {
-    let Speaking { billed, answered, stream, format, cost, units, usage: _ } = speaking;
+    let Speaking { billed, answered, stream, format, cost, units, usage: _, warnings: _ } = speaking;
     let content_type = format_content_type(&format).unwrap_or("application/octet-stream");
     let model_name = answered.model.name.clone();
     let body = async_stream::stream! {

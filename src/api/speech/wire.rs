@@ -4,6 +4,7 @@ use crate::api::call::Metadata;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_actors::speech::Word;
+use switchyard_actors::Warning;
 use utoipa::ToSchema;
 
 /// A text-to-speech task (001). Unknown fields are refused by name.
@@ -77,6 +78,10 @@ pub struct SpeechUsage {
     /// Seconds of audio produced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_seconds: Option<f64>,
+    /// Bytes produced: the audio (speech), the transcript's text (transcription).
+    pub output_bytes: u64,
+    /// Time from the request to the stored answer, in milliseconds.
+    pub processing_ms: u64,
 }
 
 /// `speech.generation`
@@ -88,6 +93,10 @@ pub struct SpeechGeneration {
     pub model: String,
     pub audio: AudioOut,
     pub usage: SpeechUsage,
+    /// Parameters not used as asked (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub warnings: Vec<Warning>,
     pub metadata: Metadata,
 }
 

@@ -36,8 +36,13 @@ pub struct UsageRecord {
     pub revision: Option<String>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    /// Characters, images, audio seconds or inputs, for non-token models.
+    /// Characters (speech), audio milliseconds (speech-to-speech, transcription), images or inputs (embeddings):
+    /// what `modality` is priced in.
     pub units: u64,
+    /// The model's modality (`chat`, `image`, `speech`, `speech_to_speech`, `transcription`, `embedding`).
+    pub modality: String,
+    /// Width × height of the images made.
+    pub pixels: u64,
     /// Millicredits charged; set by the ledger at settlement.
     pub credits_milli: i64,
     pub latency_ms: u64,
