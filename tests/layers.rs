@@ -39,6 +39,7 @@ const API_LAYERS: &[(&str, u8)] = &[
     ("image", 4),
     ("speech", 4),
     ("embeddings", 4),
+    ("contract", 4),
     ("call", 3),
     ("idempotency", 3),
     ("form", 3),

@@ -399,3 +399,180 @@ async fn the_error_responses_of_001_are_answered_as_written() {
     assert_eq!(docs.media.calls("/v1/"), 0);
     docs.gw.stop().await;
 }
+
+impl Docs {
+    /// 002's calls carry `X-API-Key`.
+    fn call(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.call_as(&self.key, method, path)
+    }
+
+    fn call_as(&self, key: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.gw.client.request(method, format!("{}{path}", self.gw.url)).header("X-API-Key", key)
+    }
+
+    async fn run(&self, body: Value) -> (u16, Value) {
+        let response = self.call(reqwest::Method::POST, "/api/runs").json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// 002's "Upload media for model inputs": init, PUT to `upload_url`, complete; answers the `media_ref`.
+    async fn upload(&self, filename: &str, content_type: &str, bytes: Vec<u8>) -> String {
+        self.upload_as(&self.key, filename, content_type, bytes).await
+    }
+
+    async fn upload_as(&self, key: &str, filename: &str, content_type: &str, bytes: Vec<u8>) -> String {
+        let init: Value = self
+            .call_as(key, reqwest::Method::POST, "/api/media/upload/init")
+            .json(&serde_json::json!({"filename": filename, "content_type": content_type, "bytes": bytes.len()}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let put = self.gw.client.put(init["upload_url"].as_str().unwrap()).body(bytes).send().await.unwrap();
+        assert_eq!(put.status(), 200);
+        let done: Value = self
+            .call_as(key, reqwest::Method::POST, "/api/media/upload/complete")
+            .json(&serde_json::json!({"upload_id": init["upload_id"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        done["media_ref"].as_str().unwrap_or_else(|| panic!("{done}")).to_owned()
+    }
+}
+
+/// 002: every model the marketplace lists with `execute` runs through `POST /api/runs` with the inputs its contract
+/// shows (speech models included, audio by `media_ref`); wrong shapes are refused by name and charge nothing.
+#[actix_web::test]
+async fn every_marketplace_model_with_execute_runs_through_api_runs_as_its_contract_shows() {
+    use serde_json::json;
+    let docs = setup().await;
+    let list: Value = docs
+        .call(reqwest::Method::GET, "/api/marketplace/models?mode=execute")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let models: Vec<String> =
+        list["data"].as_array().unwrap().iter().map(|m| m["slug"].as_str().unwrap().to_owned()).collect();
+    for slug in ["eleven-labs-tts", "eleven-labs-sts", "eleven-labs-stt", "flux-1-pro", "gpt-4"] {
+        assert!(models.iter().any(|m| m == slug), "{slug} listed with execute: {models:?}");
+    }
+    let detail: Value = docs
+        .call(reqwest::Method::GET, "/api/marketplace/models/eleven-labs-stt")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let audio = &detail["contract"]["execute"]["input"]["audio"];
+    assert_eq!((audio["type"].as_str(), audio["required"].as_bool()), (Some("media_ref"), Some(true)), "{detail}");
+    assert!(detail["contract"]["execute"]["params"]["language"].is_object(), "{detail}");
+
+    let media_ref = docs.upload("input.mp3", "audio/mpeg", docs.input_mp3()).await;
+    let before = docs.gw.wallet(&docs.key).await;
+    // Wrong shapes first: refused by name, nothing charged, nothing sent upstream.
+    let (_, other_key) = docs.gw.workspace("10", 1000, 10, 1_000_000).await;
+    let other = docs.upload_as(&other_key, "mine.mp3", "audio/mpeg", docs.input_mp3()).await;
+    for (body, status, code, param) in [
+        (json!({"model": "eleven-labs-stt", "input": {}}), 400, "missing_field", "input.audio"),
+        (
+            json!({"model": "eleven-labs-stt", "input": {"audio": {"ref": media_ref}}}),
+            400,
+            "invalid_field",
+            "input.audio",
+        ),
+        (
+            json!({"model": "eleven-labs-stt", "input": {"audio": media_ref, "lang": "en"}}),
+            400,
+            "unknown_field",
+            "input.lang",
+        ),
+        (json!({"model": "eleven-labs-stt", "input": {"audio": other}}), 404, "not_found", "input.audio"),
+        (json!({"model": "eleven-labs-tts", "input": {"text": 5}}), 400, "invalid_field", "input.text"),
+        (
+            json!({"model": "eleven-labs-tts", "input": {"text": "hi"}, "params": {"colour": "red"}}),
+            400,
+            "unknown_field",
+            "params.colour",
+        ),
+        (
+            json!({"model": "eleven-labs-tts", "input": {"text": "hi"}, "params": {"voice_settings": {"stability": 7}}}),
+            400,
+            "invalid_field",
+            "params.voice_settings",
+        ),
+        (
+            json!({"model": "eleven-labs-tts", "input": {"text": "hi"}, "params": "fast"}),
+            400,
+            "invalid_field",
+            "params",
+        ),
+        (json!({"model": "eleven-labs-tts", "input": "hi"}), 400, "invalid_field", "input"),
+        (
+            json!({"model": "eleven-labs-sts", "mode": "index", "scope": "test", "input": {"audio": media_ref}}),
+            400,
+            "unsupported_mode",
+            "mode",
+        ),
+        (
+            json!({"model": "flux-1-pro", "input": {"prompt": "x"}, "params": {"width": -5}}),
+            400,
+            "invalid_field",
+            "params.width",
+        ),
+    ] {
+        let (got, answer) = docs.run(body.clone()).await;
+        assert_eq!((got, answer["error"]["code"].as_str().unwrap_or_default()), (status, code), "{body} -> {answer}");
+        assert_eq!(answer["error"]["param"].as_str().unwrap_or_default(), param, "{body} -> {answer}");
+    }
+    assert_eq!(docs.gw.wallet(&docs.key).await, before);
+    assert_eq!(docs.media.calls("/v1/"), 0);
+
+    let (status, run) = docs
+        .run(json!({"model": "eleven-labs-stt", "input": {"audio": media_ref}, "params": {"language": "en"}}))
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!((run["object"].as_str(), run["status"].as_str()), (Some("run"), Some("succeeded")));
+    assert!(run["output"]["text"].as_str().unwrap().starts_with("transcribed "), "{run}");
+    assert!(run["usage"]["input_seconds"].as_f64().unwrap() > 0.5, "{run}");
+    let (status, run) =
+        docs.run(json!({"model": "eleven-labs-tts", "input": {"text": "Hello world"}, "params": {"voice": "adam", "output_format": "mp3_44100_128"}})).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["output"]["audio"]["content_type"], "audio/mpeg", "{run}");
+    assert_eq!(run["usage"]["characters"], 11);
+    let fetched = docs
+        .call(reqwest::Method::GET, &format!("/api/media/{}", run["output"]["audio"]["media_ref"].as_str().unwrap()));
+    assert_eq!(fetched.send().await.unwrap().status(), 200);
+    let (status, run) = docs
+        .run(json!({"model": "eleven-labs-sts", "input": {"audio": media_ref}, "params": {"voice": "adam", "voice_settings": {"stability": 0.5}}}))
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert!(run["output"]["audio"]["bytes"].as_u64().unwrap() > 0, "{run}");
+    let (status, run) = docs
+        .run(json!({"model": "flux-1-pro", "input": {"prompt": "a lake"}, "params": {"width": 1024, "height": 1024, "guidance_scale": 7.5}}))
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["usage"]["pixels"], 1024 * 1024, "{run}");
+    assert!(run["output"]["warnings"].as_array().is_some_and(|w| !w.is_empty()), "{run}");
+
+    // The wallet and the usage summary 002 names.
+    let usage = docs.gw.usage(&docs.workspace).await;
+    assert_eq!(usage.len(), 4);
+    let wallet: Value =
+        docs.call(reqwest::Method::GET, "/api/billing/wallet").send().await.unwrap().json().await.unwrap();
+    let charged: i64 = usage.iter().map(|u| u.1).sum();
+    assert_eq!((wallet["balance"].as_f64().unwrap() * 1000.0).round() as i64, 1_000_000 - charged, "{wallet}");
+    let summary: Value =
+        docs.call(reqwest::Method::GET, "/api/billing/usage/summary").send().await.unwrap().json().await.unwrap();
+    assert_eq!(summary["total"]["requests"], 4, "{summary}");
+    docs.gw.stop().await;
+}

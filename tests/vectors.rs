@@ -363,7 +363,11 @@ async fn run_requests_are_checked_as_the_rest_api_says() {
         (index(json!({"model": "no-such-model"})), "unsupported_model", "model"),
         (index(json!({"mode": "train"})), "unsupported_mode", "mode"),
         (json!({"model": "sim-chat", "mode": "index", "scope": "docs", "input": {}}), "unsupported_mode", "mode"),
-        (json!({"model": "eleven-labs-tts", "input": {"text": "hi"}}), "unsupported_mode", "mode"),
+        (
+            json!({"model": "eleven-labs-tts", "mode": "search", "scope": "s", "input": {"text": "hi"}}),
+            "unsupported_mode",
+            "mode",
+        ),
         (json!({"model": MODEL, "mode": "index", "scope": "docs"}), "missing_field", "input"),
         (index(json!({"input": ["x"]})), "invalid_field", "input"),
         (index(json!({"colour": "red"})), "unknown_field", "colour"),

@@ -226,21 +226,6 @@ pub struct ModelSpec {
     pub fallback: Vec<String>,
 }
 
-impl ModelSpec {
-    /// The modes `POST /api/runs` accepts for this model: every model executes; embedding models also index and
-    /// search scoped vector data.
-    pub fn modes(&self) -> &'static [&'static str] {
-        match self.modality {
-            Modality::Embedding => &["execute", "index", "search"],
-            Modality::Chat
-            | Modality::Image
-            | Modality::Speech
-            | Modality::SpeechToSpeech
-            | Modality::Transcription => &["execute"],
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogueFile {

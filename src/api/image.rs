@@ -138,12 +138,13 @@ pub async fn respond(
     image: Option<FileInput>,
     started: Instant,
 ) -> Result<HttpResponse, ApiError> {
-    let generation = generate(state, req, principal, model, body, image, started).await?;
+    let generation = generate(state, req, principal, model, body, image, started, "/api/v1/task").await?;
     Ok(HttpResponse::Ok().insert_header(("x-switchyard-model", generation.model.as_str())).json(generation))
 }
 
 /// Admits, reserves the dearest image of the chain, generates, stores, settles. `image` is an image to start
 /// from (the request's file, or its `image` media_ref).
+#[allow(clippy::too_many_arguments)]
 pub async fn generate(
     state: &web::Data<AppState>,
     req: &HttpRequest,
@@ -152,6 +153,7 @@ pub async fn generate(
     body: ImageTaskRequest,
     image: Option<FileInput>,
     started: Instant,
+    endpoint: &'static str,
 ) -> Result<ImageGeneration, ApiError> {
     let limits =
         model.image.as_ref().ok_or_else(|| ApiError::internal(format!("image model {} has no limits", model.name)))?;
@@ -163,7 +165,7 @@ pub async fn generate(
         model,
         use_fallback: body.use_fallback_model.unwrap_or(false),
         reporting_group: super::call::check_reporting_group(body.reporting_group)?,
-        endpoint: "/api/v1/task",
+        endpoint,
         id_prefix: "img",
         started,
         task: body.task.clone(),

@@ -2,6 +2,7 @@
 //! `GET /api/marketplace/models/{slug}`, each model with its modality, modes, prices, limits and whether it is
 //! available now.
 
+use super::contract;
 use super::docs::Authenticated;
 use super::errors::{ApiError, ErrorBody};
 use super::principal::Admitted;
@@ -25,9 +26,12 @@ pub struct MarketplaceModel {
     pub description: String,
     /// `chat`, `image`, `speech`, `speech_to_speech`, `transcription` or `embedding`.
     pub modality: &'static str,
-    /// The modes `POST /api/runs` accepts (`execute`, `index`, `search`); empty for models run through
-    /// `POST /api/v1/task` only.
+    /// The modes `POST /api/runs` accepts (`execute`, `index`, `search`).
     pub modes: Vec<&'static str>,
+    /// Per mode, the `input` fields and `params` a run takes (`{type, required, description}` each) and what its
+    /// `output` holds.
+    #[schema(value_type = Object)]
+    pub contract: Value,
     pub provider: String,
     /// Prices in credits: only the units this model is charged in.
     #[schema(value_type = Object)]
@@ -117,7 +121,8 @@ fn entry(state: &AppState, model: &ModelSpec) -> MarketplaceModel {
         object: "marketplace.model",
         description: model.description.clone(),
         modality: model.modality.as_str(),
-        modes: model.modes().to_vec(),
+        modes: contract::names(model.modality),
+        contract: contract::describe(model.modality),
         provider: model.provider.clone(),
         pricing: pricing(model),
         limits: limits(model),
@@ -155,7 +160,7 @@ pub async fn list_models(
         .models
         .values()
         .filter(|m| query.modality.as_deref().is_none_or(|wanted| m.modality.as_str() == wanted))
-        .filter(|m| query.mode.as_deref().is_none_or(|wanted| m.modes().contains(&wanted)))
+        .filter(|m| query.mode.as_deref().is_none_or(|wanted| contract::mode(m.modality, wanted).is_some()))
         .map(|m| entry(&state, m))
         .collect();
     Ok(HttpResponse::Ok().json(MarketplaceList { object: "list", data }))

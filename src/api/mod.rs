@@ -6,6 +6,7 @@ pub mod billing;
 pub mod body;
 pub mod call;
 pub mod chat;
+pub mod contract;
 pub mod docs;
 pub mod embeddings;
 pub mod errors;

@@ -245,7 +245,8 @@ pub async fn images_generations(
         use_fallback_model: None,
         task: None,
     };
-    let generation = super::image::generate(&state, &req, &principal, model, task, None, started).await?;
+    let generation =
+        super::image::generate(&state, &req, &principal, model, task, None, started, "/v1/images/generations").await?;
     let data = generation
         .data
         .into_iter()

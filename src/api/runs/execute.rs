@@ -13,20 +13,17 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use switchyard_actors::ModelSpec;
 
-pub(super) fn no_params(params: &Map<String, Value>, mode: &str) -> Result<(), ApiError> {
-    match params.keys().next() {
-        Some(key) => Err(ApiError::unknown_field(&format!("params.{key}"))
-            .with_message(format!("Unknown parameter `{key}`: mode {mode} of an embedding model takes no params"))),
-        None => Ok(()),
-    }
-}
-
-pub(super) fn only_keys(input: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
-    match input.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(key) => Err(ApiError::unknown_field(&format!("input.{key}"))
-            .with_message(format!("Unknown field: input.{key} (this mode takes {})", allowed.join(", ")))),
-        None => Ok(()),
-    }
+/// The task body a run's input and params make for `model` (the contract has kept their fields apart; errors are
+/// located in `input` or `params` by it).
+pub(super) fn task_body<T: serde::de::DeserializeOwned>(
+    model: &ModelSpec,
+    input: Map<String, Value>,
+    params: Map<String, Value>,
+) -> Result<T, ApiError> {
+    let mut object = params;
+    object.extend(input);
+    object.insert("model".into(), Value::String(model.name.clone()));
+    from_object(object)
 }
 
 pub(super) async fn execute_embedding(
@@ -34,10 +31,7 @@ pub(super) async fn execute_embedding(
     req: &HttpRequest,
     spec: &CallSpec<'_>,
     mut input: Map<String, Value>,
-    params: Map<String, Value>,
 ) -> Result<Ran, ApiError> {
-    no_params(&params, "execute")?;
-    only_keys(&input, &["texts", "text"])?;
     let texts = match (input.remove("texts"), input.remove("text")) {
         (Some(texts), None) => texts_of("input.texts", texts)?,
         (None, Some(text)) => texts_of("input.text", text)?,
@@ -62,7 +56,6 @@ pub(super) async fn execute_chat(
     mut input: Map<String, Value>,
     params: Map<String, Value>,
 ) -> Result<Ran, ApiError> {
-    only_keys(&input, &["messages", "prompt"])?;
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct ChatParams {
@@ -71,10 +64,7 @@ pub(super) async fn execute_chat(
         top_p: Option<f64>,
         stop: Option<chat::StopIn>,
     }
-    let params: ChatParams = from_object(params).map_err(|e| match e.detail.param.clone() {
-        Some(param) if !param.starts_with("params") => e.with_param(format!("params.{param}")),
-        _ => e,
-    })?;
+    let params: ChatParams = from_object(params)?;
     let messages = match (input.remove("messages"), input.remove("prompt")) {
         (Some(messages), None) => serde_json::from_value::<Vec<chat::MessageIn>>(messages)
             .map_err(|e| ApiError::invalid_field("input.messages", format!("`input.messages`: {e}")))?,
@@ -131,32 +121,22 @@ pub(super) async fn execute_image(
     principal: &Principal,
     model: &ModelSpec,
     spec: CallSpec<'_>,
-    mut input: Map<String, Value>,
+    input: Map<String, Value>,
     params: Map<String, Value>,
 ) -> Result<Ran, ApiError> {
-    only_keys(&input, &["prompt", "image"])?;
-    let mut object = params;
-    for key in ["model", "prompt", "image", "reporting_group", "use_fallback_model"] {
-        if object.contains_key(key) {
-            return Err(ApiError::unknown_field(&format!("params.{key}")));
-        }
-    }
-    object.insert("model".into(), Value::String(model.name.clone()));
-    match input.remove("prompt") {
-        Some(prompt) => object.insert("prompt".into(), prompt),
-        None => return Err(ApiError::missing_field("input.prompt")),
-    };
-    if let Some(image) = input.remove("image") {
-        object.insert("image".into(), image);
-    }
-    let mut body: crate::api::image::ImageTaskRequest = from_object(object)?;
+    let mut body: crate::api::image::ImageTaskRequest = task_body(model, input, params)?;
     body.reporting_group = spec.reporting_group.clone();
     body.use_fallback_model = Some(spec.use_fallback);
-    let generation = crate::api::image::generate(state, req, principal, model, body, None, spec.started).await?;
+    let generation =
+        crate::api::image::generate(state, req, principal, model, body, None, spec.started, "/api/runs").await?;
     let images: Vec<Value> = generation
         .data
         .iter()
         .map(|d| json!({"url": d.url, "media_ref": d.media_ref, "content_type": d.content_type}))
         .collect();
-    Ok((generation.id, json!({"images": images}), json!({"images": images.len()}), generation.metadata))
+    let mut output = json!({"images": images});
+    if !generation.warnings.is_empty() {
+        output["warnings"] = json!(generation.warnings);
+    }
+    Ok((generation.id, output, json!(generation.usage), generation.metadata))
 }

@@ -1,14 +1,16 @@
-//! `POST /api/runs` (002): run a published model in one of its modes. `execute` runs the model (chat, image,
-//! embedding); `index` and `search` embed their inputs and keep them in the vector store under the caller's
+//! `POST /api/runs` (002): run a published model in one of its modes, with the inputs its contract shows
+//! (`contract.rs`). `execute` runs the model (chat, image, speech, speech-to-speech, transcription, embedding); `index` and `search` embed their inputs and keep them in the vector store under the caller's
 //! workspace and `scope`. Also `GET /api/knowledge-bases` and `DELETE /api/knowledge-bases/{model}/{scope}`.
 
 mod check;
 mod execute;
 pub(crate) mod knowledge;
+mod speech;
 mod vectors;
 
 use super::body::{parse_object, RawJson};
 use super::call::{CallSpec, Metadata, RoutingQuery};
+use super::contract;
 use super::errors::{ApiError, ErrorBody};
 use crate::api::docs::{Authenticated, IdempotencyKey, Idempotent, ModelCall};
 use crate::auth::Principal;
@@ -131,14 +133,13 @@ async fn run(
             mode.chars().take(40).collect::<String>()
         )));
     }
-    if !model.modes().contains(&mode.as_str()) {
-        let modes = model.modes();
-        return Err(ApiError::unsupported_mode(if modes.is_empty() {
-            format!("{} does not run through /api/runs: use POST /api/v1/task", model.name)
-        } else {
-            format!("{} does not support mode `{mode}`; its modes are {}", model.name, modes.join(", "))
-        }));
-    }
+    let Some(contract) = contract::mode(model.modality, &mode) else {
+        let modes = contract::names(model.modality).join(", ");
+        return Err(ApiError::unsupported_mode(format!(
+            "{} does not support mode `{mode}`; its modes are {modes}",
+            model.name
+        )));
+    };
     let reporting_group = crate::api::call::check_reporting_group(request.reporting_group.or(query.reporting_group))?;
     let use_fallback = request.use_fallback_model.unwrap_or(false) || query.use_fallback_model.unwrap_or(false);
     let scope = request.scope.clone();
@@ -152,6 +153,7 @@ async fn run(
         Some(Value::Object(params)) => params,
         _ => Map::new(),
     };
+    contract.check(&model.name, &input, &params)?;
     let spec = CallSpec {
         principal,
         model,
@@ -162,18 +164,17 @@ async fn run(
         started,
         task: None,
     };
-    let (id, output, usage, metadata) = match (mode.as_str(), model.modality) {
-        ("index", _) => vectors::index(state, req, &spec, scope.as_deref().unwrap_or_default(), input, params).await?,
-        ("search", _) => {
-            vectors::search(state, req, &spec, scope.as_deref().unwrap_or_default(), input, params).await?
-        }
-        (_, Modality::Embedding) => execute::execute_embedding(state, req, &spec, input, params).await?,
-        (_, Modality::Chat) => execute::execute_chat(state, req, spec, input, params).await?,
-        (_, Modality::Image) => execute::execute_image(state, req, principal, model, spec, input, params).await?,
+    let ran = match (mode.as_str(), model.modality) {
+        ("index", _) => vectors::index(state, req, &spec, scope.as_deref().unwrap_or_default(), input).await,
+        ("search", _) => vectors::search(state, req, &spec, scope.as_deref().unwrap_or_default(), input).await,
+        (_, Modality::Embedding) => execute::execute_embedding(state, req, &spec, input).await,
+        (_, Modality::Chat) => execute::execute_chat(state, req, spec, input, params).await,
+        (_, Modality::Image) => execute::execute_image(state, req, principal, model, spec, input, params).await,
         (_, Modality::Speech | Modality::SpeechToSpeech | Modality::Transcription) => {
-            return Err(ApiError::unsupported_mode(format!("{} runs through POST /api/v1/task", model.name)))
+            speech::execute(state, req, spec, input, params).await
         }
     };
+    let (id, output, usage, metadata) = ran.map_err(|e| contract.locate(e))?;
     Ok(RunResponse {
         id,
         object: "run",

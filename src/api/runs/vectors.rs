@@ -1,7 +1,6 @@
 //! Modes `index` and `search`: documents chunked, embedded and kept under the caller's workspace and scope, and
 //! queries answered with each matching document's best chunk.
 
-use super::execute::{no_params, only_keys};
 use super::Ran;
 use crate::api::call::{Billed, CallSpec};
 use crate::api::embeddings::{embed_billed, settle};
@@ -99,10 +98,7 @@ pub(super) async fn index(
     spec: &CallSpec<'_>,
     scope: &str,
     mut input: Map<String, Value>,
-    params: Map<String, Value>,
 ) -> Result<Ran, ApiError> {
-    no_params(&params, "index")?;
-    only_keys(&input, &["documents"])?;
     let limits = &state.config.vectors;
     let documents = input.remove("documents").ok_or_else(|| ApiError::missing_field("input.documents"))?;
     let Value::Array(documents) = documents else {
@@ -205,10 +201,7 @@ pub(super) async fn search(
     spec: &CallSpec<'_>,
     scope: &str,
     mut input: Map<String, Value>,
-    params: Map<String, Value>,
 ) -> Result<Ran, ApiError> {
-    no_params(&params, "search")?;
-    only_keys(&input, &["query", "media_ref", "top_k", "filter"])?;
     let max_top_k = state.config.vectors.max_top_k;
     let top_k = match input.remove("top_k") {
         None => 5,

@@ -231,6 +231,22 @@ pub async fn respond_conversion(
     file: Option<FileInput>,
     started: Instant,
 ) -> Result<HttpResponse, ApiError> {
+    let generation = convert(state, req, principal, model, body, file, started, "/api/v1/task").await?;
+    Ok(HttpResponse::Ok().insert_header(("x-switchyard-model", generation.model.as_str())).json(generation))
+}
+
+/// Speech-to-speech: the audio (the request's file, or its `audio` media_ref) said again in another voice.
+#[allow(clippy::too_many_arguments)]
+pub async fn convert(
+    state: &AppState,
+    req: &HttpRequest,
+    principal: &Principal,
+    model: &ModelSpec,
+    body: ConversionTaskRequest,
+    file: Option<FileInput>,
+    started: Instant,
+    endpoint: &'static str,
+) -> Result<SpeechGeneration, ApiError> {
     let voice = check_voice(model, body.voice)?;
     let voice_settings = check_voice_settings(body.voice_settings)?;
     let output_format = check_output_format(model, body.output_format)?;
@@ -250,7 +266,7 @@ pub async fn respond_conversion(
         model,
         use_fallback: body.use_fallback_model.unwrap_or(false),
         reporting_group,
-        endpoint: "/api/v1/task",
+        endpoint,
         id_prefix: "speech",
         started,
         task: None,
@@ -268,8 +284,7 @@ pub async fn respond_conversion(
         usage: SpeechUsage { input_seconds: Some(seconds(millis)), ..Default::default() },
         warnings: Vec::new(),
     };
-    let generation = finish_audio(state, req, &principal.workspace_id, speaking).await?;
-    Ok(HttpResponse::Ok().insert_header(("x-switchyard-model", generation.model.as_str())).json(generation))
+    finish_audio(state, req, &principal.workspace_id, speaking).await
 }
 
 /// A speech-to-text call, checked.
@@ -343,6 +358,22 @@ pub async fn respond_transcription(
     file: Option<FileInput>,
     started: Instant,
 ) -> Result<HttpResponse, ApiError> {
+    let transcription = transcribe_task(state, req, principal, model, body, file, started, "/api/v1/task").await?;
+    Ok(HttpResponse::Ok().insert_header(("x-switchyard-model", transcription.model.as_str())).json(transcription))
+}
+
+/// Speech-to-text of the request's file, or its `audio` media_ref.
+#[allow(clippy::too_many_arguments)]
+pub async fn transcribe_task(
+    state: &AppState,
+    req: &HttpRequest,
+    principal: &Principal,
+    model: &ModelSpec,
+    body: TranscriptionTaskRequest,
+    file: Option<FileInput>,
+    started: Instant,
+    endpoint: &'static str,
+) -> Result<Transcription, ApiError> {
     let language = check_language(body.language)?;
     let reporting_group = crate::api::call::check_reporting_group(body.reporting_group)?;
     let call = TranscribeCall {
@@ -351,6 +382,5 @@ pub async fn respond_transcription(
         reporting_group,
         use_fallback: body.use_fallback_model.unwrap_or(false),
     };
-    let transcription = transcribe(state, req, principal, model, call, started, "/api/v1/task").await?;
-    Ok(HttpResponse::Ok().insert_header(("x-switchyard-model", transcription.model.as_str())).json(transcription))
+    transcribe(state, req, principal, model, call, started, endpoint).await
 }

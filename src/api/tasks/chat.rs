@@ -2,7 +2,7 @@
 //! does not parse or fails the schema, and the CSV or PDF file the answer becomes.
 
 use super::files::store_file;
-use super::plan::{task_run, Plan, RunAnswer};
+use super::plan::{task_run, Plan, RunAnswer, REPAIR_ENDPOINT, RUN_ENDPOINT};
 use super::wire::RunMetadata;
 use crate::api::chat::{self, ChatCall, ChatOutcome, Completed, Delivery, Face};
 use crate::api::errors::ApiError;
@@ -14,11 +14,6 @@ use base64::Engine as _;
 use serde_json::Value;
 use switchyard_actors::chat::{ChatRequest, InlineImage, Message, Role};
 use switchyard_actors::tasks::OutputFormat;
-
-/// The usage records' endpoint for a run, and for its repair attempt (counted in the run's tokens and credits, not
-/// as a request of its own).
-const RUN_ENDPOINT: &str = "/api/v1/tasks/run";
-pub(super) const REPAIR_ENDPOINT: &str = "/api/v1/tasks/run#repair";
 
 const JSON_INSTRUCTION: &str = "Answer with a single JSON object and nothing else: no prose, no code fences.";
 const CSV_INSTRUCTION: &str =

@@ -1,6 +1,6 @@
 //! Runs whose answer is a file: images and speech, and the files text runs leave (CSV, PDF).
 
-use super::plan::{task_run, Plan, RunAnswer};
+use super::plan::{task_run, Plan, RunAnswer, RUN_ENDPOINT};
 use super::wire::{RunFile, RunMetadata};
 use crate::api::errors::ApiError;
 use crate::auth::Principal;
@@ -57,7 +57,8 @@ pub(super) async fn run_image(
         use_fallback_model: Some(plan.use_fallback),
         task: plan.task_ref(),
     };
-    let generation = crate::api::image::generate(state, req, principal, &plan.model, body, None, plan.started).await?;
+    let generation =
+        crate::api::image::generate(state, req, principal, &plan.model, body, None, plan.started, RUN_ENDPOINT).await?;
     let data = generation.data.into_iter().next().ok_or_else(|| ApiError::internal("no image"))?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(&data.b64_json).map(|b| b.len()).unwrap_or(0);
     let extension = if data.content_type == "image/jpeg" { "jpg" } else { "png" };
@@ -92,8 +93,7 @@ pub(super) async fn run_audio(
     let mut call = crate::api::speech::SpeakCall::check(&plan.model, body)?;
     call.task = plan.task_ref();
     let speaking =
-        crate::api::speech::start_speech(state, req, principal, &plan.model, call, plan.started, "/api/v1/tasks/run")
-            .await?;
+        crate::api::speech::start_speech(state, req, principal, &plan.model, call, plan.started, RUN_ENDPOINT).await?;
     let generation = crate::api::speech::finish_audio(state, req, &principal.workspace_id, speaking).await?;
     let audio = &generation.audio;
     let file = RunFile {

@@ -10,6 +10,11 @@ use std::time::Instant;
 use switchyard_actors::tasks::{Revision, TaskSpec};
 use switchyard_actors::ModelSpec;
 
+/// The usage records' endpoint for a run, and for its repair attempt (counted in the run's tokens and credits, not
+/// as a request of its own).
+pub(super) const RUN_ENDPOINT: &str = "/api/v1/tasks/run";
+pub(super) const REPAIR_ENDPOINT: &str = "/api/v1/tasks/run#repair";
+
 /// What a run has settled on before it calls a model.
 pub(super) struct Plan<'a> {
     pub(super) task: &'a TaskSpec,

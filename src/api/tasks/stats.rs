@@ -1,6 +1,6 @@
 //! `GET /api/v1/tasks/{task}/revisions/stats`: an A/B test's figures per revision, from the usage records.
 
-use super::chat::REPAIR_ENDPOINT;
+use super::plan::REPAIR_ENDPOINT;
 use crate::api::docs::Authenticated;
 use crate::api::errors::{ApiError, ErrorBody};
 use crate::api::principal::Admitted;
