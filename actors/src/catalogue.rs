@@ -133,6 +133,17 @@ pub struct AudioLimits {
     /// The `output_format` used when a request names none, e.g. `mp3_44100_128`.
     #[serde(default)]
     pub default_output_format: Option<String>,
+    /// The voices the model has (any case); empty: any name or id its provider resolves. Another voice asked is
+    /// answered in `default_voice`, with a warning.
+    #[serde(default)]
+    pub voices: Vec<String>,
+    /// The output formats the model makes; empty: ElevenLabs' formats. Another format asked is answered in the
+    /// nearest of the same codec, with a warning (none of the codec: the model does not serve the request).
+    #[serde(default)]
+    pub output_formats: Vec<String>,
+    /// The voice settings the model takes; absent: all. Others are not sent, with a warning.
+    #[serde(default)]
+    pub voice_settings: Option<Vec<String>>,
 }
 
 /// What an embedding model produces and takes.

@@ -272,7 +272,18 @@ pub struct SpeechCreateRequest {
     pub speed: Option<f64>,
 }
 
-fn speech_format(format: Option<&str>) -> Result<Option<String>, ApiError> {
+/// OpenAI's format names as the model makes them: its own format of the codec when its catalogue lists formats,
+/// else ElevenLabs' (mp3 at 44.1 kHz 128 kbps, WAV at 44.1 kHz, PCM at 24 kHz as OpenAI's).
+fn speech_format(model: &switchyard_actors::ModelSpec, format: Option<&str>) -> Result<Option<String>, ApiError> {
+    let codec = match format {
+        None => "mp3",
+        Some(name @ ("mp3" | "wav" | "pcm")) => name,
+        Some(_) => "",
+    };
+    let own = model.audio.as_ref().and_then(|a| a.output_formats.iter().find(|f| f.starts_with(codec)).cloned());
+    if let Some(own) = own.filter(|_| !codec.is_empty()) {
+        return Ok(Some(own));
+    }
     Ok(Some(match format {
         None | Some("mp3") => "mp3_44100_128".to_owned(),
         Some("wav") => "wav_44100".to_owned(),
@@ -311,7 +322,7 @@ pub async fn audio_speech(
         text: body.input,
         voice: Some(body.voice),
         voice_settings: body.speed.map(|speed| serde_json::json!({ "speed": speed })),
-        output_format: speech_format(body.response_format.as_deref())?,
+        output_format: speech_format(model, body.response_format.as_deref())?,
         reporting_group: None,
         use_fallback_model: None,
     };

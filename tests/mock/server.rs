@@ -8,6 +8,11 @@
 #[allow(clippy::duplicate_mod)]
 #[path = "http.rs"]
 mod http;
+#[path = "openai_audio.rs"]
+mod openai_audio;
+#[allow(clippy::duplicate_mod)]
+#[path = "synth.rs"]
+mod synth;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -411,7 +416,8 @@ async fn handle(sh: Arc<Shared>, req: Request) -> Response {
     let is_chat =
         req.method == "POST" && matches!(path.as_str(), "/v1/chat/completions" | "/chat/completions" | "/v1/messages");
     let is_models = req.method == "GET" && path == "/v1/models";
-    if !is_chat && !is_models {
+    let is_audio = req.method == "POST" && matches!(path.as_str(), "/v1/audio/speech" | "/v1/audio/transcriptions");
+    if !is_chat && !is_models && !is_audio {
         let body = match provider {
             Provider::OpenAi => format!(
                 r#"{{"error":{{"message":{},"type":"invalid_request_error","param":null,"code":null}}}}"#,
@@ -421,7 +427,7 @@ async fn handle(sh: Arc<Shared>, req: Request) -> Response {
         };
         return reply(404, body);
     }
-    let fault = if is_chat { sh.take_fault() } else { Fault::None };
+    let fault = if is_chat || is_audio { sh.take_fault() } else { Fault::None };
     match fault {
         Fault::Reset => return Response::reset(),
         Fault::Stall(d) => pause(d).await,
@@ -450,6 +456,13 @@ async fn handle(sh: Arc<Shared>, req: Request) -> Response {
     }
     if is_models {
         return reply(200, models_body(provider));
+    }
+    if is_audio {
+        let response = match path.as_str() {
+            "/v1/audio/speech" => openai_audio::speech(&req).await,
+            _ => openai_audio::transcription(&req),
+        };
+        return response.with_headers(&extra);
     }
     let Some(body) = body_json.filter(Value::is_object) else {
         let msg = match provider {

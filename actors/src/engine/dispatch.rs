@@ -85,6 +85,11 @@ pub trait Attempt {
     /// stream, its first event arrived, so nothing after this is retried.
     async fn run(&self, provider: &Provider, upstream: usize, model: &ModelSpec)
         -> Result<Self::Output, ProviderError>;
+
+    /// Whether `model` can serve this request at all; a fallback that cannot is passed over.
+    fn serves(&self, _model: &ModelSpec) -> bool {
+        true
+    }
 }
 
 /// A chat, whole or streamed.
@@ -130,7 +135,8 @@ impl Attempt for ImageAttempt<'_> {
     }
 }
 
-/// Text to speech: the answer has begun once the first audio arrived.
+/// Text to speech: the answer has begun once the first audio arrived. Each model of the chain gets the request
+/// fitted to it ([`crate::speech::fit`]); one that makes no audio of the codec asked is passed over.
 pub struct SpeechAttempt<'a> {
     pub request: &'a crate::speech::SpeechRequest,
 }
@@ -144,7 +150,16 @@ impl Attempt for SpeechAttempt<'_> {
         upstream: usize,
         model: &ModelSpec,
     ) -> Result<crate::speech::AudioStream, ProviderError> {
-        provider.speak(upstream, model, self.request).await
+        let (request, _) = crate::speech::fit(model, self.request).map_err(|message| ProviderError::Rejected {
+            provider: model.provider.clone(),
+            status: 400,
+            message,
+        })?;
+        provider.speak(upstream, model, &request).await
+    }
+
+    fn serves(&self, model: &ModelSpec) -> bool {
+        crate::speech::fit(model, self.request).is_ok()
     }
 }
 
@@ -217,6 +232,9 @@ pub async fn dispatch_with<A: Attempt>(
     let mut first_reason: Option<&'static str> = manual_fallback.then_some("manual");
     for model in chain {
         let Some(provider) = providers.for_model(model) else { continue };
+        if !attempt.serves(model) {
+            continue;
+        }
         let mut retry = 0;
         let mut failed_upstreams: Vec<usize> = Vec::new();
         loop {

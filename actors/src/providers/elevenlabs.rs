@@ -5,7 +5,6 @@ use super::http::Upstream;
 use crate::catalogue::ModelSpec;
 use crate::error::ProviderError;
 use crate::speech::{AudioStream, ConvertRequest, SpeechRequest, TranscribeRequest, Transcript, Word};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -82,25 +81,6 @@ impl ElevenLabs {
         }
     }
 
-    /// Streams `response`'s body, having waited for its first non-empty chunk.
-    async fn audio(&self, response: reqwest::Response, deadline: Instant) -> Result<AudioStream, ProviderError> {
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_owned();
-        let mut chunks = self.upstream.chunks(response, deadline);
-        loop {
-            match chunks.next().await {
-                Some(Ok(first)) if first.is_empty() => continue,
-                Some(Ok(first)) => return Ok(AudioStream { content_type, first, rest: chunks }),
-                Some(Err(e)) => return Err(e),
-                None => return Err(self.upstream.protocol("the audio stream ended before any audio")),
-            }
-        }
-    }
-
     /// Text to speech, streamed as it is generated.
     pub async fn speak(&self, model: &ModelSpec, request: &SpeechRequest) -> Result<AudioStream, ProviderError> {
         let deadline = self.upstream.deadline();
@@ -116,7 +96,7 @@ impl ElevenLabs {
             .query(&[("output_format", request.output_format.as_str())])
             .json(&body);
         let response = self.upstream.send(http, deadline, error_message).await?;
-        self.audio(response, deadline).await
+        self.upstream.audio(response, deadline).await
     }
 
     /// Audio to audio in another voice, streamed.
@@ -124,10 +104,7 @@ impl ElevenLabs {
         let deadline = self.upstream.deadline();
         let voice = self.voice_id(&request.voice, deadline).await?;
         let url = format!("{}/v1/speech-to-speech/{voice}/stream", self.upstream.base_url);
-        let audio = reqwest::multipart::Part::stream(reqwest::Body::from(request.audio.clone()))
-            .file_name(request.filename.clone())
-            .mime_str(&request.content_type)
-            .map_err(|e| self.upstream.protocol(format!("bad content type: {e}")))?;
+        let audio = self.upstream.file_part(&request.audio, &request.filename, &request.content_type)?;
         let mut form = reqwest::multipart::Form::new().part("audio", audio).text("model_id", model.upstream.clone());
         if let Some(settings) = &request.voice_settings {
             form = form.text("voice_settings", settings.to_string());
@@ -137,7 +114,7 @@ impl ElevenLabs {
             .query(&[("output_format", request.output_format.as_str())])
             .multipart(form);
         let response = self.upstream.send(http, deadline, error_message).await?;
-        self.audio(response, deadline).await
+        self.upstream.audio(response, deadline).await
     }
 
     /// Audio to text.
@@ -148,10 +125,7 @@ impl ElevenLabs {
     ) -> Result<Transcript, ProviderError> {
         let deadline = self.upstream.deadline();
         let url = format!("{}/v1/speech-to-text", self.upstream.base_url);
-        let file = reqwest::multipart::Part::stream(reqwest::Body::from(request.audio.clone()))
-            .file_name(request.filename.clone())
-            .mime_str(&request.content_type)
-            .map_err(|e| self.upstream.protocol(format!("bad content type: {e}")))?;
+        let file = self.upstream.file_part(&request.audio, &request.filename, &request.content_type)?;
         let mut form = reqwest::multipart::Form::new().text("model_id", model.upstream.clone()).part("file", file);
         if let Some(language) = &request.language {
             form = form.text("language_code", language.clone());

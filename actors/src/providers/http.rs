@@ -2,6 +2,7 @@
 
 use super::Timeouts;
 use crate::error::{ProviderError, TimeoutPhase};
+use crate::speech::AudioStream;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use std::time::Duration;
@@ -100,6 +101,38 @@ impl Upstream {
             }
         })
         .boxed()
+    }
+
+    /// Streams `response`'s body, having waited for its first non-empty chunk.
+    pub async fn audio(&self, response: reqwest::Response, deadline: Instant) -> Result<AudioStream, ProviderError> {
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let mut chunks = self.chunks(response, deadline);
+        loop {
+            match chunks.next().await {
+                Some(Ok(first)) if first.is_empty() => continue,
+                Some(Ok(first)) => return Ok(AudioStream { content_type, first, rest: chunks }),
+                Some(Err(e)) => return Err(e),
+                None => return Err(self.protocol("the audio stream ended before any audio")),
+            }
+        }
+    }
+
+    /// A file for a multipart body.
+    pub fn file_part(
+        &self,
+        bytes: &Bytes,
+        filename: &str,
+        content_type: &str,
+    ) -> Result<reqwest::multipart::Part, ProviderError> {
+        reqwest::multipart::Part::stream(reqwest::Body::from(bytes.clone()))
+            .file_name(filename.to_owned())
+            .mime_str(content_type)
+            .map_err(|e| self.protocol(format!("bad content type: {e}")))
     }
 
     pub fn deadline(&self) -> Instant {

@@ -6,6 +6,7 @@ mod bfl;
 mod elevenlabs;
 mod http;
 mod openai;
+mod openai_audio;
 mod simulator;
 pub mod sse;
 
@@ -184,7 +185,12 @@ impl Provider {
         model: &ModelSpec,
         request: &crate::speech::SpeechRequest,
     ) -> Result<crate::speech::AudioStream, ProviderError> {
-        self.speech_upstream(upstream, model)?.speak(model, request).await
+        match self {
+            Provider::OpenAi(u) => {
+                u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.speak(model, request).await
+            }
+            _ => self.speech_upstream(upstream, model)?.speak(model, request).await,
+        }
     }
 
     /// Speech to speech from upstream number `upstream`; resolves once the first audio arrived.
@@ -204,7 +210,12 @@ impl Provider {
         model: &ModelSpec,
         request: &crate::speech::TranscribeRequest,
     ) -> Result<crate::speech::Transcript, ProviderError> {
-        self.speech_upstream(upstream, model)?.transcribe(model, request).await
+        match self {
+            Provider::OpenAi(u) => {
+                u.get(upstream).ok_or_else(|| Self::no_upstream(upstream))?.transcribe(model, request).await
+            }
+            _ => self.speech_upstream(upstream, model)?.transcribe(model, request).await,
+        }
     }
 
     /// A whole answer from upstream number `upstream`.

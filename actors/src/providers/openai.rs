@@ -10,7 +10,7 @@ use futures::stream::StreamExt;
 use serde::{Deserialize, Serialize};
 
 pub struct OpenAi {
-    upstream: Upstream,
+    pub(super) upstream: Upstream,
 }
 
 impl OpenAi {
@@ -162,7 +162,7 @@ fn estimated_usage(request: &ChatRequest, text: &str) -> Usage {
 }
 
 /// The message of an OpenAI-shaped error body.
-fn error_message(body: &[u8]) -> Option<String> {
+pub(super) fn error_message(body: &[u8]) -> Option<String> {
     let wire: WireErrorBody = serde_json::from_slice(body).ok()?;
     wire.error.message
 }

@@ -113,15 +113,20 @@ pub async fn start_speech(
         Billed::begin(state, req, &spec, spec.new_id(), 0, |m| m.pricing.characters_cost(characters)).await?;
     let (answered, stream) = billed.dispatch(state, &spec, &SpeechAttempt { request: &call.request }).await?;
     let cost = answered.model.pricing.characters_cost(characters);
+    // What the answering model was sent (a fallback may take other voices and formats), and what changed.
+    let (sent, fitted) = switchyard_actors::speech::fit(&answered.model, &call.request)
+        .unwrap_or_else(|_| (call.request.clone(), Vec::new()));
+    let mut warnings = call.warnings;
+    warnings.extend(fitted);
     Ok(Speaking {
         billed,
         answered,
         stream,
-        format: call.request.output_format,
+        format: sent.output_format,
         cost,
         units: characters,
         usage: SpeechUsage { characters: Some(characters), ..Default::default() },
-        warnings: call.warnings,
+        warnings,
     })
 }
 

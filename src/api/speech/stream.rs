@@ -13,9 +13,9 @@ use switchyard_actors::Credits;
 /// Streams a started text-to-speech call to the client as raw audio bytes, storing it as it goes. The bill is
 /// settled when the last byte is in; a stream that breaks off aborts the response (the client sees an incomplete
 /// body, never a short file passed off as whole) and is not charged; a client that leaves is charged in full
-/// (the provider spoke the whole text).
+/// (the provider spoke the whole text). Warnings (a fallback's voice or format) go in `x-switchyard-warnings`.
 pub fn stream_audio(state: actix_web::web::Data<AppState>, workspace_id: String, speaking: Speaking) -> HttpResponse {
-    let Speaking { billed, answered, stream, format, cost, units, usage: _, warnings: _ } = speaking;
+    let Speaking { billed, answered, stream, format, cost, units, usage: _, warnings } = speaking;
     let content_type = format_content_type(&format).unwrap_or("application/octet-stream");
     let model_name = answered.model.name.clone();
     let body = async_stream::stream! {
@@ -69,10 +69,13 @@ pub fn stream_audio(state: actix_web::web::Data<AppState>, workspace_id: String,
             }
         }
     };
-    HttpResponse::Ok()
-        .content_type(content_type)
-        .insert_header(("x-switchyard-model", model_name.as_str()))
-        .streaming(body)
+    let mut response = HttpResponse::Ok();
+    response.content_type(content_type).insert_header(("x-switchyard-model", model_name.as_str()));
+    // A raw audio body has no room for them: what was not used as asked goes in a header, as JSON.
+    if !warnings.is_empty() {
+        response.insert_header(("x-switchyard-warnings", ascii_json(&warnings)));
+    }
+    response.streaming(body)
 }
 
 /// The bill of a streamed answer the client may leave part way: charged in full when dropped unsettled.
@@ -90,4 +93,21 @@ impl Drop for LeftBill {
             billed.settle_detached(self.cost, measured, "abandoned", Outcome::Neutral);
         }
     }
+}
+
+/// JSON with every character outside printable ASCII written as `\uXXXX`, so it is a valid header value.
+fn ascii_json(value: &impl serde::Serialize) -> String {
+    let json = serde_json::to_string(value).unwrap_or_default();
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if (' '..='~').contains(&c) {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
