@@ -576,3 +576,30 @@ async fn every_marketplace_model_with_execute_runs_through_api_runs_as_its_contr
     assert_eq!(summary["total"]["requests"], 4, "{summary}");
     docs.gw.stop().await;
 }
+
+/// 002's index example indexes images with `scope: "test"`. No image-text embedding model ships from a package
+/// registry (see the README), so an image is refused with a clear error, never embedded as if it were text, and
+/// nothing is charged.
+#[actix_web::test]
+async fn images_for_index_and_search_are_refused_clearly_not_faked() {
+    use serde_json::json;
+    let docs = setup().await;
+    let image = docs.upload("photo.png", "image/png", media_mock::png(64, 48, 7)).await;
+    let before = docs.gw.wallet(&docs.key).await;
+    for body in [
+        json!({"model": "all-minilm-l6-v2", "mode": "index", "scope": "test", "input": {"documents": [{"id": "p", "media_ref": image}]}}),
+        json!({"model": "all-minilm-l6-v2", "mode": "search", "scope": "test", "input": {"media_ref": image}}),
+    ] {
+        let (status, answer) = docs.run(body.clone()).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_field")), "{body} -> {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("image-text embedding model"), "{message}");
+    }
+    // An image field the contract does not have is named.
+    let (status, answer) = docs
+        .run(json!({"model": "all-minilm-l6-v2", "mode": "search", "scope": "test", "input": {"image": image}}))
+        .await;
+    assert_eq!((status, answer["error"]["param"].as_str()), (400, Some("input.image")), "{answer}");
+    assert_eq!(docs.gw.wallet(&docs.key).await, before);
+    docs.gw.stop().await;
+}

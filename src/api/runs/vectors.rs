@@ -72,6 +72,17 @@ pub(super) async fn document_text(
             let media = crate::api::form::load_media(state, workspace_id, &media_ref).await?;
             let textual = media.content_type.starts_with("text/")
                 || matches!(media.content_type.as_str(), "application/json" | "application/x-ndjson");
+            if media.content_type.starts_with("image/") {
+                return Err(ApiError::invalid_field(
+                    &format!("{path}.media_ref"),
+                    format!(
+                        "The media `{media_ref}` is an image ({}); images cannot be indexed or searched: that needs an \
+                         image-text embedding model (CLIP-style), and none is installed (none ships from a package \
+                         registry). Index and search text: a `text`, or a text file's media_ref",
+                        media.content_type
+                    ),
+                ));
+            }
             if !textual {
                 return Err(ApiError::invalid_field(
                     &format!("{path}.media_ref"),
