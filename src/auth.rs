@@ -1,6 +1,7 @@
 //! API keys: generated with 256 bits of entropy, stored as SHA-256 hashes, resolved from an in-memory cache so no
 //! request reads the database, and compared in constant time.
 
+use crate::sessions::Claims;
 use crate::store::{KeyRecord, Plan, Store, Workspace};
 use actix_web::HttpRequest;
 use dashmap::DashMap;
@@ -11,13 +12,24 @@ use subtle::ConstantTimeEq;
 
 pub const KEY_PREFIX: &str = "sy_live_";
 
-/// Who is calling: resolved from the API key on every request.
+/// Who is calling: resolved from the API key (or a session token it minted) on every request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
     pub key_id: String,
     pub workspace_id: String,
     pub workspace_name: String,
     pub plan: Plan,
+    /// The models the caller may run (`None`: all): the key's list, and within it a session token's.
+    pub models: Option<Arc<[String]>>,
+    /// The browser session, when the caller presented a session token rather than the key itself.
+    pub session: Option<Arc<Claims>>,
+}
+
+impl Principal {
+    /// Whether the caller may run `model`.
+    pub fn may_run(&self, model: &str) -> bool {
+        self.models.as_deref().is_none_or(|models| models.iter().any(|m| m == model))
+    }
 }
 
 pub fn hash_key(key: &str) -> [u8; 32] {
@@ -42,10 +54,12 @@ struct CachedKey {
     principal: Principal,
 }
 
-/// Live keys by hash. Written by the admin API and at start; read by every request.
+/// Live keys by hash (and their principals by key id, for session tokens). Written by the admin API and at start;
+/// read by every request.
 #[derive(Clone, Default)]
 pub struct KeyCache {
     keys: Arc<DashMap<[u8; 32], CachedKey>>,
+    by_id: Arc<DashMap<String, Principal>>,
 }
 
 impl KeyCache {
@@ -68,12 +82,22 @@ impl KeyCache {
             workspace_id: workspace.id.clone(),
             workspace_name: workspace.name.clone(),
             plan: workspace.plan,
+            models: key.models.clone().map(Arc::from),
+            session: None,
         };
+        self.by_id.insert(key.id.clone(), principal.clone());
         self.keys.insert(key.key_hash, CachedKey { hash: key.key_hash, principal });
     }
 
     pub fn remove(&self, hash: &[u8; 32]) {
-        self.keys.remove(hash);
+        if let Some((_, key)) = self.keys.remove(hash) {
+            self.by_id.remove(&key.principal.key_id);
+        }
+    }
+
+    /// The principal of a live key, by its id.
+    pub fn by_id(&self, key_id: &str) -> Option<Principal> {
+        self.by_id.get(key_id).map(|p| p.clone())
     }
 
     pub fn resolve(&self, key: &str) -> Option<Principal> {
@@ -91,14 +115,21 @@ impl KeyCache {
     }
 }
 
-/// The key a request presents: `X-API-Key: KEY` or `Authorization: Bearer KEY`.
+/// The credential a request presents: `X-API-Key: KEY` or `Authorization: Bearer KEY|TOKEN`, and on a WebSocket
+/// upgrade (where browsers cannot set headers) the `token` query parameter.
 pub fn presented_key(req: &HttpRequest) -> Option<&str> {
     if let Some(key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(key.trim()).filter(|k| !k.is_empty());
     }
-    let auth = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = auth.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|k| !k.is_empty())
+    if let Some(auth) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        let (scheme, token) = auth.to_str().ok()?.trim().split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|k| !k.is_empty());
+    }
+    let upgrade = req.headers().get(actix_web::http::header::UPGRADE).and_then(|v| v.to_str().ok());
+    if upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+        return req.query_string().split('&').find_map(|pair| pair.strip_prefix("token=")).filter(|t| !t.is_empty());
+    }
+    None
 }
 
 #[cfg(test)]
@@ -126,6 +157,7 @@ mod tests {
             prefix: key[..12].into(),
             created_at: 0,
             revoked_at: None,
+            models: None,
         };
         let plan = Plan { requests_per_minute: 1, concurrent_requests: 1, tokens_per_minute: 1 };
         let workspace =

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub shutdown_timeout_secs: u64,
     pub public_url: String,
+    /// Origins (exact, e.g. `https://app.example.com`) whose pages may call the gateway; empty: no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -83,6 +85,8 @@ pub struct BillingConfig {
 pub struct MediaConfig {
     pub max_upload_bytes: u64,
     pub upload_ttl_secs: u64,
+    /// How long a signed media URL (in responses) opens without credentials.
+    pub url_ttl_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

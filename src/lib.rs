@@ -10,6 +10,7 @@ pub mod index_cli;
 pub mod media;
 pub mod metrics;
 pub mod render;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod tasks;
@@ -19,6 +20,7 @@ use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, Error, HttpMessage};
 use api::call::UpstreamTime;
+use futures::future::LocalBoxFuture;
 use state::AppState;
 use std::time::Instant;
 
@@ -76,5 +78,21 @@ pub fn app(
                 state.metrics.request_duration.with_label_values(&[&route]).observe(elapsed.as_secs_f64());
                 Ok(response)
             }
+        })
+        .wrap_fn(|req, srv| {
+            let origin =
+                req.app_data::<web::Data<AppState>>().and_then(|s| api::cors::allowed_origin(s, req.headers()));
+            if let Some(origin) = origin.clone().filter(|_| api::cors::is_preflight(req.method(), req.headers())) {
+                let answer = req.into_response(api::cors::preflight(origin)).map_into_right_body();
+                return Box::pin(async move { Ok(answer) }) as LocalBoxFuture<'static, _>;
+            }
+            let response = srv.call(req);
+            Box::pin(async move {
+                let mut response = response.await?;
+                if let Some(origin) = origin {
+                    api::cors::decorate(response.headers_mut(), origin);
+                }
+                Ok(response.map_into_left_body())
+            })
         })
 }

@@ -16,6 +16,8 @@ pub struct AppState {
     pub providers: ProviderSet,
     pub store: Store,
     pub keys: KeyCache,
+    /// Browser session tokens and media URL signatures.
+    pub sessions: crate::sessions::Sessions,
     pub metrics: Metrics,
     /// SHA-256 of `SWITCHYARD_ADMIN_KEY`; the admin API is off when unset.
     pub admin_key: Option<[u8; 32]>,
@@ -57,6 +59,12 @@ impl AppState {
         let bootstrap =
             bootstrap(&store, &config).await.map_err(|e| format!("cannot create the default workspace: {e}"))?;
         let keys = KeyCache::load(&store).await.map_err(|e| format!("cannot load API keys: {e}"))?;
+        let sessions = crate::sessions::Sessions::open(&config.server.data_dir)
+            .map_err(|e| format!("cannot open the session keys: {e}"))?;
+        let revoked = store.revoked_sessions(now_unix()).await.map_err(|e| format!("cannot load sessions: {e}"))?;
+        for (id, expires_at) in revoked {
+            sessions.revoke(&id, expires_at);
+        }
         let metrics = Metrics::new().map_err(|e| format!("cannot build metrics: {e}"))?;
         // Usage committed to the journal by an earlier process goes into the store before wallets are read.
         let journal_dir = config.server.data_dir.join("journal");
@@ -79,6 +87,7 @@ impl AppState {
             providers,
             store,
             keys,
+            sessions,
             metrics,
             admin_key,
             engine: OnceLock::new(),
@@ -208,8 +217,14 @@ async fn open_vectors(
     }
 }
 
-/// Creates a key for a workspace and stores its hash; answers the record and the key in clear (shown once).
-pub async fn create_key(store: &Store, workspace_id: &str, name: &str) -> Result<(KeyRecord, String), sqlx::Error> {
+/// Creates a key for a workspace (that may run `models`, or every model) and stores its hash; answers the record
+/// and the key in clear (shown once).
+pub async fn create_key(
+    store: &Store,
+    workspace_id: &str,
+    name: &str,
+    models: Option<Vec<String>>,
+) -> Result<(KeyRecord, String), sqlx::Error> {
     let key = auth::generate_key();
     let record = KeyRecord {
         id: auth::new_id("key"),
@@ -219,6 +234,7 @@ pub async fn create_key(store: &Store, workspace_id: &str, name: &str) -> Result
         prefix: key.chars().take(auth::KEY_PREFIX.len() + 4).collect(),
         created_at: now_unix(),
         revoked_at: None,
+        models,
     };
     store.insert_key(&record).await?;
     Ok((record, key))
@@ -242,6 +258,6 @@ async fn bootstrap(store: &Store, config: &Config) -> Result<Option<Bootstrap>, 
         created_at: now_unix(),
     };
     store.insert_workspace(&workspace).await?;
-    let (_, api_key) = create_key(store, &workspace.id, "default").await?;
+    let (_, api_key) = create_key(store, &workspace.id, "default", None).await?;
     Ok(Some(Bootstrap { workspace_id: workspace.id, api_key }))
 }

@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("api", 5),
     ("state", 4),
     ("auth", 3),
+    ("sessions", 3),
     ("media", 3),
     ("tasks", 3),
     ("metrics", 3),
@@ -32,7 +33,9 @@ const API_LAYERS: &[(&str, u8)] = &[
     ("tasks", 5),
     ("marketplace", 5),
     ("billing", 5),
+    ("sessions", 5),
     ("media", 5),
+    ("download", 5),
     ("admin", 5),
     ("ops", 5),
     ("chat", 4),
@@ -49,6 +52,7 @@ const API_LAYERS: &[(&str, u8)] = &[
     ("query", 2),
     ("docs", 1),
     ("errors", 1),
+    ("cors", 1),
 ];
 
 const MAX_LINES: usize = 500;

@@ -1,5 +1,5 @@
 //! The store's schema moves forward in place: a data directory made by an older gateway opens with its records
-//! kept and the new columns added, and opening it again changes nothing.
+//! kept and the new columns and tables added, and opening it again changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sqlx::Row;
@@ -35,7 +35,7 @@ async fn an_older_data_directory_is_migrated_in_place_once() {
         assert_eq!(row.get::<Option<String>, _>("modality"), None);
         assert_eq!((row.get::<i64, _>("pixels"), row.get::<i64, _>("output_bytes")), (0, 20));
         let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(store.pool()).await.unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, 2);
         store.pool().close().await;
     }
 }

@@ -19,7 +19,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(super::resource("/admin/workspaces/{id}").route(web::get().to(get_workspace)))
         .service(super::resource("/admin/workspaces/{id}/keys").route(web::post().to(create_workspace_key)))
         .service(super::resource("/admin/workspaces/{id}/credits").route(web::post().to(top_up)))
-        .service(super::resource("/admin/keys/{id}").route(web::delete().to(revoke_key)));
+        .service(
+            super::resource("/admin/keys/{id}").route(web::delete().to(revoke_key)).route(web::patch().to(update_key)),
+        );
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -53,6 +55,7 @@ pub struct KeyView {
     pub prefix: String,
     pub created: i64,
     pub revoked: bool,
+    pub models: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -63,12 +66,37 @@ pub struct NewKey {
     /// The key itself: shown this once, stored only as a hash.
     pub key: String,
     pub created: i64,
+    /// The models the key may run; null: every model.
+    pub models: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
+    /// The models the key may run (others are 403 `model_not_allowed`); absent: every model.
+    pub models: Option<Vec<String>>,
+}
+
+/// `PATCH /admin/keys/{id}`: what may change on a key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKey {
+    /// The models the key may run; null: every model.
+    pub models: Option<Vec<String>>,
+}
+
+/// A key's model list: models of the catalogue, at least one.
+pub fn check_models(state: &AppState, field: &str, models: &[String]) -> Result<(), ApiError> {
+    if models.is_empty() || models.len() > 200 {
+        return Err(ApiError::invalid_field(field, format!("`{field}` must list 1 to 200 models")));
+    }
+    if let Some(unknown) = models.iter().find(|m| state.catalogue.model(m).is_none()) {
+        let message =
+            format!("`{field}`: no model `{}` in the catalogue", unknown.chars().take(80).collect::<String>());
+        return Err(ApiError::invalid_field(field, message));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -130,6 +158,7 @@ async fn workspace_view(state: &AppState, workspace: Workspace) -> Result<Worksp
                 prefix: k.prefix,
                 created: k.created_at,
                 revoked: k.revoked_at.is_some(),
+                models: k.models,
             })
             .collect(),
     })
@@ -185,9 +214,13 @@ pub async fn create_workspace_key(
     Json(body): Json<CreateKey>,
 ) -> Result<HttpResponse, ApiError> {
     check_name(&body.name)?;
+    if let Some(models) = &body.models {
+        check_models(&state, "models", models)?;
+    }
     let workspace = state.store.workspace(&id).await.map_err(ApiError::store)?;
     let workspace = workspace.ok_or_else(|| ApiError::not_found(format!("No workspace `{id}`")))?;
-    let (record, key) = create_key(&state.store, &workspace.id, &body.name).await.map_err(ApiError::store)?;
+    let (record, key) =
+        create_key(&state.store, &workspace.id, &body.name, body.models).await.map_err(ApiError::store)?;
     state.keys.insert(&record, &workspace);
     tracing::info!(workspace = %workspace.id, key = %record.id, "API key created");
     Ok(HttpResponse::Created().json(NewKey {
@@ -196,6 +229,7 @@ pub async fn create_workspace_key(
         name: record.name,
         key,
         created: record.created_at,
+        models: record.models,
     }))
 }
 
@@ -235,4 +269,35 @@ pub async fn revoke_key(
     state.keys.remove(&record.key_hash);
     tracing::info!(key = %record.id, "API key revoked");
     Ok(HttpResponse::Ok().json(Revoked { id: record.id, revoked: true }))
+}
+
+#[utoipa::path(patch, path = "/admin/keys/{id}", tag = "admin", request_body = UpdateKey,
+    responses((status = 200, body = KeyView), JsonBody, AdminOnly),
+    security(("bearer" = [])))]
+pub async fn update_key(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    _admin: Admin,
+    Json(body): Json<UpdateKey>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(models) = &body.models {
+        check_models(&state, "models", models)?;
+    }
+    let record = state.store.set_key_models(&id, &body.models).await.map_err(ApiError::store)?;
+    let record = record.ok_or_else(|| ApiError::not_found(format!("No API key `{id}`")))?;
+    if record.revoked_at.is_none() {
+        let workspace = state.store.workspace(&record.workspace_id).await.map_err(ApiError::store)?;
+        if let Some(workspace) = workspace {
+            state.keys.insert(&record, &workspace);
+        }
+    }
+    tracing::info!(key = %record.id, "API key updated");
+    Ok(HttpResponse::Ok().json(KeyView {
+        id: record.id,
+        name: record.name,
+        prefix: record.prefix,
+        created: record.created_at,
+        revoked: record.revoked_at.is_some(),
+        models: record.models,
+    }))
 }

@@ -61,7 +61,8 @@ pub struct SummaryQuery {
     pub from: Option<String>,
     /// End (exclusive), same forms. Default: now.
     pub to: Option<String>,
-    /// `model` (default), `reporting_group`, `api_key`, `day`, `task`, `revision` or `modality`.
+    /// `model` (default), `reporting_group`, `api_key`, `day`, `task`, `revision`, `modality`, `user` or `session`
+    /// (a browser session token's user and id).
     pub group_by: Option<String>,
 }
 
@@ -92,7 +93,7 @@ pub async fn usage_summary(
         ApiError::invalid_field(
             "group_by",
             format!(
-                "Unknown group_by `{group_by}`: use model, reporting_group, api_key, day, task, revision or modality"
+                "Unknown group_by `{group_by}`: use model, reporting_group, api_key, day, task, revision, modality, user or session"
             ),
         )
     })?;

@@ -99,6 +99,21 @@ pub struct Billed {
     started: Instant,
 }
 
+/// A session's spending cap: made on its first call since the start, from what its usage records have charged.
+async fn session_budget(
+    state: &AppState,
+    id: &str,
+    max: i64,
+) -> Result<std::sync::Arc<switchyard_actors::engine::budget::Budget>, ApiError> {
+    let spent = if state.sessions.has_budget(id) {
+        0
+    } else {
+        state.engine().flush_usage().await;
+        state.store.session_spent(id).await.map_err(ApiError::store)?
+    };
+    Ok(state.sessions.budget(id, max, || spent))
+}
+
 impl Billed {
     /// Admits the call (reserving `tokens` of the caller's tokens-per-minute) and reserves the most it can cost:
     /// `cost_of` the dearest model of its chain. `id` becomes the usage record's and the response's id.
@@ -111,6 +126,20 @@ impl Billed {
         cost_of: impl Fn(&ModelSpec) -> Credits,
     ) -> Result<Billed, ApiError> {
         let principal = spec.principal;
+        if !principal.may_run(&spec.model.name) {
+            return Err(ApiError::model_not_allowed(&spec.model.name));
+        }
+        let session = match &principal.session {
+            None => None,
+            Some(claims) => Some(call::SessionSpend {
+                id: claims.sid.clone(),
+                user: claims.user.clone(),
+                budget: match claims.max {
+                    None => None,
+                    Some(max) => Some(session_budget(state, &claims.sid, max).await?),
+                },
+            }),
+        };
         let engine_spec = call::CallSpec {
             key_id: &principal.key_id,
             workspace_id: &principal.workspace_id,
@@ -122,6 +151,8 @@ impl Billed {
             id,
             started: spec.started,
             task: spec.task.clone(),
+            session,
+            allowed: principal.models.clone(),
         };
         match state.engine().begin(&state.catalogue, engine_spec, tokens, cost_of).await {
             Ok(call) => {

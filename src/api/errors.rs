@@ -161,6 +161,71 @@ impl ApiError {
         )
     }
 
+    pub fn invalid_token() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            "invalid_token",
+            "Invalid session token: it was not signed by this gateway, was altered, or the key that made it is revoked",
+        )
+    }
+
+    pub fn expired_token() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            "expired_token",
+            "The session token has expired: get a new one from POST /api/v1/sessions",
+        )
+    }
+
+    pub fn revoked_token() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            "revoked_token",
+            "The session token was revoked",
+        )
+    }
+
+    pub fn model_not_allowed(model: &str) -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorType::PermissionError,
+            "model_not_allowed",
+            format!("This key or session token may not run `{model}`"),
+        )
+        .with_param("model")
+    }
+
+    /// A session token where only the API key will do (minting tokens, the admin API).
+    pub fn api_key_required(what: &str) -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorType::PermissionError,
+            "api_key_required",
+            format!("A session token cannot {what}: use the API key (server to server)"),
+        )
+    }
+
+    pub fn invalid_signature() -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorType::PermissionError,
+            "invalid_signature",
+            "This media URL's signature is not valid: use the URL as the gateway gave it",
+        )
+    }
+
+    pub fn expired_url() -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorType::PermissionError,
+            "expired_url",
+            "This media URL has expired: fetch it with your API key or session token, or ask for the media again",
+        )
+    }
+
     pub fn admin_only() -> Self {
         ApiError::new(
             StatusCode::FORBIDDEN,

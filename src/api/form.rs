@@ -293,6 +293,14 @@ pub async fn file_input(
 }
 
 /// The base URL media links start with: `server.public_url`, or the address the request came to.
+/// The URL of a media object as responses give it: absolute, and signed to open without credentials until
+/// `media.url_ttl_secs` from now (`?expires=…&sig=…`); with a key or token the plain path works too.
+pub fn media_url(state: &AppState, req: &HttpRequest, workspace_id: &str, media_ref: &str) -> String {
+    let expires = crate::clock::now_unix() + i64::try_from(state.config.media.url_ttl_secs).unwrap_or(3600);
+    let sig = state.sessions.sign_media(workspace_id, media_ref, expires);
+    format!("{}/api/media/{media_ref}?expires={expires}&sig={sig}", public_url(state, req))
+}
+
 pub fn public_url(state: &AppState, req: &HttpRequest) -> String {
     if !state.config.server.public_url.is_empty() {
         return state.config.server.public_url.trim_end_matches('/').to_owned();

@@ -195,7 +195,7 @@ pub async fn generate(
     let pixels = u64::from(sent.width) * u64::from(sent.height);
     let measured = Measured { units: 1, pixels, output_bytes: stored.bytes, ..Default::default() };
     let metadata = billed.settle(&answered, answered.model.pricing.per_image, measured).await?;
-    let url = format!("{}/api/media/{}", super::form::public_url(state, req), stored.media_ref);
+    let url = super::form::media_url(state, req, &principal.workspace_id, &stored.media_ref);
     Ok(ImageGeneration {
         id,
         object: "image.generation",

@@ -22,7 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/api/media/upload/init").route(web::post().to(init)))
         .service(super::resource("/api/media/upload/complete").route(web::post().to(complete)))
         .service(super::resource("/api/media/upload/{upload_id}").route(web::put().to(put)))
-        .service(super::resource("/api/media/{media_ref}").route(web::get().to(download)));
+        .service(super::resource("/api/media/{media_ref}").route(web::get().to(super::download::download)));
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -55,6 +55,8 @@ pub struct CompleteUpload {
 #[derive(Serialize, ToSchema)]
 pub struct MediaObject {
     pub media_ref: String,
+    /// Opens in a browser without credentials until it expires (`media.url_ttl_secs`).
+    pub url: String,
     pub filename: String,
     pub content_type: String,
     pub bytes: u64,
@@ -204,12 +206,14 @@ pub async fn put(
 pub async fn complete(
     state: web::Data<AppState>,
     Admitted { principal, .. }: Admitted,
+    req: HttpRequest,
     Json(body): Json<CompleteUpload>,
 ) -> Result<HttpResponse, ApiError> {
     let id = body.upload_id;
     let upload = upload(&state, &id).await?.filter(|u| u.workspace_id == principal.workspace_id);
     let upload = upload.ok_or_else(|| no_upload(&id))?;
     let object = |media_ref: String, sha256: String| MediaObject {
+        url: super::form::media_url(&state, &req, &principal.workspace_id, &media_ref),
         media_ref,
         filename: upload.filename.clone(),
         content_type: upload.content_type.clone(),
@@ -247,19 +251,4 @@ pub async fn complete(
         return Err(ApiError::invalid_field("upload_id", "This upload changed while completing; retry"));
     }
     Ok(HttpResponse::Ok().json(object(media_ref, sha256)))
-}
-
-#[utoipa::path(get, path = "/api/media/{media_ref}", tag = "media",
-    responses((status = 200, description = "The bytes, with their content type"), Authenticated, (status = 404, body = ErrorBody)),
-    security(("api_key" = []), ("bearer" = [])))]
-pub async fn download(
-    state: web::Data<AppState>,
-    Admitted { principal, .. }: Admitted,
-    media_ref: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let media_ref = media_ref.into_inner();
-    let media = super::form::load_media(&state, &principal.workspace_id, &media_ref).await?;
-    let (filename, content_type, bytes) = (media.filename, media.content_type, media.bytes);
-    let disposition = format!("inline; filename=\"{}\"", filename.replace(['"', '\\'], "_"));
-    Ok(HttpResponse::Ok().content_type(content_type).insert_header(("content-disposition", disposition)).body(bytes))
 }

@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations, and `GET /openapi.json` that serves it.
 
 use super::{
-    admin, billing, call, chat, embeddings, errors, image, marketplace, media, openai, ops, runs, speech, task, tasks,
+    admin, billing, call, chat, download, embeddings, errors, image, marketplace, media, openai, ops, runs, sessions,
+    speech, task, tasks,
 };
 use crate::store::Plan;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -37,12 +38,15 @@ use utoipa::{Modify, OpenApi};
         media::init,
         media::put,
         media::complete,
-        media::download,
+        download::download,
         admin::create_workspace,
         admin::get_workspace,
         admin::create_workspace_key,
         admin::top_up,
         admin::revoke_key,
+        admin::update_key,
+        sessions::create_session,
+        sessions::delete_session,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -53,7 +57,7 @@ use utoipa::{Modify, OpenApi};
         chat::Completion, chat::Choice, chat::AssistantMessage, chat::UsageOut, chat::MessageIn, chat::StopIn,
         task::TaskChatRequest, openai::ChatCompletionRequest, openai::StreamOptions, openai::ModelList, openai::ModelEntry,
         admin::CreateWorkspace, admin::WorkspaceView, admin::KeyView, admin::NewKey, admin::CreateKey, admin::TopUp,
-        admin::Balance, admin::Revoked, Plan, ops::Health, call::Metadata, call::FallbackOut,
+        admin::Balance, admin::Revoked, admin::UpdateKey, sessions::CreateSession, sessions::SessionView, Plan, ops::Health, call::Metadata, call::FallbackOut,
         billing::WalletView, billing::UsageSummary, crate::store::UsageTotals,
         openai::ImagesRequest, openai::ImagesResponse, openai::ImageOut,
         image::ImageTaskRequest, image::ImageGeneration, image::ImageData, image::ImageUsage,

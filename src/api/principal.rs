@@ -4,6 +4,7 @@
 use super::errors::ApiError;
 use super::limits;
 use crate::auth::{self, presented_key, Principal};
+use crate::sessions::{TokenError, TOKEN_PREFIX};
 use crate::state::AppState;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -19,7 +20,29 @@ fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
 fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let state = state(req)?;
     let key = presented_key(req).ok_or_else(ApiError::missing_api_key)?;
+    if key.starts_with(TOKEN_PREFIX) {
+        return token_principal(state, key);
+    }
     state.keys.resolve(key).ok_or_else(ApiError::invalid_api_key)
+}
+
+/// A session token's principal: its key's, with the models narrowed to the token's (no database read).
+fn token_principal(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let claims = state.sessions.check(token, crate::clock::now_unix()).map_err(|e| match e {
+        TokenError::Invalid => ApiError::invalid_token(),
+        TokenError::Expired => ApiError::expired_token(),
+        TokenError::Revoked => ApiError::revoked_token(),
+    })?;
+    let mut principal = state.keys.by_id(&claims.kid).ok_or_else(ApiError::invalid_token)?;
+    if principal.workspace_id != claims.ws {
+        return Err(ApiError::invalid_token());
+    }
+    if let Some(wanted) = &claims.models {
+        let within: Vec<String> = wanted.iter().filter(|m| principal.may_run(m)).cloned().collect();
+        principal.models = Some(within.into());
+    }
+    principal.session = Some(std::sync::Arc::new(claims));
+    Ok(principal)
 }
 
 impl FromRequest for Principal {
@@ -72,6 +95,9 @@ fn require_admin(req: &HttpRequest) -> Result<Admin, ApiError> {
     let key = presented_key(req).ok_or_else(ApiError::missing_api_key)?;
     if bool::from(auth::hash_key(key).ct_eq(&admin_hash)) {
         return Ok(Admin);
+    }
+    if key.starts_with(TOKEN_PREFIX) {
+        return Err(ApiError::api_key_required("use the admin API (it takes the operator's admin key)"));
     }
     if state.keys.resolve(key).is_some() {
         return Err(ApiError::admin_only());

@@ -63,6 +63,11 @@ impl Store {
     }
 
     /// Opens an upload of `bytes` bytes, valid until `expires_at`.
+    /// The workspace a media object belongs to.
+    pub async fn media_owner(&self, id: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT workspace_id FROM media WHERE id = ?").bind(id).fetch_optional(&self.pool).await
+    }
+
     pub async fn insert_upload(&self, id: &str, upload: &Upload) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO uploads (id, workspace_id, filename, content_type, bytes, expires_at, status) \

@@ -107,15 +107,24 @@ CREATE TABLE IF NOT EXISTS tasks (
 const MIGRATIONS: &[&str] = &[
     // 1: what a usage record's units are (by modality), and the pixels of the images made.
     "ALTER TABLE usage ADD COLUMN modality TEXT; ALTER TABLE usage ADD COLUMN pixels INTEGER NOT NULL DEFAULT 0;",
+    // 2: browser sessions (tokens minted by a key), the user and session of a usage record, a key's models.
+    "CREATE TABLE sessions (id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL, key_id TEXT NOT NULL, user TEXT, \
+     models TEXT, max_credits_milli INTEGER, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, \
+     revoked_at INTEGER); \
+     CREATE INDEX sessions_workspace ON sessions(workspace_id); \
+     ALTER TABLE usage ADD COLUMN user TEXT; ALTER TABLE usage ADD COLUMN session_id TEXT; \
+     CREATE INDEX usage_session ON usage(session_id) WHERE session_id IS NOT NULL; \
+     ALTER TABLE api_keys ADD COLUMN models TEXT;",
 ];
 
 /// Usage columns, in the order `insert_usage` binds them.
 const USAGE_COLUMNS: &str =
     "INSERT OR IGNORE INTO usage (id, created_at, workspace_id, key_id, model, provider, endpoint, \
     reporting_group, task, revision, prompt_tokens, completion_tokens, units, credits_milli, latency_ms, ttft_ms, \
-    status, fallback_used, fallback_reason, primary_model, attempts, output_bytes, modality, pixels) ";
+    status, fallback_used, fallback_reason, primary_model, attempts, output_bytes, modality, pixels, user, \
+    session_id) ";
 
-/// Rows per statement: 24 parameters each, well under SQLite's limit of 32,766.
+/// Rows per statement: 26 parameters each, well under SQLite's limit of 32,766.
 const USAGE_ROWS_PER_STATEMENT: usize = 500;
 
 /// Applies the migrations a database has not had yet, each with its version bump in one transaction.
@@ -154,17 +163,6 @@ pub struct Workspace {
     pub created_at: i64,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct KeyRecord {
-    pub id: String,
-    pub workspace_id: String,
-    pub name: String,
-    pub key_hash: [u8; 32],
-    pub prefix: String,
-    pub created_at: i64,
-    pub revoked_at: Option<i64>,
-}
-
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
@@ -175,11 +173,15 @@ pub struct Store {
 }
 
 mod idempotency;
+mod keys;
 mod media;
+mod sessions;
 mod usage;
 
 pub use idempotency::KeptResponse;
+pub use keys::KeyRecord;
 pub use media::{MediaRow, Upload};
+pub use sessions::SessionRow;
 pub use usage::{RunRecord, UsageKey, UsageTotals};
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
@@ -334,59 +336,6 @@ impl Store {
         .await?;
         rows.iter().map(workspace_from_row).collect()
     }
-
-    pub async fn insert_key(&self, k: &KeyRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, workspace_id, name, key_hash, prefix, created_at, revoked_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&k.id)
-        .bind(&k.workspace_id)
-        .bind(&k.name)
-        .bind(k.key_hash.as_slice())
-        .bind(&k.prefix)
-        .bind(k.created_at)
-        .bind(k.revoked_at)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-    }
-
-    pub async fn keys(&self, workspace_id: Option<&str>) -> StoreResult<Vec<KeyRecord>> {
-        let rows = match workspace_id {
-            Some(id) => {
-                sqlx::query(
-                    "SELECT id, workspace_id, name, key_hash, prefix, created_at, revoked_at FROM api_keys \
-                     WHERE workspace_id = ? ORDER BY created_at, id",
-                )
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query("SELECT id, workspace_id, name, key_hash, prefix, created_at, revoked_at FROM api_keys")
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
-        rows.iter().map(key_from_row).collect()
-    }
-
-    /// Marks a key revoked; answers the record, or `None` when no such key exists.
-    pub async fn revoke_key(&self, id: &str, now: i64) -> StoreResult<Option<KeyRecord>> {
-        sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        let row = sqlx::query(
-            "SELECT id, workspace_id, name, key_hash, prefix, created_at, revoked_at FROM api_keys WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| key_from_row(&r)).transpose()
-    }
 }
 
 fn to_u32(value: i64) -> u32 {
@@ -404,21 +353,6 @@ fn workspace_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Workspace> {
             tokens_per_minute: to_u32(row.try_get("tokens_per_minute")?),
         },
         created_at: row.try_get("created_at")?,
-    })
-}
-
-fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<KeyRecord> {
-    let hash: Vec<u8> = row.try_get("key_hash")?;
-    let key_hash: [u8; 32] =
-        hash.try_into().map_err(|_| sqlx::Error::Decode("api_keys.key_hash is not 32 bytes".into()))?;
-    Ok(KeyRecord {
-        id: row.try_get("id")?,
-        workspace_id: row.try_get("workspace_id")?,
-        name: row.try_get("name")?,
-        key_hash,
-        prefix: row.try_get("prefix")?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
     })
 }
 
@@ -452,7 +386,9 @@ async fn insert_usage(connection: &mut SqliteConnection, usage: &[UsageRecord]) 
                 .push_bind(i64::from(r.attempts))
                 .push_bind(to_i64(r.output_bytes))
                 .push_bind(&r.modality)
-                .push_bind(to_i64(r.pixels));
+                .push_bind(to_i64(r.pixels))
+                .push_bind(&r.user)
+                .push_bind(&r.session_id);
         });
         insert.build().execute(&mut *connection).await.map_err(|e| e.to_string())?;
     }

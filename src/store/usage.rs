@@ -14,6 +14,8 @@ pub enum UsageKey {
     Task,
     Revision,
     Modality,
+    User,
+    Session,
 }
 
 impl UsageKey {
@@ -26,6 +28,8 @@ impl UsageKey {
             "task" => UsageKey::Task,
             "revision" => UsageKey::Revision,
             "modality" => UsageKey::Modality,
+            "user" => UsageKey::User,
+            "session" => UsageKey::Session,
             _ => return None,
         })
     }
@@ -39,6 +43,8 @@ impl UsageKey {
             UsageKey::Task => "task",
             UsageKey::Revision => "revision",
             UsageKey::Modality => "modality",
+            UsageKey::User => "user",
+            UsageKey::Session => "session_id",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! However a call ends, its hold is settled or released exactly once: `settle` (the answer reached its client),
 //! `fail` (nothing is charged), and `Drop` (the client left before either: the hold is released).
 
+use super::budget::Budget;
 use super::dispatch::{dispatch_with, Answer, Attempt, ChatAttempt, DispatchError, FallbackUsed};
 use super::ledger::{HoldId, LedgerError, UsageRecord};
 use super::pool::{Lease, Outcome};
@@ -14,9 +15,11 @@ use super::Engine;
 use crate::catalogue::Catalogue;
 use crate::chat::ChatRequest;
 use crate::credits::Credits;
-use crate::providers::ProviderSet;
+use crate::error::ProviderError;
+use crate::providers::{Provider, ProviderSet};
 use crate::vectors::now_millis;
 use crate::ModelSpec;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Who calls which model, and how.
@@ -35,6 +38,36 @@ pub struct CallSpec<'a> {
     pub started: Instant,
     /// The task and revision a run is for (kept on the usage record).
     pub task: Option<(String, String)>,
+    /// The browser session the call is made under, if any.
+    pub session: Option<SessionSpend>,
+    /// The models the caller may run (`None`: all): the chain passes over the others.
+    pub allowed: Option<Arc<[String]>>,
+}
+
+/// A browser session's part in a call: kept on the usage record, and its spending cap held against.
+#[derive(Clone, Debug)]
+pub struct SessionSpend {
+    pub id: String,
+    pub user: Option<String>,
+    pub budget: Option<Arc<Budget>>,
+}
+
+/// An attempt restricted to the models a caller may run.
+struct Allowed<'a, A> {
+    inner: &'a A,
+    models: Option<&'a [String]>,
+}
+
+impl<A: Attempt> Attempt for Allowed<'_, A> {
+    type Output = A::Output;
+
+    async fn run(&self, provider: &Provider, upstream: usize, model: &ModelSpec) -> Result<A::Output, ProviderError> {
+        self.inner.run(provider, upstream, model).await
+    }
+
+    fn serves(&self, model: &ModelSpec) -> bool {
+        self.models.is_none_or(|m| m.contains(&model.name)) && self.inner.serves(model)
+    }
 }
 
 /// Why a call did not go ahead, or failed upstream.
@@ -89,6 +122,9 @@ pub struct Call {
     /// A streamed answer's upstream, reported when the stream ends.
     lease: Option<Lease>,
     started: Instant,
+    /// The session's cap and the millicredits held against it.
+    budget: Option<(Arc<Budget>, i64)>,
+    allowed: Option<Arc<[String]>>,
 }
 
 impl Engine {
@@ -106,18 +142,35 @@ impl Engine {
             return Err(CallError::NoFallback { model: model.name.clone() });
         }
         let permit = self.sessions.admit(spec.key_id, spec.limits, tokens).await.map_err(CallError::Refused)?;
+        let allowed = spec.allowed.clone();
         let chain = (!spec.use_fallback)
             .then_some(model)
             .into_iter()
-            .chain(model.fallback.iter().filter_map(|n| catalogue.model(n)));
+            .chain(model.fallback.iter().filter_map(|n| catalogue.model(n)))
+            .filter(|m| allowed.as_deref().is_none_or(|a| a.contains(&m.name)));
         let most = chain.map(cost_of).max().unwrap_or(Credits::ZERO);
-        let hold = match self.reserve(spec.workspace_id, most).await {
-            Ok(hold) => hold,
-            Err(LedgerError::Insufficient { .. }) => {
-                self.metrics.rejections.with_label_values(&["insufficient_credits"]).inc();
+        // The session's cap first: a call it refuses holds nothing on the wallet.
+        let budget = spec.session.as_ref().and_then(|s| s.budget.clone());
+        let budget = match budget {
+            Some(budget) if !budget.try_hold(most.milli()) => {
+                self.metrics.rejections.with_label_values(&["session_credits"]).inc();
                 return Err(CallError::Insufficient { grant: permit.grant() });
             }
-            Err(error) => return Err(CallError::Unheld { grant: permit.grant(), error }),
+            Some(budget) => Some((budget, most.milli())),
+            None => None,
+        };
+        let hold = match self.reserve(spec.workspace_id, most).await {
+            Ok(hold) => hold,
+            Err(error) => {
+                if let Some((budget, held)) = &budget {
+                    budget.release(*held);
+                }
+                if let LedgerError::Insufficient { .. } = error {
+                    self.metrics.rejections.with_label_values(&["insufficient_credits"]).inc();
+                    return Err(CallError::Insufficient { grant: permit.grant() });
+                }
+                return Err(CallError::Unheld { grant: permit.grant(), error });
+            }
         };
         let record = UsageRecord {
             id: spec.id,
@@ -132,6 +185,8 @@ impl Engine {
             primary_model: Some(model.name.clone()),
             task: spec.task.as_ref().map(|t| t.0.clone()),
             revision: spec.task.map(|t| t.1),
+            user: spec.session.as_ref().and_then(|s| s.user.clone()),
+            session_id: spec.session.map(|s| s.id),
             ..Default::default()
         };
         Ok(Call {
@@ -142,6 +197,8 @@ impl Engine {
             counts_tokens: tokens > 0,
             lease: None,
             started: spec.started,
+            budget,
+            allowed,
         })
     }
 }
@@ -200,7 +257,9 @@ impl Call {
         attempt: &A,
     ) -> Result<(Answered, A::Output, Lease), CallError> {
         let upstream_started = Instant::now();
-        match dispatch_with(&self.engine, catalogue, providers, model, use_fallback, attempt).await {
+        let allowed = self.allowed.clone();
+        let attempt = Allowed { inner: attempt, models: allowed.as_deref() };
+        match dispatch_with(&self.engine, catalogue, providers, model, use_fallback, &attempt).await {
             Ok(served) => {
                 let answered = Answered {
                     model: served.model,
@@ -241,6 +300,7 @@ impl Call {
         let Some((hold, record)) = self.close(measured, status, outcome) else {
             return Err(CallError::Closed);
         };
+        self.settle_budget(cost);
         self.engine.settle(hold, cost, record).await.map_err(CallError::Ledger)
     }
 
@@ -248,6 +308,7 @@ impl Call {
     /// call is settled.
     pub fn settle_detached(&mut self, cost: Credits, measured: Measured, status: &str, outcome: Outcome) {
         if let Some((hold, record)) = self.close(measured, status, outcome) {
+            self.settle_budget(cost);
             self.engine.settle_detached(hold, cost, record);
         }
     }
@@ -261,6 +322,16 @@ impl Call {
         }
         if let Some(hold) = self.hold.take() {
             self.engine.release(hold, Some(self.record.clone()));
+        }
+        if let Some((budget, held)) = self.budget.take() {
+            budget.release(held);
+        }
+    }
+
+    /// The session's hold becomes the cost charged.
+    fn settle_budget(&mut self, cost: Credits) {
+        if let Some((budget, held)) = self.budget.take() {
+            budget.settle(held, cost.milli());
         }
     }
 
@@ -290,6 +361,9 @@ impl Drop for Call {
     fn drop(&mut self) {
         if let Some(hold) = self.hold.take() {
             self.engine.release(hold, None);
+        }
+        if let Some((budget, held)) = self.budget.take() {
+            budget.release(held);
         }
     }
 }

@@ -181,7 +181,7 @@ pub(crate) async fn finish_audio(
         billed.settle(&answered, cost, Measured { units, output_bytes: stored.bytes, ..Default::default() }).await?;
     usage.output_bytes = stored.bytes;
     usage.processing_ms = metadata.latency_ms;
-    let url = format!("{}/api/media/{}", crate::api::form::public_url(state, req), stored.media_ref);
+    let url = crate::api::form::media_url(state, req, workspace_id, &stored.media_ref);
     Ok(SpeechGeneration {
         id,
         object: "speech.generation",

@@ -28,7 +28,7 @@ pub(super) async fn store_file(
     .await
     .map_err(|e| ApiError::internal(format!("media: {e}")))?;
     Ok(RunFile {
-        url: format!("{}/api/media/{}", crate::api::form::public_url(state, req), stored.media_ref),
+        url: crate::api::form::media_url(state, req, &principal.workspace_id, &stored.media_ref),
         media_ref: stored.media_ref,
         filename: filename.to_owned(),
         content_type: content_type.to_owned(),

@@ -43,6 +43,9 @@ pub struct UsageRecord {
     pub modality: String,
     /// Width × height of the images made.
     pub pixels: u64,
+    /// The browser session's user and id, for calls made with a session token.
+    pub user: Option<String>,
+    pub session_id: Option<String>,
     /// Millicredits charged; set by the ledger at settlement.
     pub credits_milli: i64,
     pub latency_ms: u64,
