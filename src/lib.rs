@@ -26,6 +26,19 @@ use std::time::Instant;
 
 pub const OVERHEAD_HEADER: &str = "x-switchyard-overhead-us";
 
+/// The request's id, answered as `X-Request-Id`: the client's own (printable, at most 128 bytes), else a new one.
+fn request_id(headers: &actix_web::http::header::HeaderMap) -> HeaderValue {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    if let Some(given) = headers.get("x-request-id").filter(|v| v.len() <= 128 && v.to_str().is_ok()) {
+        return given.clone();
+    }
+    let prefix = *PREFIX.get_or_init(rand::random::<u32>);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("req_{prefix:08x}{n:012x}")).unwrap_or(HeaderValue::from_static("req_"))
+}
+
 /// The whole application around a state, so tests build it in process exactly as `serve` does.
 pub fn app(
     state: web::Data<AppState>,
@@ -49,9 +62,11 @@ pub fn app(
             let started = Instant::now();
             let state = req.app_data::<web::Data<AppState>>().cloned();
             let method = req.method().clone();
+            let request_id = request_id(req.headers());
             let response = srv.call(req);
             async move {
                 let mut response = response.await?;
+                response.headers_mut().insert(HeaderName::from_static("x-request-id"), request_id);
                 let Some(state) = state else {
                     return Ok(response);
                 };

@@ -60,6 +60,15 @@ enum Command {
         #[arg(long)]
         restart: bool,
     },
+    /// Make a new key for signing session tokens and media URLs, keeping the previous one for checking (tokens and
+    /// URLs signed before keep working until they expire). Takes effect when the gateway starts.
+    RotateSessionKey {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where the database and keys live (default: the configuration's).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +76,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, listen, data_dir } => serve(config, listen, data_dir),
         Command::CheckConfig { config } => check_config(config),
+        Command::RotateSessionKey { config, data_dir } => rotate_session_key(config, data_dir),
         Command::Index { model, scope, file, url, api_key, batch, state, restart } => {
             use std::io::IsTerminal;
             let args = switchyard::index_cli::IndexArgs {
@@ -108,6 +118,16 @@ fn index(args: &switchyard::index_cli::IndexArgs) -> Result<(), String> {
         args.model,
         switchyard_actors::Credits(summary.credits_milli)
     );
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn rotate_session_key(file: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<(), String> {
+    let config = Config::load(file.as_deref())?;
+    let dir = data_dir.unwrap_or(config.server.data_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let id = switchyard::sessions::rotate(&dir)?;
+    println!("new session signing key {id} in {}; restart the gateway to use it", dir.display());
     Ok(())
 }
 
