@@ -168,4 +168,16 @@ mod tests {
         cache.remove(&record.key_hash);
         assert!(cache.resolve(&key).is_none());
     }
+
+    #[test]
+    fn a_token_rides_in_the_query_only_on_a_websocket_upgrade() {
+        use actix_web::test::TestRequest;
+        let upgrade =
+            TestRequest::get().uri("/v1/realtime?model=m&token=sy_st_abc.def").insert_header(("upgrade", "websocket"));
+        assert_eq!(presented_key(&upgrade.to_http_request()), Some("sy_st_abc.def"));
+        let plain = TestRequest::get().uri("/v1/models?token=sy_st_abc.def").to_http_request();
+        assert_eq!(presented_key(&plain), None);
+        let header = TestRequest::get().uri("/x?token=ignored").insert_header(("authorization", "Bearer sy_st_1.2"));
+        assert_eq!(presented_key(&header.insert_header(("upgrade", "websocket")).to_http_request()), Some("sy_st_1.2"));
+    }
 }
