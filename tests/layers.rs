@@ -34,6 +34,7 @@ const API_LAYERS: &[(&str, u8)] = &[
     ("marketplace", 5),
     ("billing", 5),
     ("sessions", 5),
+    ("realtime", 5),
     ("media", 5),
     ("download", 5),
     ("admin", 5),

@@ -97,6 +97,8 @@ pub enum Modality {
     Transcription,
     /// Text in, a vector out; also indexes and searches scoped vector data.
     Embedding,
+    /// A voice conversation over a WebSocket (`/v1/realtime`), speech and text both ways.
+    Realtime,
 }
 
 impl Modality {
@@ -108,6 +110,7 @@ impl Modality {
             Modality::SpeechToSpeech => "speech_to_speech",
             Modality::Transcription => "transcription",
             Modality::Embedding => "embedding",
+            Modality::Realtime => "realtime",
         }
     }
 
@@ -187,6 +190,13 @@ pub struct Pricing {
     /// Credits per 1,000 completion tokens.
     #[serde(default)]
     pub completion_per_1k: Credits,
+    /// Realtime: credits per 1,000 audio tokens in and out, and per 1,000 cached input tokens.
+    #[serde(default)]
+    pub audio_prompt_per_1k: Credits,
+    #[serde(default)]
+    pub audio_completion_per_1k: Credits,
+    #[serde(default)]
+    pub cached_prompt_per_1k: Credits,
     /// Credits per generated image.
     #[serde(default)]
     pub per_image: Credits,

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod image;
 pub mod providers;
+pub mod realtime;
 pub mod speech;
 pub mod tasks;
 pub mod vectors;

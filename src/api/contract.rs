@@ -134,6 +134,8 @@ pub fn modes(modality: Modality) -> &'static [Mode] {
         Modality::SpeechToSpeech => SPEECH_TO_SPEECH,
         Modality::Transcription => TRANSCRIPTION,
         Modality::Embedding => EMBEDDING,
+        // A conversation over a WebSocket (`/v1/realtime`), not a run.
+        Modality::Realtime => &[],
     }
 }
 

@@ -115,6 +115,11 @@ impl ApiError {
         ApiError::bad("unsupported_mode", message).with_param("mode")
     }
 
+    /// A model whose provider is not configured (its key variable unset), with the reason.
+    pub fn provider_unavailable(reason: String) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::UnavailableError, "provider_unavailable", reason)
+    }
+
     /// The in-process embedding model is not loaded (its files are missing, or it failed to start).
     pub fn embeddings_unavailable(reason: &str) -> Self {
         ApiError::new(

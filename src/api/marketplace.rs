@@ -62,7 +62,7 @@ pub struct MarketplaceQuery {
     pub mode: Option<String>,
 }
 
-const MODALITIES: [&str; 6] = ["chat", "image", "speech", "speech_to_speech", "transcription", "embedding"];
+const MODALITIES: [&str; 7] = ["chat", "image", "speech", "speech_to_speech", "transcription", "embedding", "realtime"];
 const MODES: [&str; 3] = ["execute", "index", "search"];
 
 fn pricing(model: &ModelSpec) -> Value {

@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod ops;
 pub mod principal;
 pub mod query;
+pub mod realtime;
 pub mod runs;
 pub mod sessions;
 pub mod speech;
@@ -47,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     media::configure(cfg);
     openai::configure(cfg);
     sessions::configure(cfg);
+    realtime::configure(cfg);
     admin::configure(cfg);
     ops::configure(cfg);
     openapi::configure(cfg);

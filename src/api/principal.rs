@@ -20,11 +20,21 @@ fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
 fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let state = state(req)?;
     let key = presented_key(req).ok_or_else(ApiError::missing_api_key)?;
-    if key.starts_with(TOKEN_PREFIX) {
-        return token_principal(state, key);
-    }
-    state.keys.resolve(key).ok_or_else(ApiError::invalid_api_key)
+    resolve(state, key)
 }
+
+/// The principal of a credential: an API key, a session token, or a session token as a realtime client secret
+/// (`ek_…`).
+pub fn resolve(state: &AppState, credential: &str) -> Result<Principal, ApiError> {
+    let credential = credential.strip_prefix(CLIENT_SECRET_PREFIX).unwrap_or(credential);
+    if credential.starts_with(TOKEN_PREFIX) {
+        return token_principal(state, credential);
+    }
+    state.keys.resolve(credential).ok_or_else(ApiError::invalid_api_key)
+}
+
+/// What OpenAI's realtime client secrets start with; ours are session tokens behind it.
+pub const CLIENT_SECRET_PREFIX: &str = "ek_";
 
 /// A session token's principal: its key's, with the models narrowed to the token's (no database read).
 fn token_principal(state: &AppState, token: &str) -> Result<Principal, ApiError> {

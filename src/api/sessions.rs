@@ -5,6 +5,7 @@ use super::body::Json;
 use super::docs::{Authenticated, JsonBody};
 use super::errors::{ApiError, ErrorBody};
 use super::principal::Admitted;
+use crate::auth::Principal;
 use crate::clock::now_unix;
 use crate::sessions::Claims;
 use crate::state::AppState;
@@ -84,14 +85,39 @@ pub async fn create_session(
             return Err(ApiError::invalid_field("user", "`user` must be 1 to 256 printable characters"));
         }
     }
+    let max = body.max_credits.map(|c| c.milli());
+    let (row, access_token) = mint(&state, &principal, body.models, max, body.user, expires_in).await?;
+    let models = row.models.or_else(|| principal.models.as_deref().map(<[String]>::to_vec));
+    Ok(HttpResponse::Created().json(SessionView {
+        object: "session",
+        access_token,
+        id: row.id,
+        token_type: "Bearer",
+        expires_at: row.expires_at,
+        workspace_id: row.workspace_id,
+        models,
+        max_credits: row.max_credits_milli.map(Credits::from_milli),
+        user: row.user,
+    }))
+}
+
+/// Records a session of the caller's key and answers it with its signed token (checked fields only).
+pub async fn mint(
+    state: &AppState,
+    principal: &Principal,
+    models: Option<Vec<String>>,
+    max_credits_milli: Option<i64>,
+    user: Option<String>,
+    expires_in: i64,
+) -> Result<(SessionRow, String), ApiError> {
     let now = now_unix();
     let row = SessionRow {
         id: crate::auth::new_id("ses"),
         workspace_id: principal.workspace_id.clone(),
         key_id: principal.key_id.clone(),
-        user: body.user,
-        models: body.models,
-        max_credits_milli: body.max_credits.map(|c| c.milli()),
+        user,
+        models,
+        max_credits_milli,
         created_at: now,
         expires_at: now + expires_in,
         revoked_at: None,
@@ -106,18 +132,8 @@ pub async fn create_session(
         max: row.max_credits_milli,
         user: row.user.clone(),
     };
-    let models = row.models.or_else(|| principal.models.as_deref().map(<[String]>::to_vec));
-    Ok(HttpResponse::Created().json(SessionView {
-        object: "session",
-        access_token: state.sessions.mint(&claims),
-        id: row.id,
-        token_type: "Bearer",
-        expires_at: row.expires_at,
-        workspace_id: row.workspace_id,
-        models,
-        max_credits: row.max_credits_milli.map(Credits::from_milli),
-        user: row.user,
-    }))
+    let token = state.sessions.mint(&claims);
+    Ok((row, token))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -106,8 +106,14 @@ async fn run(
         // Text-to-speech takes no file, but 001's multipart example sends one: it is taken and not used, with a
         // warning in the answer.
         Modality::Speech => Some("audio"),
-        Modality::Chat | Modality::Embedding => None,
+        Modality::Chat | Modality::Embedding | Modality::Realtime => None,
     };
+    if model.modality == Modality::Realtime {
+        return Err(ApiError::unsupported_model(&model_name).with_message(format!(
+            "{} is a realtime model: open a WebSocket at /v1/realtime?model={}",
+            model.name, model.name
+        )));
+    }
     if model.modality == Modality::Embedding {
         return Err(ApiError::unsupported_model(&model_name).with_message(format!(
             "{} is an embedding model: use POST /api/runs (modes execute, index, search) or POST /v1/embeddings",
@@ -152,7 +158,7 @@ async fn run(
                 routing(&query, body.reporting_group, body.use_fallback_model);
             super::speech::respond_transcription(state, req, principal, model, body, file, started).await
         }
-        Modality::Chat | Modality::Embedding => {
+        Modality::Chat | Modality::Embedding | Modality::Realtime => {
             let body: TaskChatRequest = from_object(object)?;
             let (reporting_group, use_fallback) = routing(&query, body.reporting_group, body.use_fallback_model);
             let input = ChatInput {

@@ -369,3 +369,16 @@ impl ProviderSet {
         self.providers.get(&model.provider)
     }
 }
+
+impl Provider {
+    /// Where a realtime WebSocket for this provider goes: its first upstream's base URL (`http…`, to be turned into
+    /// `ws…`) and key. `None` for providers without a realtime API.
+    pub fn realtime_target(&self) -> Option<(String, Option<String>)> {
+        match self {
+            Provider::OpenAi(upstreams) => {
+                upstreams.first().map(|o| (o.upstream.base_url.clone(), o.upstream.key.clone()))
+            }
+            _ => None,
+        }
+    }
+}

@@ -134,6 +134,12 @@ async fn run(
         )));
     }
     let Some(contract) = contract::mode(model.modality, &mode) else {
+        if contract::names(model.modality).is_empty() {
+            return Err(ApiError::unsupported_mode(format!(
+                "{} is a realtime model: open a WebSocket at /v1/realtime?model={}",
+                model.name, model.name
+            )));
+        }
         let modes = contract::names(model.modality).join(", ");
         return Err(ApiError::unsupported_mode(format!(
             "{} does not support mode `{mode}`; its modes are {modes}",
@@ -173,6 +179,8 @@ async fn run(
         (_, Modality::Speech | Modality::SpeechToSpeech | Modality::Transcription) => {
             speech::execute(state, req, spec, input, params).await
         }
+        // Realtime models have no contract (no modes): refused above.
+        (_, Modality::Realtime) => Err(ApiError::unsupported_mode(format!("{} has no run modes", model.name))),
     };
     let (id, output, usage, metadata) = ran.map_err(|e| contract.locate(e))?;
     Ok(RunResponse {

@@ -1,0 +1,144 @@
+//! Realtime voice over WebSocket, in the OpenAI Realtime protocol (GA event names): `GET /v1/realtime?model=…` (also
+//! at `/api/v1/realtime`). The caller is authenticated, admitted and its model checked before the upgrade, so every
+//! refusal is a plain HTTP answer (401, 402, 403, 429, 503), never an accepted socket that closes at once. Credentials:
+//! an API key (`Authorization`, `X-API-Key` or `api-key`), a session token as Bearer, as `?token=`, or in the
+//! `openai-insecure-api-key.<token>` subprotocol (browsers; `realtime` is echoed back). Realtime models of the
+//! catalogue are relayed to their provider's realtime API (`relay.rs`), billed per `response.done`.
+//! `POST /v1/realtime/client_secrets` mints a browser secret in OpenAI's shape (`ek_…`, one of our session tokens).
+
+mod relay;
+mod secrets;
+
+use super::errors::ApiError;
+use super::principal::resolve;
+use crate::auth::{presented_key, Principal};
+use crate::state::AppState;
+use actix_web::http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use switchyard_actors::catalogue::Modality;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    for path in ["/v1/realtime", "/api/v1/realtime"] {
+        cfg.service(super::resource(path).route(web::get().to(connect)));
+    }
+    cfg.service(super::resource("/v1/realtime/client_secrets").route(web::post().to(secrets::create)));
+}
+
+/// The largest frame a client may send (base64 audio of about 20 s at 24 kHz).
+const MAX_FRAME: usize = 1 << 20;
+const INSECURE_KEY: &str = "openai-insecure-api-key.";
+
+#[derive(Debug, Deserialize)]
+pub struct RealtimeQuery {
+    pub model: Option<String>,
+    /// A session token (read by the credential check on the upgrade).
+    #[serde(rename = "token")]
+    pub _token: Option<String>,
+}
+
+/// The subprotocols a browser offered.
+fn subprotocols(req: &HttpRequest) -> Vec<String> {
+    req.headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The caller, from whichever place its client puts the credential.
+fn principal(state: &AppState, req: &HttpRequest, offered: &[String]) -> Result<Principal, ApiError> {
+    let from_header = presented_key(req)
+        .map(str::to_owned)
+        .or_else(|| req.headers().get("api-key").and_then(|v| v.to_str().ok()).map(|k| k.trim().to_owned()));
+    let from_protocol = || offered.iter().find_map(|p| p.strip_prefix(INSECURE_KEY)).map(str::to_owned);
+    let credential = from_header.or_else(from_protocol).ok_or_else(ApiError::missing_api_key)?;
+    resolve(state, &credential)
+}
+
+/// `ws://…/realtime?model=…` from the provider's `http://…` base URL.
+fn upstream_url(base: &str, model: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let ws = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        format!("ws://{}", base.strip_prefix("http://").unwrap_or(base))
+    };
+    format!("{ws}/realtime?model={model}")
+}
+
+pub async fn connect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Payload,
+    query: web::Query<RealtimeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let offered = subprotocols(&req);
+    let principal = principal(&state, &req, &offered)?;
+    let name = query.model.clone().ok_or_else(|| ApiError::missing_field("model"))?;
+    let model = state.catalogue.model(&name).ok_or_else(|| ApiError::unsupported_model(&name))?.clone();
+    if model.modality != Modality::Realtime {
+        return Err(ApiError::unsupported_model(&name).with_message(format!(
+            "{name} is not a realtime model: the realtime models are {}",
+            state
+                .catalogue
+                .models
+                .values()
+                .filter(|m| m.modality == Modality::Realtime)
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if !principal.may_run(&model.name) {
+        return Err(ApiError::model_not_allowed(&model.name));
+    }
+    if let Some(reason) = state.unavailable_reason(&model) {
+        return Err(ApiError::provider_unavailable(reason));
+    }
+    let provider = state.providers.for_model(&model).ok_or_else(|| ApiError::unsupported_model(&name))?;
+    let (base, key) = provider.realtime_target().ok_or_else(|| ApiError::unsupported_model(&name))?;
+    // One concurrent request while the socket is open.
+    let permit = super::limits::admit(&state, &req, &principal).await?;
+    relay::can_afford(&state, &req, &principal, &model).await?;
+    let mut request = upstream_url(&base, &model.upstream)
+        .into_client_request()
+        .map_err(|e| ApiError::internal(format!("realtime upstream URL: {e}")))?;
+    if let Some(key) = key {
+        let value = tokio_tungstenite::tungstenite::http::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| ApiError::internal("the provider key is not a valid header"))?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let (upstream, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| {
+        ApiError::new(
+            actix_web::http::StatusCode::BAD_GATEWAY,
+            super::errors::ErrorType::UpstreamError,
+            "provider_error",
+            format!("provider `{}` refused the realtime connection: {e}", model.provider),
+        )
+    })?;
+    let (mut response, session, stream) =
+        actix_ws::handle(&req, body).map_err(|e| ApiError::invalid_field("upgrade", e.to_string()))?;
+    if offered.iter().any(|p| p == "realtime") {
+        response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("realtime"));
+    }
+    let relay = relay::Relay { state: state.clone(), req: req.clone(), principal, model, _permit: permit };
+    actix_web::rt::spawn(relay.run(session, stream.max_frame_size(MAX_FRAME), upstream));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_url;
+
+    #[test]
+    fn the_upstream_socket_url_follows_the_base_url() {
+        assert_eq!(
+            upstream_url("https://api.openai.com/v1", "gpt-realtime"),
+            "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+        );
+        assert_eq!(upstream_url("http://127.0.0.1:9/v1/", "m"), "ws://127.0.0.1:9/v1/realtime?model=m");
+    }
+}

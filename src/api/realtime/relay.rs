@@ -1,0 +1,197 @@
+//! The relay: client frames go upstream and upstream frames come back as they arrive, with only each event's `type`
+//! peeked. Each `response.create` holds the most a response can cost first (refused with an `error` event, and not
+//! sent upstream, when the wallet or the session's cap cannot cover it), and each `response.done` settles one
+//! response at what its `usage` says: one usage record per response. Both legs are pinged; a leg that closes or
+//! fails closes the other, and responses still held are released, never charged twice.
+
+use crate::api::call::{Answered, Billed, CallSpec, Measured};
+use crate::api::errors::ApiError;
+use crate::auth::Principal;
+use crate::state::AppState;
+use actix_web::{web, HttpRequest};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+use switchyard_actors::engine::pool::Outcome;
+use switchyard_actors::engine::session::Permit;
+use switchyard_actors::realtime::RealtimeUsage;
+use switchyard_actors::{Credits, ModelSpec};
+use tokio_tungstenite::tungstenite::Message as Up;
+
+type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// A session with no frame either way for this long is closed.
+const IDLE: Duration = Duration::from_secs(300);
+/// Sessions last at most this long (as OpenAI's).
+const MAX_SESSION: Duration = Duration::from_secs(3600);
+
+pub struct Relay {
+    pub state: web::Data<AppState>,
+    pub req: HttpRequest,
+    pub principal: Principal,
+    pub model: ModelSpec,
+    /// The session's concurrency slot, held while the socket is open.
+    pub _permit: Permit,
+}
+
+fn most(model: &ModelSpec) -> Credits {
+    RealtimeUsage::most(&model.pricing, u64::from(model.context_window), u64::from(model.max_output_tokens))
+}
+
+/// Refuses the upgrade (402) when the wallet cannot cover one response.
+pub async fn can_afford(
+    state: &AppState,
+    req: &HttpRequest,
+    principal: &Principal,
+    model: &ModelSpec,
+) -> Result<(), ApiError> {
+    let spec = spec(principal, model);
+    let billed = Billed::begin(state, req, &spec, spec.new_id(), 0, most).await?;
+    drop(billed);
+    Ok(())
+}
+
+fn spec<'a>(principal: &'a Principal, model: &'a ModelSpec) -> CallSpec<'a> {
+    CallSpec {
+        principal,
+        model,
+        use_fallback: false,
+        reporting_group: None,
+        endpoint: "/v1/realtime",
+        id_prefix: "rt",
+        started: Instant::now(),
+        task: None,
+    }
+}
+
+/// An `error` event in the protocol's shape.
+fn error_event(code: &str, message: &str) -> String {
+    json!({"type": "error", "event_id": crate::auth::new_id("event"),
+           "error": {"type": "invalid_request_error", "code": code, "message": message}})
+    .to_string()
+}
+
+/// The `type` of an event, if the frame is a JSON object with one.
+fn event_type(text: &str) -> Option<String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => map.get("type").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+impl Relay {
+    pub async fn run(
+        self,
+        mut client: actix_ws::Session,
+        mut from_client: actix_ws::MessageStream,
+        upstream: Upstream,
+    ) {
+        let (mut to_upstream, mut from_upstream) = upstream.split();
+        let mut held: VecDeque<(Billed, Instant)> = VecDeque::new();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        let opened = Instant::now();
+        let mut last = Instant::now();
+        loop {
+            if opened.elapsed() > MAX_SESSION || last.elapsed() > IDLE {
+                let _ = client.text(error_event("session_expired", "The session reached its time limit")).await;
+                break;
+            }
+            tokio::select! {
+                frame = from_client.recv() => {
+                    last = Instant::now();
+                    match frame {
+                        Some(Ok(actix_ws::Message::Text(text))) => {
+                            let text = text.to_string();
+                            let Some(kind) = event_type(&text) else {
+                                let refusal = error_event("invalid_event", "Every event is a JSON object with a `type`");
+                                if client.text(refusal).await.is_err() { break }
+                                continue;
+                            };
+                            if kind == "response.create" {
+                                match self.hold().await {
+                                    Ok(billed) => held.push_back((billed, Instant::now())),
+                                    Err(e) => {
+                                        let refusal = error_event(e.detail.code, &e.detail.message);
+                                        if client.text(refusal).await.is_err() { break }
+                                        continue;
+                                    }
+                                }
+                            }
+                            if to_upstream.send(Up::text(text)).await.is_err() { break }
+                        }
+                        Some(Ok(actix_ws::Message::Binary(_))) => {
+                            let refusal = error_event("invalid_event", "Binary frames are not part of the protocol: send JSON events");
+                            if client.text(refusal).await.is_err() { break }
+                        }
+                        Some(Ok(actix_ws::Message::Ping(bytes))) => {
+                            if client.pong(&bytes).await.is_err() { break }
+                        }
+                        Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => {}
+                    }
+                }
+                frame = from_upstream.next() => {
+                    last = Instant::now();
+                    match frame {
+                        Some(Ok(Up::Text(text))) => {
+                            if text.contains("\"response.done\"") && event_type(&text).as_deref() == Some("response.done") {
+                                self.settle(&mut held, &text).await;
+                            }
+                            if client.text(text.as_str().to_owned()).await.is_err() { break }
+                        }
+                        Some(Ok(Up::Ping(bytes))) => {
+                            if to_upstream.send(Up::Pong(bytes)).await.is_err() { break }
+                        }
+                        Some(Ok(Up::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => {}
+                    }
+                }
+                _ = ping.tick() => {
+                    if client.ping(b"").await.is_err() || to_upstream.send(Up::Ping(Vec::new().into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Responses still held were not finished: their holds are released as they drop.
+        drop(held);
+        let _ = to_upstream.send(Up::Close(None)).await;
+        let _ = client.close(None).await;
+    }
+
+    /// Holds the most one response can cost (the wallet and the session's cap re-checked at each response).
+    async fn hold(&self) -> Result<Billed, ApiError> {
+        let spec = spec(&self.principal, &self.model);
+        Billed::begin(&self.state, &self.req, &spec, spec.new_id(), 0, most).await
+    }
+
+    /// Settles the oldest held response at what `response.done` reports it used.
+    async fn settle(&self, held: &mut VecDeque<(Billed, Instant)>, text: &str) {
+        let Some((mut billed, started)) = held.pop_front() else {
+            tracing::warn!("response.done with no response held");
+            return;
+        };
+        let done: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        let status = done["response"]["status"].as_str().unwrap_or("completed").to_owned();
+        let usage: RealtimeUsage = serde_json::from_value(done["response"]["usage"].clone()).unwrap_or_default();
+        let cost = usage.cost(&self.model.pricing);
+        let answered = Answered { model: self.model.clone(), attempts: 1, fallback: None, upstream: started.elapsed() };
+        let measured = Measured {
+            prompt_tokens: usage.input_tokens,
+            completion_tokens: usage.output_tokens,
+            units: usage.output_token_details.audio_tokens,
+            ..Default::default()
+        };
+        let settled = if status == "completed" {
+            billed.settle(&answered, cost, measured).await.map(|_| ())
+        } else {
+            // Cancelled, incomplete or failed part way: charged for what it used, and said so on the record.
+            billed.settle_as(&answered, cost, measured, "cut", Outcome::Success).await.map(|_| ())
+        };
+        if let Err(e) = settled {
+            tracing::warn!(error = %e.detail.message, "could not settle a realtime response");
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Realtime voice, relayed: a WebSocket client speaks the OpenAI Realtime protocol to the gateway, which relays it
+//! to the mock OpenAI Realtime upstream. Refusals come before the upgrade as plain HTTP (no accepted socket that then
+//! closes); a browser's client secret works through the subprotocol; each `response.done` is one usage record, priced
+//! from its usage; bad frames get `error` events and the session goes on.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+#[path = "mock/realtime.rs"]
+mod realtime_mock;
+
+use base64::Engine as _;
+use common::{Gateway, ADMIN_KEY};
+use futures::{SinkExt, StreamExt};
+use realtime_mock::RealtimeMock;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn setup() -> (RealtimeMock, Gateway) {
+    let mock = RealtimeMock::start().await.unwrap();
+    let env = HashMap::from([
+        ("OPENAI_BASE_URL".to_owned(), mock.url()),
+        ("OPENAI_API_KEY".to_owned(), "sk-test".to_owned()),
+        ("SWITCHYARD_ADMIN_KEY".to_owned(), ADMIN_KEY.to_owned()),
+    ]);
+    let gw = Gateway::start(env, |_| {}).await;
+    (mock, gw)
+}
+
+fn ws_url(gw: &Gateway, path: &str) -> String {
+    format!("{}{path}", gw.url.replacen("http://", "ws://", 1))
+}
+
+/// Opens a socket with `headers`; answers the socket, or the HTTP status and body of a refused handshake.
+async fn open(url: &str, headers: &[(&str, &str)]) -> Result<(Socket, Option<String>), (u16, Value)> {
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        request.headers_mut().insert(name, HeaderValue::from_str(value).unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, response)) => {
+            let protocol = response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_owned());
+            Ok((socket, protocol))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response.body().as_ref().map(|b| serde_json::from_slice(b).unwrap_or(Value::Null));
+            Err((status, body.unwrap_or(Value::Null)))
+        }
+        Err(e) => panic!("handshake failed without an HTTP answer: {e}"),
+    }
+}
+
+async fn send(socket: &mut Socket, event: Value) {
+    socket.send(Message::text(event.to_string())).await.unwrap();
+}
+
+/// The next event, within 10 s.
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next()).await;
+        match frame.expect("an event within 10 s") {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(text.as_str()).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+/// 0.5 s of silence-ish PCM16 at 24 kHz, base64.
+fn speech() -> String {
+    base64::engine::general_purpose::STANDARD.encode(vec![1u8; 24_000])
+}
+
+#[actix_web::test]
+async fn a_conversation_is_relayed_and_each_response_billed_once() {
+    let (mock, gw) = setup().await;
+    let (workspace, key) = gw.workspace("5000", 1000, 10, 1_000_000).await;
+    let bearer = format!("Bearer {key}");
+    let (mut socket, _) =
+        open(&ws_url(&gw, "/v1/realtime?model=gpt-realtime"), &[("authorization", &bearer)]).await.unwrap();
+    let created = next(&mut socket).await;
+    assert_eq!(created["type"], "session.created", "{created}");
+    send(&mut socket, json!({"type": "session.update", "session": {"type": "realtime", "instructions": "Be brief."}}))
+        .await;
+    assert_eq!(next(&mut socket).await["type"], "session.updated");
+    // Bad frames: an error event each, and the session goes on.
+    socket.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    let refused = next(&mut socket).await;
+    assert_eq!((refused["type"].as_str(), refused["error"]["code"].as_str()), (Some("error"), Some("invalid_event")));
+    socket.send(Message::text("not json")).await.unwrap();
+    assert_eq!(next(&mut socket).await["error"]["code"], "invalid_event");
+
+    for turn in 0..2 {
+        send(&mut socket, json!({"type": "input_audio_buffer.append", "audio": speech()})).await;
+        send(&mut socket, json!({"type": "input_audio_buffer.commit"})).await;
+        assert_eq!(next(&mut socket).await["type"], "input_audio_buffer.committed");
+        let transcript = next(&mut socket).await;
+        assert_eq!(transcript["type"], "conversation.item.input_audio_transcription.completed");
+        send(&mut socket, json!({"type": "response.create"})).await;
+        let mut audio = Vec::new();
+        let mut text = String::new();
+        let done = loop {
+            let event = next(&mut socket).await;
+            match event["type"].as_str().unwrap() {
+                "response.output_audio.delta" => audio.extend(
+                    base64::engine::general_purpose::STANDARD.decode(event["delta"].as_str().unwrap()).unwrap(),
+                ),
+                "response.output_audio_transcript.delta" => text.push_str(event["delta"].as_str().unwrap()),
+                "response.done" => break event,
+                _ => {}
+            }
+        };
+        assert_eq!(text, "Hello from the mock.", "turn {turn}");
+        assert_eq!(audio.len(), realtime_mock::AUDIO_CHUNKS * realtime_mock::RATE / 10 * 2, "0.5 s of PCM16");
+        assert_eq!(done["response"]["status"], "completed");
+    }
+    socket.close(None).await.unwrap();
+    // Each response is one usage record, at text, audio and cached prices apart: 10 text + 5 audio tokens in
+    // (0.5 s), 5 text + 25 audio out, at 4/32/16/64 credits per 1k.
+    let records = gw.usage(&workspace).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    let expected: i64 = (10 * 4_000 + 5 * 32_000 + 5 * 16_000 + 25 * 64_000) / 1000;
+    assert!(records.iter().all(|r| r.1 == expected && r.2 == "ok"), "{records:?}, each {expected}");
+    assert_eq!(mock.responses(), 2);
+    assert_eq!(gw.settled(&key).await, (5_000_000 - 2 * expected, 0));
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn refusals_are_plain_http_before_any_socket() {
+    let (mock, gw) = setup().await;
+    let (_, key) = gw.workspace("5000", 1000, 10, 1_000_000).await;
+    let url = ws_url(&gw, "/v1/realtime?model=gpt-realtime");
+    let bearer = format!("Bearer {key}");
+    type Case<'a> = (String, Vec<(&'a str, String)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (url.clone(), vec![], 401, "missing_api_key"),
+        (url.clone(), vec![("authorization", "Bearer sy_live_nope".to_owned())], 401, "invalid_api_key"),
+        (url.clone(), vec![("authorization", "Bearer sy_st_forged.sig".to_owned())], 401, "invalid_token"),
+        (ws_url(&gw, "/v1/realtime?model=gpt-4"), vec![("authorization", bearer.clone())], 400, "unsupported_model"),
+        (ws_url(&gw, "/v1/realtime"), vec![("authorization", bearer.clone())], 400, "missing_field"),
+    ];
+    for (url, headers, status, code) in cases {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let Err((got, body)) = open(&url, &headers).await else { panic!("{url} {headers:?} was accepted") };
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{url} {headers:?}: {body}");
+    }
+    // A token for other models: 403; a wallet that cannot cover one response: 402.
+    let session: Value = gw
+        .client
+        .post(format!("{}/api/v1/sessions", gw.url))
+        .header("X-API-Key", &key)
+        .json(&json!({"models": ["gpt-4"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["access_token"].as_str().unwrap();
+    let with_token = format!("{url}&token={token}");
+    let Err((status, body)) = open(&with_token, &[]).await else { panic!("accepted") };
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("model_not_allowed")));
+    let (_, poor) = gw.workspace("10", 1000, 10, 1_000_000).await;
+    let Err((status, body)) = open(&url, &[("api-key", poor.as_str())]).await else { panic!("accepted") };
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("insufficient_credits")));
+    assert_eq!(mock.connections(), 0, "nothing reached the provider");
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_browser_client_secret_opens_the_socket_by_subprotocol() {
+    let (mock, gw) = setup().await;
+    let (_, key) = gw.workspace("5000", 1000, 10, 1_000_000).await;
+    let secret: Value = gw
+        .client
+        .post(format!("{}/v1/realtime/client_secrets", gw.url))
+        .bearer_auth(&key)
+        .json(&json!({"expires_after": {"anchor": "created_at", "seconds": 600},
+                      "session": {"type": "realtime", "model": "gpt-realtime", "audio": {"output": {"voice": "marin"}}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let value = secret["value"].as_str().unwrap_or_else(|| panic!("{secret}"));
+    assert!(value.starts_with("ek_"), "{secret}");
+    assert_eq!(secret["session"]["audio"]["output"]["voice"], "marin");
+    let protocols = format!("realtime, openai-insecure-api-key.{value}");
+    let (mut socket, protocol) =
+        open(&ws_url(&gw, "/v1/realtime?model=gpt-realtime"), &[("sec-websocket-protocol", &protocols)])
+            .await
+            .unwrap_or_else(|e| panic!("refused: {e:?}"));
+    assert_eq!(protocol.as_deref(), Some("realtime"), "browsers abort unless `realtime` is echoed");
+    assert_eq!(next(&mut socket).await["type"], "session.created");
+    socket.close(None).await.unwrap();
+    // The secret is bound to its model, and a secret cannot mint another.
+    let Err((status, _)) =
+        open(&ws_url(&gw, "/v1/realtime?model=gpt-4"), &[("sec-websocket-protocol", &protocols)]).await
+    else {
+        panic!("accepted")
+    };
+    assert_eq!(status, 400);
+    let again = gw.client.post(format!("{}/v1/realtime/client_secrets", gw.url)).bearer_auth(value).json(&json!({}));
+    assert_eq!(again.send().await.unwrap().status(), 403);
+    for (body, param) in [
+        (json!({"expires_after": {"seconds": 5}}), "expires_after.seconds"),
+        (json!({"session": {"model": "gpt-4"}}), "session.model"),
+        (json!({"session": "realtime"}), "session"),
+        (json!({"colour": 1}), "colour"),
+    ] {
+        let response = gw.client.post(format!("{}/v1/realtime/client_secrets", gw.url)).bearer_auth(&key).json(&body);
+        let answer: Value = response.send().await.unwrap().json().await.unwrap();
+        assert_eq!(answer["error"]["param"], param, "{body} -> {answer}");
+    }
+    assert_eq!(mock.connections(), 1);
+    gw.stop().await;
+}
