@@ -224,3 +224,41 @@ async fn a_browser_client_secret_opens_the_socket_by_subprotocol() {
     assert_eq!(mock.connections(), 1);
     gw.stop().await;
 }
+
+/// The Python that has the OpenAI SDK: `make test`'s (SWITCHYARD_TEST_PYTHON), else `.cache/venv`.
+fn python() -> Option<std::path::PathBuf> {
+    if let Ok(path) = std::env::var("SWITCHYARD_TEST_PYTHON") {
+        return Some(path.into());
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+#[actix_web::test]
+async fn the_official_openai_sdk_realtime_client_works_unchanged() {
+    let Some(python) = python() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the OpenAI SDK test: run `make test`");
+        eprintln!("SKIPPED: the OpenAI SDK realtime test needs `make test` (it installs the SDK into .cache/venv)");
+        return;
+    };
+    let (mock, gw) = setup().await;
+    let (workspace, key) = gw.workspace("5000", 1000, 10, 1_000_000).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_realtime.py");
+    let run = tokio::process::Command::new(python)
+        .arg(script)
+        .env("SWITCHYARD_URL", &gw.url)
+        .env("SWITCHYARD_KEY", &key)
+        .kill_on_drop(true)
+        .output();
+    let output =
+        tokio::time::timeout(std::time::Duration::from_secs(120), run).await.expect("the SDK script ends").unwrap();
+    assert!(
+        output.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(mock.responses(), 1);
+    assert_eq!(gw.usage(&workspace).await.len(), 1);
+    gw.stop().await;
+}
