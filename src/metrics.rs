@@ -23,6 +23,9 @@ pub struct Metrics {
     /// Vector store operations (index, search, delete) by outcome, and their time.
     pub vector_ops: IntCounterVec,
     pub vector_duration: HistogramVec,
+    /// Realtime sockets open, and how each ended (`client`, `upstream`, `slow_consumer`, `expired`).
+    pub realtime_open: IntGauge,
+    pub realtime_closed: IntCounterVec,
     pub engine: switchyard_actors::engine::metrics::EngineMetrics,
 }
 
@@ -110,6 +113,13 @@ impl Metrics {
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(streams_in_flight.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        let realtime_open = IntGauge::new("realtime_sessions_open", "Realtime WebSocket sessions open")?;
+        let realtime_closed = IntCounterVec::new(
+            Opts::new("realtime_sessions_closed_total", "Realtime sessions ended, by who ended them"),
+            &["reason"],
+        )?;
+        registry.register(Box::new(realtime_open.clone()))?;
+        registry.register(Box::new(realtime_closed.clone()))?;
         let engine = switchyard_actors::engine::metrics::EngineMetrics::new(&registry)?;
         Ok(Metrics {
             engine,
@@ -128,6 +138,8 @@ impl Metrics {
             embedding_duration,
             vector_ops,
             vector_duration,
+            realtime_open,
+            realtime_closed,
         })
     }
 

@@ -262,3 +262,31 @@ async fn the_official_openai_sdk_realtime_client_works_unchanged() {
     assert_eq!(gw.usage(&workspace).await.len(), 1);
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn a_response_cut_off_upstream_ends_with_an_error_event_and_is_not_charged() {
+    let (mock, gw) = setup().await;
+    let (workspace, key) = gw.workspace("5000", 1000, 10, 1_000_000).await;
+    let bearer = format!("Bearer {key}");
+    let (mut socket, _) =
+        open(&ws_url(&gw, "/v1/realtime?model=gpt-realtime"), &[("authorization", &bearer)]).await.unwrap();
+    assert_eq!(next(&mut socket).await["type"], "session.created");
+    mock.cut_responses(true);
+    send(&mut socket, json!({"type": "response.create"})).await;
+    assert_eq!(next(&mut socket).await["type"], "response.created");
+    assert_eq!(next(&mut socket).await["type"], "response.output_audio_transcript.delta");
+    let cut = next(&mut socket).await;
+    assert_eq!(
+        (cut["type"].as_str(), cut["error"]["code"].as_str()),
+        (Some("error"), Some("upstream_closed")),
+        "{cut}"
+    );
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next()).await.unwrap();
+    assert!(matches!(closed, Some(Ok(Message::Close(_))) | None), "{closed:?}");
+    assert_eq!(gw.settled(&key).await, (5_000_000, 0), "nothing charged, nothing held");
+    assert!(gw.usage(&workspace).await.is_empty());
+    let metrics = gw.client.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_realtime_sessions_closed_total{reason=\"upstream\"} 1"), "{metrics}");
+    assert!(metrics.contains("switchyard_realtime_sessions_open 0"));
+    gw.stop().await;
+}

@@ -25,6 +25,8 @@ pub const AUDIO_OUT: u64 = 25;
 
 #[derive(Default)]
 struct Shared {
+    /// Fault: close the socket (no close frame) after a response's first delta.
+    cut_responses: std::sync::atomic::AtomicBool,
     connections: AtomicU64,
     responses: AtomicU64,
     /// The path and query of each handshake.
@@ -61,6 +63,11 @@ impl RealtimeMock {
     /// The base URL as the OpenAI provider takes it (`…/v1`).
     pub fn url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// Makes every response stop after its first delta, the socket dropped without a close frame.
+    pub fn cut_responses(&self, cut: bool) {
+        self.shared.cut_responses.store(cut, Ordering::SeqCst);
     }
 
     pub fn connections(&self) -> u64 {
@@ -185,6 +192,12 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
                     ));
                     let audio = base64::engine::general_purpose::STANDARD.encode(chunk(i));
                     out.push(event("response.output_audio.delta", json!({"response_id": id, "delta": audio})));
+                }
+                if shared.cut_responses.load(Ordering::SeqCst) {
+                    for reply in out.into_iter().take(2) {
+                        let _ = tx.send(reply).await;
+                    }
+                    return;
                 }
                 out.push(event("response.output_audio.done", json!({"response_id": id})));
                 out.push(event(

@@ -9,6 +9,7 @@ use crate::api::errors::ApiError;
 use crate::auth::Principal;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest};
+use actix_ws::CloseCode;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -26,6 +27,15 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 const IDLE: Duration = Duration::from_secs(300);
 /// Sessions last at most this long (as OpenAI's).
 const MAX_SESSION: Duration = Duration::from_secs(3600);
+/// A client that does not take an event for this long is a slow consumer.
+const SLOW_CONSUMER: Duration = Duration::from_secs(5);
+
+/// What a client's frame leads to.
+enum Step {
+    Forward(String),
+    Refuse(String),
+    Nothing,
+}
 
 pub struct Relay {
     pub state: web::Data<AppState>,
@@ -88,48 +98,47 @@ impl Relay {
         mut from_client: actix_ws::MessageStream,
         upstream: Upstream,
     ) {
+        let _open = crate::metrics::StreamGauge::new(&self.state.metrics.realtime_open);
         let (mut to_upstream, mut from_upstream) = upstream.split();
         let mut held: VecDeque<(Billed, Instant)> = VecDeque::new();
         let mut ping = tokio::time::interval(PING_EVERY);
         let opened = Instant::now();
         let mut last = Instant::now();
-        loop {
+        let (reason, code) = loop {
             if opened.elapsed() > MAX_SESSION || last.elapsed() > IDLE {
                 let _ = client.text(error_event("session_expired", "The session reached its time limit")).await;
-                break;
+                break ("expired", CloseCode::Normal);
             }
             tokio::select! {
                 frame = from_client.recv() => {
                     last = Instant::now();
-                    match frame {
-                        Some(Ok(actix_ws::Message::Text(text))) => {
-                            let text = text.to_string();
-                            let Some(kind) = event_type(&text) else {
-                                let refusal = error_event("invalid_event", "Every event is a JSON object with a `type`");
-                                if client.text(refusal).await.is_err() { break }
-                                continue;
-                            };
-                            if kind == "response.create" {
-                                match self.hold().await {
-                                    Ok(billed) => held.push_back((billed, Instant::now())),
-                                    Err(e) => {
-                                        let refusal = error_event(e.detail.code, &e.detail.message);
-                                        if client.text(refusal).await.is_err() { break }
-                                        continue;
-                                    }
-                                }
-                            }
-                            if to_upstream.send(Up::text(text)).await.is_err() { break }
-                        }
-                        Some(Ok(actix_ws::Message::Binary(_))) => {
-                            let refusal = error_event("invalid_event", "Binary frames are not part of the protocol: send JSON events");
-                            if client.text(refusal).await.is_err() { break }
-                        }
+                    let step = match frame {
+                        Some(Ok(actix_ws::Message::Text(text))) => self.client_frame(text.to_string(), &mut held).await,
+                        Some(Ok(actix_ws::Message::Binary(_))) => Step::Refuse(error_event(
+                            "invalid_event",
+                            "Binary frames are not part of the protocol: send JSON events",
+                        )),
                         Some(Ok(actix_ws::Message::Ping(bytes))) => {
-                            if client.pong(&bytes).await.is_err() { break }
+                            if client.pong(&bytes).await.is_err() {
+                                break ("client", CloseCode::Normal);
+                            }
+                            Step::Nothing
                         }
-                        Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => break,
-                        Some(Ok(_)) => {}
+                        Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => break ("client", CloseCode::Normal),
+                        Some(Ok(_)) => Step::Nothing,
+                    };
+                    match step {
+                        Step::Forward(text) => {
+                            if to_upstream.send(Up::text(text)).await.is_err() {
+                                break ("upstream", CloseCode::Error);
+                            }
+                        }
+                        Step::Refuse(event) => {
+                            if client.text(event).await.is_err() {
+                                break ("client", CloseCode::Normal);
+                            }
+                        }
+                        Step::Nothing => {}
                     }
                 }
                 frame = from_upstream.next() => {
@@ -139,26 +148,61 @@ impl Relay {
                             if text.contains("\"response.done\"") && event_type(&text).as_deref() == Some("response.done") {
                                 self.settle(&mut held, &text).await;
                             }
-                            if client.text(text.as_str().to_owned()).await.is_err() { break }
+                            // A client that falls this far behind is told and closed (1013), never buffered for.
+                            match tokio::time::timeout(SLOW_CONSUMER, client.text(text.as_str().to_owned())).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => break ("client", CloseCode::Normal),
+                                Err(_) => break ("slow_consumer", CloseCode::Again),
+                            }
                         }
                         Some(Ok(Up::Ping(bytes))) => {
-                            if to_upstream.send(Up::Pong(bytes)).await.is_err() { break }
+                            if to_upstream.send(Up::Pong(bytes)).await.is_err() {
+                                break ("upstream", CloseCode::Error);
+                            }
                         }
-                        Some(Ok(Up::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(Up::Close(_))) | None | Some(Err(_)) => {
+                            // A response cut off upstream ends with an error event, never a silent stop.
+                            if !held.is_empty() {
+                                let cut = error_event(
+                                    "upstream_closed",
+                                    "The provider closed the session during a response; it was not charged",
+                                );
+                                let _ = client.text(cut).await;
+                            }
+                            break ("upstream", CloseCode::Error);
+                        }
                         Some(Ok(_)) => {}
                     }
                 }
                 _ = ping.tick() => {
-                    if client.ping(b"").await.is_err() || to_upstream.send(Up::Ping(Vec::new().into())).await.is_err() {
-                        break;
+                    if client.ping(b"").await.is_err() {
+                        break ("client", CloseCode::Normal);
+                    }
+                    if to_upstream.send(Up::Ping(Vec::new().into())).await.is_err() {
+                        break ("upstream", CloseCode::Error);
                     }
                 }
             }
-        }
+        };
+        self.state.metrics.realtime_closed.with_label_values(&[reason]).inc();
         // Responses still held were not finished: their holds are released as they drop.
         drop(held);
         let _ = to_upstream.send(Up::Close(None)).await;
-        let _ = client.close(None).await;
+        let _ = client.close(Some(actix_ws::CloseReason { code, description: None })).await;
+    }
+
+    /// What to do with a client's text frame: forward it (holding a response's cost first), or refuse it.
+    async fn client_frame(&self, text: String, held: &mut VecDeque<(Billed, Instant)>) -> Step {
+        let Some(kind) = event_type(&text) else {
+            return Step::Refuse(error_event("invalid_event", "Every event is a JSON object with a `type`"));
+        };
+        if kind == "response.create" {
+            match self.hold().await {
+                Ok(billed) => held.push_back((billed, Instant::now())),
+                Err(e) => return Step::Refuse(error_event(e.detail.code, &e.detail.message)),
+            }
+        }
+        Step::Forward(text)
     }
 
     /// Holds the most one response can cost (the wallet and the session's cap re-checked at each response).
