@@ -60,18 +60,9 @@ async fn token(backend: web::Data<Backend>) -> HttpResponse {
     }
 }
 
-/// The Python that runs the driver: `make test`'s (SWITCHYARD_TEST_PYTHON), else `.cache/venv`, else `python3`
-/// (the driver needs only the standard library).
+/// The Python that runs the driver (it needs only the standard library, so `python3` will do).
 fn python() -> PathBuf {
-    if let Ok(path) = std::env::var("SWITCHYARD_TEST_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
+    common::python().unwrap_or_else(|| PathBuf::from("python3"))
 }
 
 #[actix_web::test]

@@ -225,18 +225,9 @@ async fn a_browser_client_secret_opens_the_socket_by_subprotocol() {
     gw.stop().await;
 }
 
-/// The Python that has the OpenAI SDK: `make test`'s (SWITCHYARD_TEST_PYTHON), else `.cache/venv`.
-fn python() -> Option<std::path::PathBuf> {
-    if let Ok(path) = std::env::var("SWITCHYARD_TEST_PYTHON") {
-        return Some(path.into());
-    }
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/python");
-    venv.exists().then_some(venv)
-}
-
 #[actix_web::test]
 async fn the_official_openai_sdk_realtime_client_works_unchanged() {
-    let Some(python) = python() else {
+    let Some(python) = common::python() else {
         assert!(std::env::var_os("CI").is_none(), "CI must run the OpenAI SDK test: run `make test`");
         eprintln!("SKIPPED: the OpenAI SDK realtime test needs `make test` (it installs the SDK into .cache/venv)");
         return;

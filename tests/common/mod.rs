@@ -38,6 +38,15 @@ pub fn models_dir() -> Option<String> {
     switchyard_actors::embed::EmbeddingFiles::for_tests(&dir).map(|_| dir.to_string_lossy().into_owned())
 }
 
+/// The Python that has the test requirements: `make test`'s (SWITCHYARD_TEST_PYTHON), else `.cache/venv`'s.
+pub fn python() -> Option<std::path::PathBuf> {
+    if let Ok(path) = std::env::var("SWITCHYARD_TEST_PYTHON") {
+        return Some(path.into());
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
 /// Turns embeddings on with the cached model files.
 pub fn with_embeddings(config: &mut Config, dir: &str) {
     config.embeddings.cache_dir = dir.to_owned();
