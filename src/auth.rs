@@ -23,6 +23,9 @@ pub struct Principal {
     pub models: Option<Arc<[String]>>,
     /// The browser session, when the caller presented a session token rather than the key itself.
     pub session: Option<Arc<Claims>>,
+    /// Calls are made inside a concurrency slot the caller already holds (a realtime session's): each counts
+    /// against the requests and tokens per minute, not again against the concurrency.
+    pub holds_slot: bool,
 }
 
 impl Principal {
@@ -84,6 +87,7 @@ impl KeyCache {
             plan: workspace.plan,
             models: key.models.clone().map(Arc::from),
             session: None,
+            holds_slot: false,
         };
         self.by_id.insert(key.id.clone(), principal.clone());
         self.keys.insert(key.key_hash, CachedKey { hash: key.key_hash, principal });

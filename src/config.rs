@@ -23,6 +23,7 @@ pub struct Config {
     pub pool: PoolConfig,
     pub billing: BillingConfig,
     pub media: MediaConfig,
+    pub realtime: RealtimeConfig,
     pub simulator: SimulatorSection,
     pub embeddings: EmbeddingsConfig,
     pub vectors: VectorsConfig,
@@ -87,6 +88,20 @@ pub struct MediaConfig {
     pub upload_ttl_secs: u64,
     /// How long a signed media URL (in responses) opens without credentials.
     pub url_ttl_secs: u64,
+}
+
+/// Realtime voice sessions. A chat model is made a voice agent with `speech_to_text` and `text_to_speech`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Transcribes committed input audio (a `transcription` model of the catalogue).
+    pub speech_to_text: String,
+    /// Speaks the chat model's answer as it is written (a `speech` model; ElevenLabs' `stream-input` socket,
+    /// its fallbacks over HTTP).
+    pub text_to_speech: String,
+    /// The longest a session may last, and the longest it may sit with no frame either way.
+    pub max_session_secs: u64,
+    pub idle_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

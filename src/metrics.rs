@@ -26,6 +26,13 @@ pub struct Metrics {
     /// Realtime sockets open, and how each ended (`client`, `upstream`, `slow_consumer`, `expired`).
     pub realtime_open: IntGauge,
     pub realtime_closed: IntCounterVec,
+    /// How long sessions lasted; time from `response.create` to a composed response's first audio; audio
+    /// seconds in and out (`direction`); composed responses by how they ended (`completed`, `cancelled`,
+    /// `failed`).
+    pub realtime_duration: prometheus::Histogram,
+    pub realtime_first_audio: prometheus::Histogram,
+    pub realtime_audio_seconds: prometheus::CounterVec,
+    pub realtime_responses: IntCounterVec,
     pub engine: switchyard_actors::engine::metrics::EngineMetrics,
 }
 
@@ -120,6 +127,29 @@ impl Metrics {
         )?;
         registry.register(Box::new(realtime_open.clone()))?;
         registry.register(Box::new(realtime_closed.clone()))?;
+        let realtime_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new("realtime_session_duration_seconds", "How long realtime sessions lasted")
+                .buckets(vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]),
+        )?;
+        let realtime_first_audio = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "realtime_time_to_first_audio_seconds",
+                "From response.create to the first audio of a composed realtime response",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let realtime_audio_seconds = prometheus::CounterVec::new(
+            Opts::new("realtime_audio_seconds_total", "Seconds of realtime audio, in from clients and out to them"),
+            &["direction"],
+        )?;
+        let realtime_responses = IntCounterVec::new(
+            Opts::new("realtime_responses_total", "Composed realtime responses by how they ended"),
+            &["status"],
+        )?;
+        registry.register(Box::new(realtime_duration.clone()))?;
+        registry.register(Box::new(realtime_first_audio.clone()))?;
+        registry.register(Box::new(realtime_audio_seconds.clone()))?;
+        registry.register(Box::new(realtime_responses.clone()))?;
         let engine = switchyard_actors::engine::metrics::EngineMetrics::new(&registry)?;
         Ok(Metrics {
             engine,
@@ -140,6 +170,10 @@ impl Metrics {
             vector_duration,
             realtime_open,
             realtime_closed,
+            realtime_duration,
+            realtime_first_audio,
+            realtime_audio_seconds,
+            realtime_responses,
         })
     }
 

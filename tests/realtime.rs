@@ -10,16 +10,13 @@ mod common;
 mod realtime_mock;
 
 use base64::Engine as _;
+use common::ws::{next, open, send, ws_url};
 use common::{Gateway, ADMIN_KEY};
 use futures::{SinkExt, StreamExt};
 use realtime_mock::RealtimeMock;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn setup() -> (RealtimeMock, Gateway) {
     let mock = RealtimeMock::start().await.unwrap();
@@ -30,47 +27,6 @@ async fn setup() -> (RealtimeMock, Gateway) {
     ]);
     let gw = Gateway::start(env, |_| {}).await;
     (mock, gw)
-}
-
-fn ws_url(gw: &Gateway, path: &str) -> String {
-    format!("{}{path}", gw.url.replacen("http://", "ws://", 1))
-}
-
-/// Opens a socket with `headers`; answers the socket, or the HTTP status and body of a refused handshake.
-async fn open(url: &str, headers: &[(&str, &str)]) -> Result<(Socket, Option<String>), (u16, Value)> {
-    let mut request = url.into_client_request().unwrap();
-    for (name, value) in headers {
-        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
-        request.headers_mut().insert(name, HeaderValue::from_str(value).unwrap());
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((socket, response)) => {
-            let protocol = response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_owned());
-            Ok((socket, protocol))
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let status = response.status().as_u16();
-            let body = response.body().as_ref().map(|b| serde_json::from_slice(b).unwrap_or(Value::Null));
-            Err((status, body.unwrap_or(Value::Null)))
-        }
-        Err(e) => panic!("handshake failed without an HTTP answer: {e}"),
-    }
-}
-
-async fn send(socket: &mut Socket, event: Value) {
-    socket.send(Message::text(event.to_string())).await.unwrap();
-}
-
-/// The next event, within 10 s.
-async fn next(socket: &mut Socket) -> Value {
-    loop {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next()).await;
-        match frame.expect("an event within 10 s") {
-            Some(Ok(Message::Text(text))) => return serde_json::from_str(text.as_str()).unwrap(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected an event, got {other:?}"),
-        }
-    }
 }
 
 /// 0.5 s of silence-ish PCM16 at 24 kHz, base64.
@@ -144,7 +100,14 @@ async fn refusals_are_plain_http_before_any_socket() {
         (url.clone(), vec![], 401, "missing_api_key"),
         (url.clone(), vec![("authorization", "Bearer sy_live_nope".to_owned())], 401, "invalid_api_key"),
         (url.clone(), vec![("authorization", "Bearer sy_st_forged.sig".to_owned())], 401, "invalid_token"),
-        (ws_url(&gw, "/v1/realtime?model=gpt-4"), vec![("authorization", bearer.clone())], 400, "unsupported_model"),
+        (
+            ws_url(&gw, "/v1/realtime?model=flux-1-pro"),
+            vec![("authorization", bearer.clone())],
+            400,
+            "unsupported_model",
+        ),
+        // A chat model is a voice agent only with its voice models configured (no ElevenLabs here).
+        (ws_url(&gw, "/v1/realtime?model=gpt-4"), vec![("authorization", bearer.clone())], 503, "provider_unavailable"),
         (ws_url(&gw, "/v1/realtime"), vec![("authorization", bearer.clone())], 400, "missing_field"),
     ];
     for (url, headers, status, code) in cases {
@@ -208,7 +171,7 @@ async fn a_browser_client_secret_opens_the_socket_by_subprotocol() {
     else {
         panic!("accepted")
     };
-    assert_eq!(status, 400);
+    assert_eq!(status, 403);
     let again = gw.client.post(format!("{}/v1/realtime/client_secrets", gw.url)).bearer_auth(value).json(&json!({}));
     assert_eq!(again.send().await.unwrap().status(), 403);
     for (body, param) in [

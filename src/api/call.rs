@@ -153,6 +153,7 @@ impl Billed {
             task: spec.task.clone(),
             session,
             allowed: principal.models.clone(),
+            within_slot: principal.holds_slot,
         };
         match state.engine().begin(&state.catalogue, engine_spec, tokens, cost_of).await {
             Ok(call) => {

@@ -3,6 +3,7 @@
 
 #[path = "../mock/server.rs"]
 pub mod mock;
+pub mod ws;
 
 use actix_web::{web, HttpServer};
 use std::collections::HashMap;

@@ -1,12 +1,15 @@
 //! `switchyard-mock`: the mock upstream as a standalone binary (for the benchmark).
 //!
 //! Usage: switchyard-mock [--listen ADDR] [--reply-words N] [--ttft-ms N] [--token-interval-us N]
-//!                        [--threads N]
+//!                        [--threads N] [--media]
 //! `--threads` defaults to 1 (a current-thread runtime: lowest latency, leaves the other cores to
 //! the gateway under test); N > 1 runs a multi-thread runtime with N workers.
 //! Prints `listening on http://ADDR` once bound, then serves until killed.
 //! Faults are set at run time with `POST /__mock/fault`; `GET /__mock/stats` counts calls.
+//! `--media` serves the media mock instead (Black Forest Labs and ElevenLabs, with ElevenLabs' WebSockets; faults
+//! with `POST /__mock/ws_fault`): for trying SDK scripts against it by hand.
 
+mod media;
 mod server;
 
 use std::io::Write;
@@ -26,6 +29,7 @@ fn main() -> std::io::Result<()> {
     let mut listen = "127.0.0.1:0".to_string();
     let mut config = server::MockConfig::default();
     let mut threads = 1usize;
+    let mut media = false;
     let mut i = 0;
     while i < args.len() {
         let (flag, inline) = match args[i].split_once('=') {
@@ -36,9 +40,13 @@ fn main() -> std::io::Result<()> {
         if flag == "-h" || flag == "--help" {
             println!(
                 "usage: switchyard-mock [--listen ADDR] [--reply-words N] [--ttft-ms N] \
-                 [--token-interval-us N] [--threads N]"
+                 [--token-interval-us N] [--threads N] [--media]"
             );
             return Ok(());
+        }
+        if flag == "--media" {
+            media = true;
+            continue;
         }
         let value = match inline {
             Some(v) => v,
@@ -63,6 +71,12 @@ fn main() -> std::io::Result<()> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
     };
     runtime.block_on(async {
+        if media {
+            let mock = media::MediaMock::start_on(&listen).await?;
+            println!("listening on {}", mock.url());
+            std::io::stdout().flush()?;
+            return tokio::signal::ctrl_c().await;
+        }
         let server = server::MockServer::start_on(&listen, config).await?;
         println!("listening on {}", server.url());
         std::io::stdout().flush()?;

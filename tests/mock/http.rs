@@ -1,6 +1,7 @@
 //! The HTTP/1.1 layer the mock upstreams share: hyper's server connection over our own accept loop, so that a
 //! mock keeps only its provider logic. A handler gets a whole [`Request`] and answers a [`Response`]: whole,
-//! chunked with pauses, cut short, or a reset. Faults are made here, below hyper:
+//! chunked with pauses, cut short, or a reset; or a `101` whose [`Upgrade`] hook takes the connection over (a
+//! WebSocket). Faults are made here, below hyper:
 //!
 //! - reset: nothing is written and the socket is closed with SO_LINGER 0, so the peer gets an RST;
 //! - cut: what was sent so far is flushed, then the connection is closed (FIN) without the rest of the body or
@@ -206,6 +207,24 @@ pub enum Body {
     Chunked(Vec<Step>),
     /// Nothing is written: the connection is reset (SO_LINGER 0, the peer gets an RST).
     Reset,
+    /// No body: with a `101 Switching Protocols` status, the switched connection goes to the hook.
+    Upgrade(Upgrade),
+}
+
+/// The connection after a `101`, as a tokio socket.
+pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+/// A switched connection's whole life.
+pub type Switched = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What takes over a connection once it has switched protocols (a WebSocket session, say).
+#[derive(Clone)]
+pub struct Upgrade(pub Arc<dyn Fn(Upgraded) -> Switched + Send + Sync>);
+
+impl std::fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upgrade")
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -317,6 +336,7 @@ fn into_hyper(resp: Response, conn: &Arc<ConnState>) -> std::io::Result<hyper::R
         Body::Full(b) => (Some(b.len()), vec![Step::Data(b)]),
         Body::Truncated(b, n) => (Some(b.len()), vec![Step::Data(b.slice(..n.min(b.len()))), Step::Cut]),
         Body::Chunked(steps) => (None, steps),
+        Body::Upgrade(_) => (Some(0), Vec::new()),
     };
     let body = OutBody { steps: steps.into(), len, sleep: None, cut_mark: None, conn: conn.clone() };
     let mut out = hyper::Response::new(body);
@@ -528,14 +548,23 @@ where
             tokio::spawn(async move {
                 let conn = Arc::new(ConnState::default());
                 let io = TokioIo::new(Io { stream, conn: conn.clone() });
-                let service = hyper::service::service_fn(move |req| {
+                let service = hyper::service::service_fn(move |mut req| {
                     let (handler, conn) = (handler.clone(), conn.clone());
                     async move {
-                        let req = read_request(req).await?;
-                        into_hyper((*handler)(req).await, &conn)
+                        let switched = hyper::upgrade::on(&mut req);
+                        let resp = (*handler)(read_request(req).await?).await;
+                        if let Body::Upgrade(hook) = &resp.body {
+                            let hook = hook.0.clone();
+                            tokio::spawn(async move {
+                                if let Ok(io) = switched.await {
+                                    hook(TokioIo::new(io)).await;
+                                }
+                            });
+                        }
+                        into_hyper(resp, &conn)
                     }
                 });
-                let _ = builder.serve_connection(io, service).await;
+                let _ = builder.serve_connection(io, service).with_upgrades().await;
                 drop(guard);
             });
         }

@@ -1,7 +1,9 @@
 #![allow(dead_code)]
 //! Mock upstream for Switchyard's media providers: speaks the Black Forest Labs (Flux, submit-then-poll)
 //! and the ElevenLabs (text-to-speech, speech-to-speech, speech-to-text, voices) wire formats over the
-//! mocks' shared HTTP layer (`http.rs`), and can inject faults. Used in-process by integration tests.
+//! mocks' shared HTTP layer (`http.rs`), and can inject faults. Used in-process by integration tests, and by
+//! `switchyard-mock --media`. ElevenLabs' WebSocket APIs are in `elevenlabs_ws.rs`, which also answers the control
+//! requests `GET /__mock/stats` and `POST /__mock/ws_fault`.
 //!
 //! Everything it produces is real (`synth.rs`): PNG samples of the requested size, 16-bit PCM / WAV tones,
 //! and MP3 when `ffmpeg` is on PATH (501 otherwise).
@@ -12,6 +14,9 @@
 mod http;
 #[path = "synth.rs"]
 mod synth;
+// ElevenLabs' WebSocket APIs (text-to-speech stream-input, realtime speech-to-text), on this mock's port.
+#[path = "elevenlabs_ws.rs"]
+mod elevenlabs_ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +30,8 @@ use synth::{ffmpeg_on_path, parse_output_format, splitmix, to_jpeg, to_mp3, ulaw
 use tokio::net::TcpListener;
 
 // The media helpers tests use, at the paths they had before `synth.rs` was split out.
+#[allow(unused_imports)]
+pub use elevenlabs_ws::{WsFault, WsHandshake, WsRoute, WsState, WsStats, CHARS_PER_CHUNK, MS_PER_CHAR};
 #[allow(unused_imports)]
 pub use http::{parse_multipart, Part};
 #[allow(unused_imports)]
@@ -97,6 +104,7 @@ struct Shared {
     last: Mutex<Option<Recorded>>,
     tasks: Mutex<HashMap<String, Task>>,
     base: String,
+    ws: Arc<WsState>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,7 +149,11 @@ pub struct MediaMock {
 impl MediaMock {
     /// Binds 127.0.0.1:0.
     pub async fn start() -> std::io::Result<MediaMock> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> std::io::Result<MediaMock> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             fault: Mutex::new((MediaFault::None, None)),
@@ -151,6 +163,7 @@ impl MediaMock {
             last: Mutex::new(None),
             tasks: Mutex::new(HashMap::new()),
             base: format!("http://{addr}"),
+            ws: Arc::default(),
         });
         let sh = shared.clone();
         let server = http::serve(listener, Connections::default(), move |req| record_and_handle(sh.clone(), req));
@@ -178,6 +191,11 @@ impl MediaMock {
 
     pub fn last_request(&self) -> Option<Recorded> {
         lock(&self.shared.last).clone()
+    }
+
+    /// The WebSocket routes' faults, counts and handshakes.
+    pub fn ws(&self) -> &WsState {
+        &self.shared.ws
     }
 
     /// BFL: how many polls of a task answer "Pending" before "Ready" (default 2).
@@ -276,8 +294,14 @@ fn validation(loc: &[&str], ty: &str, msg: &str, input: Value, ctx: Option<Value
 
 async fn record_and_handle(sh: Arc<Shared>, req: Request) -> Response {
     let (p, _) = split_query(&req.path);
+    if let Some(ctl) = p.strip_prefix("/__mock/") {
+        return elevenlabs_ws::control(&sh.ws, ctl, &req, lock(&sh.paths).len() as u64);
+    }
     lock(&sh.paths).push(p.to_string());
     *lock(&sh.last) = Some(req.clone());
+    if let Some(switch) = elevenlabs_ws::handshake(&sh.ws, &req) {
+        return switch;
+    }
     handle(&sh, &req).await
 }
 

@@ -42,6 +42,8 @@ pub struct CallSpec<'a> {
     pub session: Option<SessionSpend>,
     /// The models the caller may run (`None`: all): the chain passes over the others.
     pub allowed: Option<Arc<[String]>>,
+    /// Made inside a concurrency slot the caller already holds (a realtime session's responses).
+    pub within_slot: bool,
 }
 
 /// A browser session's part in a call: kept on the usage record, and its spending cap held against.
@@ -141,7 +143,12 @@ impl Engine {
         if spec.use_fallback && model.fallback.is_empty() {
             return Err(CallError::NoFallback { model: model.name.clone() });
         }
-        let permit = self.sessions.admit(spec.key_id, spec.limits, tokens).await.map_err(CallError::Refused)?;
+        let admitted = if spec.within_slot {
+            self.sessions.admit_within(spec.key_id, spec.limits, tokens).await
+        } else {
+            self.sessions.admit(spec.key_id, spec.limits, tokens).await
+        };
+        let permit = admitted.map_err(CallError::Refused)?;
         let allowed = spec.allowed.clone();
         let chain = (!spec.use_fallback)
             .then_some(model)

@@ -181,6 +181,30 @@ impl Attempt for ConvertAttempt<'_> {
     }
 }
 
+/// A text-to-speech socket: begun once it is open. Only `model` itself serves (its fallbacks speak over HTTP,
+/// which the caller reaches with a `SpeechAttempt` of the whole text).
+pub struct SpeechSocketAttempt<'a> {
+    pub request: &'a crate::providers::SpeechSocketRequest,
+    pub model: &'a str,
+}
+
+impl Attempt for SpeechSocketAttempt<'_> {
+    type Output = crate::providers::SpeechSocket;
+
+    async fn run(
+        &self,
+        provider: &Provider,
+        upstream: usize,
+        model: &ModelSpec,
+    ) -> Result<crate::providers::SpeechSocket, ProviderError> {
+        provider.speech_socket(upstream, model, self.request).await
+    }
+
+    fn serves(&self, model: &ModelSpec) -> bool {
+        model.name == self.model
+    }
+}
+
 /// Speech to text.
 pub struct TranscribeAttempt<'a> {
     pub request: &'a crate::speech::TranscribeRequest,

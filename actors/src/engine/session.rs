@@ -60,6 +60,9 @@ pub struct Admit {
     pub tokens: u64,
     /// Unix seconds, from the caller's clock.
     pub now: u64,
+    /// Takes a concurrency slot. A call made inside one its caller already holds (a realtime session's
+    /// responses) counts against the rate and the tokens, not again against the concurrency.
+    pub slot: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -67,12 +70,14 @@ pub struct Admitted {
     pub grant: Grant,
     window: u64,
     generation: u64,
+    slot: bool,
 }
 
 /// Gives back a concurrency slot, and corrects the token reservation with what was used.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Release {
+    slot: bool,
     tokens_reserved: u64,
     tokens_used: Option<u64>,
     window: u64,
@@ -124,24 +129,27 @@ impl Session {
         if self.counters.requests >= limits.requests_per_minute {
             return Err(Rejection::Requests { grant: grant(self.counters.requests) });
         }
-        if self.counters.in_flight >= limits.concurrent_requests {
+        if msg.slot && self.counters.in_flight >= limits.concurrent_requests {
             return Err(Rejection::Concurrency { grant: grant(self.counters.requests) });
         }
         if self.counters.tokens.saturating_add(msg.tokens) > limits.tokens_per_minute {
             return Err(Rejection::Tokens { grant: grant(self.counters.requests) });
         }
         self.counters.requests += 1;
-        self.counters.in_flight += 1;
+        self.counters.in_flight += u32::from(msg.slot);
         self.counters.tokens += msg.tokens;
         self.last_used = Instant::now();
-        Ok(Admitted { grant: grant(self.counters.requests), window: self.window_start, generation: self.generation })
+        let window = self.window_start;
+        Ok(Admitted { grant: grant(self.counters.requests), window, generation: self.generation, slot: msg.slot })
     }
 
     fn release(&mut self, msg: &Release) {
         if msg.generation != self.generation {
             return;
         }
-        self.counters.in_flight = self.counters.in_flight.saturating_sub(1);
+        if msg.slot {
+            self.counters.in_flight = self.counters.in_flight.saturating_sub(1);
+        }
         if let (Some(used), true) = (msg.tokens_used, msg.window == self.window_start) {
             self.counters.tokens = self.counters.tokens.saturating_sub(msg.tokens_reserved).saturating_add(used);
         }
@@ -240,6 +248,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.session.do_send(Release {
+            slot: self.admitted.slot,
             tokens_reserved: self.tokens_reserved,
             tokens_used: self.tokens_used,
             window: self.admitted.window,
@@ -302,11 +311,21 @@ impl SessionRegistry {
 
     /// Admits one request for `key` under `limits`, reserving `tokens`.
     pub async fn admit(&self, key: &str, limits: Limits, tokens: u64) -> Result<Permit, Rejection> {
+        self.admit_as(key, limits, tokens, true).await
+    }
+
+    /// Admits a call made inside a concurrency slot the caller already holds (a realtime session's response):
+    /// it counts against the requests and tokens per minute, not again against the concurrency.
+    pub async fn admit_within(&self, key: &str, limits: Limits, tokens: u64) -> Result<Permit, Rejection> {
+        self.admit_as(key, limits, tokens, false).await
+    }
+
+    async fn admit_as(&self, key: &str, limits: Limits, tokens: u64, slot: bool) -> Result<Permit, Rejection> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         for _ in 0..3 {
             let session = self.session(key);
             self.inner.metrics.hot.session_backlog.inc();
-            match session.send(Admit { limits, tokens, now }).await {
+            match session.send(Admit { limits, tokens, now, slot }).await {
                 Ok(Ok(admitted)) => {
                     return Ok(Permit { session, admitted, tokens_reserved: tokens, tokens_used: None });
                 }

@@ -17,7 +17,7 @@ const VOICES_TTL: Duration = Duration::from_secs(300);
 type VoiceList = Vec<(String, String)>;
 
 pub struct ElevenLabs {
-    upstream: Upstream,
+    pub(crate) upstream: Upstream,
     voices: Mutex<Option<(Instant, VoiceList)>>,
 }
 
@@ -44,7 +44,7 @@ impl ElevenLabs {
     }
 
     /// A voice id for `voice`: ids pass through, names are looked up (case-insensitive) in the account's voices.
-    async fn voice_id(&self, voice: &str, deadline: Instant) -> Result<String, ProviderError> {
+    pub(crate) async fn voice_id(&self, voice: &str, deadline: Instant) -> Result<String, ProviderError> {
         if looks_like_id(voice) {
             return Ok(voice.to_owned());
         }

@@ -4,6 +4,7 @@
 mod anthropic;
 mod bfl;
 mod elevenlabs;
+mod elevenlabs_ws;
 mod http;
 mod openai;
 mod openai_audio;
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use elevenlabs_ws::{SpeechSocket, SpeechSocketRequest, TextSender};
 pub use simulator::SimulatorConfig;
 
 /// Bounds on every upstream call.
@@ -191,6 +193,17 @@ impl Provider {
             }
             _ => self.speech_upstream(upstream, model)?.speak(model, request).await,
         }
+    }
+
+    /// A text-to-speech socket (ElevenLabs' `stream-input`) on upstream number `upstream`: text goes in as it is
+    /// written, audio comes out as it is made. Resolves once the socket is open.
+    pub async fn speech_socket(
+        &self,
+        upstream: usize,
+        model: &ModelSpec,
+        request: &SpeechSocketRequest,
+    ) -> Result<SpeechSocket, ProviderError> {
+        self.speech_upstream(upstream, model)?.speech_socket(model, request).await
     }
 
     /// Speech to speech from upstream number `upstream`; resolves once the first audio arrived.

@@ -5,6 +5,8 @@
 mod stream;
 pub mod wire;
 
+pub use stream::StreamBill;
+
 use super::call::{Billed, CallSpec, Measured, Metadata, UpstreamTime};
 use super::errors::ApiError;
 use crate::auth::Principal;
@@ -13,7 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 use switchyard_actors::engine::dispatch::Answer;
-use switchyard_actors::{ChatRequest, ChatResponse, Message, ModelSpec, Role};
+use switchyard_actors::{ChatEvent, ChatRequest, ChatResponse, ChatStream, Message, ModelSpec, Role};
 use utoipa::ToSchema;
 pub use wire::{AssistantMessage, Choice, Completion, UsageOut};
 
@@ -210,7 +212,7 @@ pub fn fit_context(model: &ModelSpec, messages: &[Message], asked: Option<u32>) 
 }
 
 /// A bound no tokenizer exceeds: a token is at least one character, plus a few per message for the framing.
-fn prompt_bound(request: &ChatRequest) -> u64 {
+pub fn prompt_bound(request: &ChatRequest) -> u64 {
     request.messages.iter().map(|m| m.content.chars().count() as u64 + 8).sum()
 }
 
@@ -255,6 +257,40 @@ pub async fn respond(
 
 /// Runs a chat call to its outcome: the answer whole and settled, or a stream that settles as it ends.
 pub async fn run(state: &web::Data<AppState>, req: &HttpRequest, call: ChatCall<'_>) -> Result<ChatOutcome, ApiError> {
+    let (face, delivery) = (call.face, call.delivery);
+    match start(state, req, call).await? {
+        Started::Whole(done) => Ok(ChatOutcome::Whole(done)),
+        Started::Stream(streaming) => {
+            let Streaming { model, first, rest, bill } = *streaming;
+            let body = stream::sse_body(state.clone(), face, model.name.clone(), first, rest, delivery, bill);
+            Ok(ChatOutcome::Stream(
+                HttpResponse::Ok()
+                    .content_type("text/event-stream")
+                    .insert_header(("Cache-Control", "no-cache"))
+                    .insert_header(("X-Accel-Buffering", "no"))
+                    .insert_header(("x-switchyard-model", model.name.as_str()))
+                    .streaming(body),
+            ))
+        }
+    }
+}
+
+/// A streamed chat under way: the model that answers, its first event, the rest, and the bill that settles it.
+pub struct Streaming {
+    pub model: ModelSpec,
+    pub first: ChatEvent,
+    pub rest: ChatStream,
+    pub bill: StreamBill,
+}
+
+/// A chat call begun: whole and settled, or streaming.
+pub enum Started {
+    Whole(Box<Completed>),
+    Stream(Box<Streaming>),
+}
+
+/// Admits, reserves and runs a chat call: a whole answer comes back settled, a stream with its bill.
+pub async fn start(state: &AppState, req: &HttpRequest, call: ChatCall<'_>) -> Result<Started, ApiError> {
     let model = call.model;
     let estimate = prompt_estimate(&call.request);
     // The most the request can cost: the dearest model of its chain at the full output allowance.
@@ -289,22 +325,13 @@ pub async fn run(state: &web::Data<AppState>, req: &HttpRequest, call: ChatCall<
             let id = billed.id().to_owned();
             let metadata = billed.settle(&answered, cost, measured).await?;
             let upstream = answered.upstream;
-            Ok(ChatOutcome::Whole(Box::new(Completed { id, answer, metadata, model: served, upstream })))
+            Ok(Started::Whole(Box::new(Completed { id, answer, metadata, model: served, upstream })))
         }
         Answer::Stream { first, rest } => {
             state.metrics.ttft.with_label_values(&[&served.name]).observe(call.started.elapsed().as_secs_f64());
             billed.record().ttft_ms = Some(call.started.elapsed().as_millis() as u64);
-            let bill = stream::StreamBill::new(billed, answered, estimate);
-            let body =
-                stream::sse_body(state.clone(), call.face, served.name.clone(), first, rest, call.delivery, bill);
-            Ok(ChatOutcome::Stream(
-                HttpResponse::Ok()
-                    .content_type("text/event-stream")
-                    .insert_header(("Cache-Control", "no-cache"))
-                    .insert_header(("X-Accel-Buffering", "no"))
-                    .insert_header(("x-switchyard-model", served.name.as_str()))
-                    .streaming(body),
-            ))
+            let bill = StreamBill::new(billed, answered, estimate);
+            Ok(Started::Stream(Box::new(Streaming { model: served, first, rest, bill })))
         }
     }
 }

@@ -16,7 +16,7 @@ use switchyard_actors::{ChatEvent, ChatStream, Credits, ProviderError, Usage};
 
 /// A stream's bill. However the stream ends, the call is settled once: for the whole answer when it finishes,
 /// for what was delivered when it breaks, and, if the client leaves (the stream is dropped), by `Drop`.
-pub(super) struct StreamBill {
+pub struct StreamBill {
     billed: Billed,
     answered: Answered,
     prompt_estimate: u64,
@@ -29,13 +29,14 @@ impl StreamBill {
         StreamBill { billed, answered, prompt_estimate, delivered: String::new(), deltas: 0 }
     }
 
-    fn delivered(&mut self, text: &str) {
+    /// Notes text that reached the client.
+    pub fn delivered(&mut self, text: &str) {
         self.delivered.push_str(text);
         self.deltas += 1;
     }
 
     /// The usage so far when the stream did not finish: the prompt estimate and what reached the client.
-    fn partial_usage(&self) -> Usage {
+    pub fn partial_usage(&self) -> Usage {
         let completion = self.deltas.max(switchyard_actors::chat::estimate_tokens(&self.delivered));
         Usage { prompt_tokens: self.prompt_estimate, completion_tokens: completion }
     }
@@ -53,9 +54,16 @@ impl StreamBill {
     }
 
     /// Settles `usage` and answers the response's metadata (or why the ledger failed).
-    async fn settle(&mut self, usage: Usage, status: &str, outcome: Outcome) -> Result<Metadata, ApiError> {
+    pub async fn settle(&mut self, usage: Usage, status: &str, outcome: Outcome) -> Result<Metadata, ApiError> {
         let (cost, measured) = self.charge(usage);
         self.billed.settle_as(&self.answered, cost, measured, status, outcome).await
+    }
+}
+
+impl StreamBill {
+    /// The usage record's id.
+    pub fn id(&self) -> &str {
+        self.billed.id()
     }
 }
 

@@ -6,6 +6,7 @@
 //! catalogue are relayed to their provider's realtime API (`relay.rs`), billed per `response.done`.
 //! `POST /v1/realtime/client_secrets` mints a browser secret in OpenAI's shape (`ek_…`, one of our session tokens).
 
+mod composed;
 mod relay;
 mod secrets;
 
@@ -16,7 +17,10 @@ use crate::state::AppState;
 use actix_web::http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use std::time::Duration;
 use switchyard_actors::catalogue::Modality;
+use switchyard_actors::engine::ledger::GetWallet;
+use switchyard_actors::{Credits, ModelSpec};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -58,6 +62,49 @@ fn principal(state: &AppState, req: &HttpRequest, offered: &[String]) -> Result<
     resolve(state, &credential)
 }
 
+/// An `error` event in the protocol's shape.
+pub fn error_event(code: &str, message: &str) -> String {
+    serde_json::json!({"type": "error", "event_id": crate::auth::new_id("event"),
+           "error": {"type": "invalid_request_error", "code": code, "message": message}})
+    .to_string()
+}
+
+/// A session's clock: it ends at its maximum length, or after a while with no frame either way.
+pub struct Lifetime {
+    opened: std::time::Instant,
+    last: std::time::Instant,
+    max: Duration,
+    idle: Duration,
+}
+
+impl Lifetime {
+    pub fn new(state: &AppState) -> Lifetime {
+        let now = std::time::Instant::now();
+        let realtime = &state.config.realtime;
+        Lifetime {
+            opened: now,
+            last: now,
+            max: Duration::from_secs(realtime.max_session_secs),
+            idle: Duration::from_secs(realtime.idle_secs),
+        }
+    }
+
+    /// A frame went one way or the other.
+    pub fn touch(&mut self) {
+        self.last = std::time::Instant::now();
+    }
+
+    pub fn expired(&self) -> bool {
+        self.opened.elapsed() > self.max || self.last.elapsed() > self.idle
+    }
+
+    /// Counts the session's end by `reason`, and its length.
+    pub fn close(&self, state: &AppState, reason: &str) {
+        state.metrics.realtime_closed.with_label_values(&[reason]).inc();
+        state.metrics.realtime_duration.observe(self.opened.elapsed().as_secs_f64());
+    }
+}
+
 /// `ws://…/realtime?model=…` from the provider's `http://…` base URL.
 fn upstream_url(base: &str, model: &str) -> String {
     let base = base.trim_end_matches('/');
@@ -76,12 +123,12 @@ pub async fn connect(
     query: web::Query<RealtimeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let offered = subprotocols(&req);
-    let principal = principal(&state, &req, &offered)?;
+    let mut principal = principal(&state, &req, &offered)?;
     let name = query.model.clone().ok_or_else(|| ApiError::missing_field("model"))?;
     let model = state.catalogue.model(&name).ok_or_else(|| ApiError::unsupported_model(&name))?.clone();
-    if model.modality != Modality::Realtime {
+    if !matches!(model.modality, Modality::Realtime | Modality::Chat) {
         return Err(ApiError::unsupported_model(&name).with_message(format!(
-            "{name} is not a realtime model: the realtime models are {}",
+            "{name} is not a realtime or chat model: the realtime models are {}, and any chat model is a voice agent",
             state
                 .catalogue
                 .models
@@ -98,11 +145,15 @@ pub async fn connect(
     if let Some(reason) = state.unavailable_reason(&model) {
         return Err(ApiError::provider_unavailable(reason));
     }
+    if model.modality == Modality::Chat {
+        return composed(state, req, body, principal, model, &offered).await;
+    }
     let provider = state.providers.for_model(&model).ok_or_else(|| ApiError::unsupported_model(&name))?;
     let (base, key) = provider.realtime_target().ok_or_else(|| ApiError::unsupported_model(&name))?;
-    // One concurrent request while the socket is open.
+    // One concurrent request while the socket is open; its responses are made inside that slot.
     let permit = super::limits::admit(&state, &req, &principal).await?;
-    relay::can_afford(&state, &req, &principal, &model).await?;
+    principal.holds_slot = true;
+    afford(&state, &principal, relay::most(&model)).await?;
     let mut request = upstream_url(&base, &model.upstream)
         .into_client_request()
         .map_err(|e| ApiError::internal(format!("realtime upstream URL: {e}")))?;
@@ -119,13 +170,80 @@ pub async fn connect(
             format!("provider `{}` refused the realtime connection: {e}", model.provider),
         )
     })?;
+    let (response, session, stream) = upgrade(&req, body, &offered)?;
+    let relay = relay::Relay { state: state.clone(), req: req.clone(), principal, model, _permit: permit };
+    actix_web::rt::spawn(relay.run(session, stream.max_frame_size(MAX_FRAME), upstream));
+    Ok(response)
+}
+
+/// Accepts the upgrade, echoing `realtime` when the client offered it (browsers abort otherwise).
+fn upgrade(
+    req: &HttpRequest,
+    body: web::Payload,
+    offered: &[String],
+) -> Result<(HttpResponse, actix_ws::Session, actix_ws::MessageStream), ApiError> {
     let (mut response, session, stream) =
-        actix_ws::handle(&req, body).map_err(|e| ApiError::invalid_field("upgrade", e.to_string()))?;
+        actix_ws::handle(req, body).map_err(|e| ApiError::invalid_field("upgrade", e.to_string()))?;
     if offered.iter().any(|p| p == "realtime") {
         response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("realtime"));
     }
-    let relay = relay::Relay { state: state.clone(), req: req.clone(), principal, model, _permit: permit };
-    actix_web::rt::spawn(relay.run(session, stream.max_frame_size(MAX_FRAME), upstream));
+    Ok((response, session, stream))
+}
+
+/// Refuses the upgrade (402) when the wallet cannot cover `most`, one response at the least.
+async fn afford(state: &AppState, principal: &Principal, most: Credits) -> Result<(), ApiError> {
+    let available = wallet_available(state, &principal.workspace_id).await;
+    if available < most {
+        return Err(ApiError::insufficient_credits());
+    }
+    Ok(())
+}
+
+/// What the workspace's wallet has free (its balance less its holds).
+pub async fn wallet_available(state: &AppState, workspace_id: &str) -> Credits {
+    let wallet = GetWallet { workspace_id: workspace_id.to_owned() };
+    let wallet = state.engine().ledger.send(wallet).await.ok().flatten();
+    wallet.map_or(Credits::ZERO, |w| w.available())
+}
+
+/// A chat model as a voice agent: the session's speech-to-text and text-to-speech models are the configured ones.
+async fn composed(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Payload,
+    mut principal: Principal,
+    chat: ModelSpec,
+    offered: &[String],
+) -> Result<HttpResponse, ApiError> {
+    let voice_model = |name: &str| -> Result<ModelSpec, ApiError> {
+        let model = state.catalogue.model(name).ok_or_else(|| {
+            ApiError::provider_unavailable(format!("the realtime voice model `{name}` is not in the catalogue"))
+        })?;
+        match state.unavailable_reason(model) {
+            Some(reason) => Err(ApiError::provider_unavailable(reason)),
+            None => Ok(model.clone()),
+        }
+    };
+    let stt = voice_model(&state.config.realtime.speech_to_text)?;
+    let tts = voice_model(&state.config.realtime.text_to_speech)?;
+    let permit = super::limits::admit(&state, &req, &principal).await?;
+    principal.holds_slot = true;
+    // The voice models are part of the chat model's session: a key or token limited to the chat model may use them.
+    if let Some(models) = &principal.models {
+        let mut list = models.to_vec();
+        list.extend([stt.name.clone(), tts.name.clone()]);
+        principal.models = Some(list.into());
+    }
+    afford(&state, &principal, chat.pricing.cost(1_000, 64)).await?;
+    let (response, session, stream) = upgrade(&req, body, offered)?;
+    let default_voice = tts.audio.as_ref().and_then(|a| a.default_voice.clone()).unwrap_or_default();
+    let config = composed::Config::new(&chat.name, &default_voice, &stt.name);
+    let composed = composed::Composed {
+        config,
+        ctx: std::rc::Rc::new(composed::Ctx { state: state.clone(), req: req.clone(), principal, chat, stt, tts }),
+        _permit: permit,
+    };
+    actix_web::rt::spawn(composed.run(session, stream.max_frame_size(MAX_FRAME)));
     Ok(response)
 }
 

@@ -4,6 +4,7 @@
 //! response at what its `usage` says: one usage record per response. Both legs are pinged; a leg that closes or
 //! fails closes the other, and responses still held are released, never charged twice.
 
+use super::error_event;
 use crate::api::call::{Answered, Billed, CallSpec, Measured};
 use crate::api::errors::ApiError;
 use crate::auth::Principal;
@@ -11,7 +12,7 @@ use crate::state::AppState;
 use actix_web::{web, HttpRequest};
 use actix_ws::CloseCode;
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use switchyard_actors::engine::pool::Outcome;
@@ -23,10 +24,6 @@ use tokio_tungstenite::tungstenite::Message as Up;
 type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const PING_EVERY: Duration = Duration::from_secs(20);
-/// A session with no frame either way for this long is closed.
-const IDLE: Duration = Duration::from_secs(300);
-/// Sessions last at most this long (as OpenAI's).
-const MAX_SESSION: Duration = Duration::from_secs(3600);
 /// A client that does not take an event for this long is a slow consumer.
 const SLOW_CONSUMER: Duration = Duration::from_secs(5);
 
@@ -46,21 +43,8 @@ pub struct Relay {
     pub _permit: Permit,
 }
 
-fn most(model: &ModelSpec) -> Credits {
+pub fn most(model: &ModelSpec) -> Credits {
     RealtimeUsage::most(&model.pricing, u64::from(model.context_window), u64::from(model.max_output_tokens))
-}
-
-/// Refuses the upgrade (402) when the wallet cannot cover one response.
-pub async fn can_afford(
-    state: &AppState,
-    req: &HttpRequest,
-    principal: &Principal,
-    model: &ModelSpec,
-) -> Result<(), ApiError> {
-    let spec = spec(principal, model);
-    let billed = Billed::begin(state, req, &spec, spec.new_id(), 0, most).await?;
-    drop(billed);
-    Ok(())
 }
 
 fn spec<'a>(principal: &'a Principal, model: &'a ModelSpec) -> CallSpec<'a> {
@@ -74,13 +58,6 @@ fn spec<'a>(principal: &'a Principal, model: &'a ModelSpec) -> CallSpec<'a> {
         started: Instant::now(),
         task: None,
     }
-}
-
-/// An `error` event in the protocol's shape.
-fn error_event(code: &str, message: &str) -> String {
-    json!({"type": "error", "event_id": crate::auth::new_id("event"),
-           "error": {"type": "invalid_request_error", "code": code, "message": message}})
-    .to_string()
 }
 
 /// The `type` of an event, if the frame is a JSON object with one.
@@ -102,16 +79,15 @@ impl Relay {
         let (mut to_upstream, mut from_upstream) = upstream.split();
         let mut held: VecDeque<(Billed, Instant)> = VecDeque::new();
         let mut ping = tokio::time::interval(PING_EVERY);
-        let opened = Instant::now();
-        let mut last = Instant::now();
+        let mut lifetime = super::Lifetime::new(&self.state);
         let (reason, code) = loop {
-            if opened.elapsed() > MAX_SESSION || last.elapsed() > IDLE {
+            if lifetime.expired() {
                 let _ = client.text(error_event("session_expired", "The session reached its time limit")).await;
                 break ("expired", CloseCode::Normal);
             }
             tokio::select! {
                 frame = from_client.recv() => {
-                    last = Instant::now();
+                    lifetime.touch();
                     let step = match frame {
                         Some(Ok(actix_ws::Message::Text(text))) => self.client_frame(text.to_string(), &mut held).await,
                         Some(Ok(actix_ws::Message::Binary(_))) => Step::Refuse(error_event(
@@ -142,7 +118,7 @@ impl Relay {
                     }
                 }
                 frame = from_upstream.next() => {
-                    last = Instant::now();
+                    lifetime.touch();
                     match frame {
                         Some(Ok(Up::Text(text))) => {
                             if text.contains("\"response.done\"") && event_type(&text).as_deref() == Some("response.done") {
@@ -184,7 +160,7 @@ impl Relay {
                 }
             }
         };
-        self.state.metrics.realtime_closed.with_label_values(&[reason]).inc();
+        lifetime.close(&self.state, reason);
         // Responses still held were not finished: their holds are released as they drop.
         drop(held);
         let _ = to_upstream.send(Up::Close(None)).await;
