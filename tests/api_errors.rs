@@ -215,7 +215,7 @@ async fn a_model_without_its_provider_key_is_unavailable_and_says_what_to_set() 
     // Embeddings are off in this gateway: the embedding model is listed, unavailable, with the way to fix it.
     assert_eq!(entry("all-minilm-l6-v2")["available"], false);
     assert!(entry("all-minilm-l6-v2")["unavailable_reason"].as_str().unwrap().contains("make models"));
-    assert_eq!(models["data"].as_array().unwrap().len(), 19);
+    assert_eq!(models["data"].as_array().unwrap().len(), 20);
     gw.stop().await;
 }
 

@@ -325,6 +325,10 @@ impl Catalogue {
                 }
                 continue;
             }
+            // A realtime model priced per second of audio (a provider's own streaming transcription) has no tokens.
+            if model.modality == Modality::Realtime && model.pricing.per_audio_second.milli() > 0 {
+                continue;
+            }
             if matches!(model.modality, Modality::Speech | Modality::SpeechToSpeech | Modality::Transcription) {
                 let Some(limits) = &model.audio else {
                     return Err(format!("model catalogue: speech model `{name}` needs an `audio` table of limits"));

@@ -70,7 +70,7 @@ impl TextSender {
 }
 
 /// `ws(s)://…` from an `http(s)://…` base URL.
-pub(crate) fn socket_base(base: &str) -> String {
+pub fn socket_base(base: &str) -> String {
     let base = base.trim_end_matches('/');
     if let Some(rest) = base.strip_prefix("https://") {
         format!("wss://{rest}")

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use elevenlabs_ws::{SpeechSocket, SpeechSocketRequest, TextSender};
+pub use elevenlabs_ws::{socket_base, SpeechSocket, SpeechSocketRequest, TextSender};
 pub use simulator::SimulatorConfig;
 
 /// Bounds on every upstream call.
@@ -392,6 +392,17 @@ impl Provider {
                 upstreams.first().map(|o| (o.upstream.base_url.clone(), o.upstream.key.clone()))
             }
             _ => None,
+        }
+    }
+
+    /// Where a provider's own WebSocket APIs go (ElevenLabs' `stream-input` and realtime speech to text): its first
+    /// upstream's base URL and key.
+    pub fn socket_target(&self) -> Option<(String, Option<String>)> {
+        match self {
+            Provider::ElevenLabs(upstreams) => {
+                upstreams.first().map(|e| (e.upstream.base_url.clone(), e.upstream.key.clone()))
+            }
+            _ => self.realtime_target(),
         }
     }
 }

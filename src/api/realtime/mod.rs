@@ -7,6 +7,7 @@
 //! `POST /v1/realtime/client_secrets` mints a browser secret in OpenAI's shape (`ek_…`, one of our session tokens).
 
 mod composed;
+mod elevenlabs;
 mod relay;
 mod secrets;
 
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use std::time::Duration;
 use switchyard_actors::catalogue::Modality;
 use switchyard_actors::engine::ledger::GetWallet;
+use switchyard_actors::providers::socket_base;
 use switchyard_actors::{Credits, ModelSpec};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -28,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         cfg.service(super::resource(path).route(web::get().to(connect)));
     }
     cfg.service(super::resource("/v1/realtime/client_secrets").route(web::post().to(secrets::create)));
+    elevenlabs::configure(cfg);
 }
 
 /// The largest frame a client may send (base64 audio of about 20 s at 24 kHz).
@@ -54,9 +57,9 @@ fn subprotocols(req: &HttpRequest) -> Vec<String> {
 
 /// The caller, from whichever place its client puts the credential.
 fn principal(state: &AppState, req: &HttpRequest, offered: &[String]) -> Result<Principal, ApiError> {
-    let from_header = presented_key(req)
-        .map(str::to_owned)
-        .or_else(|| req.headers().get("api-key").and_then(|v| v.to_str().ok()).map(|k| k.trim().to_owned()));
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(|k| k.trim().to_owned());
+    let from_header =
+        presented_key(req).map(str::to_owned).or_else(|| header("api-key")).or_else(|| header("xi-api-key"));
     let from_protocol = || offered.iter().find_map(|p| p.strip_prefix(INSECURE_KEY)).map(str::to_owned);
     let credential = from_header.or_else(from_protocol).ok_or_else(ApiError::missing_api_key)?;
     resolve(state, &credential)
@@ -107,13 +110,17 @@ impl Lifetime {
 
 /// `ws://…/realtime?model=…` from the provider's `http://…` base URL.
 fn upstream_url(base: &str, model: &str) -> String {
-    let base = base.trim_end_matches('/');
-    let ws = if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else {
-        format!("ws://{}", base.strip_prefix("http://").unwrap_or(base))
-    };
-    format!("{ws}/realtime?model={model}")
+    format!("{}/realtime?model={model}", socket_base(base))
+}
+
+/// A provider that refused the socket, in API.md's terms (502).
+fn refused_upstream(model: &ModelSpec, e: tokio_tungstenite::tungstenite::Error) -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::BAD_GATEWAY,
+        super::errors::ErrorType::UpstreamError,
+        "provider_error",
+        format!("provider `{}` refused the realtime connection: {e}", model.provider),
+    )
 }
 
 pub async fn connect(
@@ -162,14 +169,7 @@ pub async fn connect(
             .map_err(|_| ApiError::internal("the provider key is not a valid header"))?;
         request.headers_mut().insert("authorization", value);
     }
-    let (upstream, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| {
-        ApiError::new(
-            actix_web::http::StatusCode::BAD_GATEWAY,
-            super::errors::ErrorType::UpstreamError,
-            "provider_error",
-            format!("provider `{}` refused the realtime connection: {e}", model.provider),
-        )
-    })?;
+    let (upstream, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| refused_upstream(&model, e))?;
     let (response, session, stream) = upgrade(&req, body, &offered)?;
     let relay = relay::Relay { state: state.clone(), req: req.clone(), principal, model, _permit: permit };
     actix_web::rt::spawn(relay.run(session, stream.max_frame_size(MAX_FRAME), upstream));
