@@ -90,6 +90,38 @@ async fn a_conversation_is_relayed_and_each_response_billed_once() {
 }
 
 #[actix_web::test]
+async fn a_response_the_wallet_cannot_cover_whole_is_clamped_to_what_it_covers() {
+    let (mock, gw) = setup().await;
+    // A response holds its whole context as audio in (32,000 tokens at 32 credits per 1k: 1,024 credits) and its
+    // output allowance as audio out (64 per 1k). 1,030 credits cover 93 tokens out, not the model's 4,096.
+    let (workspace, key) = gw.workspace("1030", 1000, 10, 1_000_000).await;
+    let bearer = format!("Bearer {key}");
+    let (mut socket, _) =
+        open(&ws_url(&gw, "/v1/realtime?model=gpt-realtime"), &[("authorization", &bearer)]).await.unwrap();
+    assert_eq!(next(&mut socket).await["type"], "session.created");
+    send(&mut socket, json!({"type": "response.create", "response": {"max_output_tokens": 2000}})).await;
+    let done = loop {
+        let event = next(&mut socket).await;
+        if event["type"] == "response.done" {
+            break event;
+        }
+    };
+    assert_eq!(done["response"]["status"], "completed");
+    assert_eq!(mock.max_output_tokens(), vec![Some(93)], "the allowance sent upstream was clamped");
+    socket.close(None).await.unwrap();
+    let charged: i64 = gw.usage(&workspace).await.iter().map(|r| r.1).sum();
+    assert_eq!(gw.settled(&key).await, (1_030_000 - charged, 0));
+    // A wallet that cannot cover the fewest tokens worth a response is refused at the upgrade.
+    let (_, poor) = gw.workspace("1024.5", 1000, 10, 1_000_000).await;
+    let Err((status, _)) = open(&ws_url(&gw, "/v1/realtime?model=gpt-realtime"), &[("api-key", poor.as_str())]).await
+    else {
+        panic!("accepted")
+    };
+    assert_eq!(status, 402);
+    gw.stop().await;
+}
+
+#[actix_web::test]
 async fn refusals_are_plain_http_before_any_socket() {
     let (mock, gw) = setup().await;
     let (_, key) = gw.workspace("5000", 1000, 10, 1_000_000).await;
@@ -218,7 +250,7 @@ async fn the_official_openai_sdk_realtime_client_works_unchanged() {
 }
 
 #[actix_web::test]
-async fn a_response_cut_off_upstream_ends_with_an_error_event_and_is_not_charged() {
+async fn a_response_cut_off_upstream_ends_with_an_error_event_and_is_charged_for_what_was_streamed() {
     let (mock, gw) = setup().await;
     let (workspace, key) = gw.workspace("5000", 1000, 10, 1_000_000).await;
     let bearer = format!("Bearer {key}");
@@ -237,8 +269,13 @@ async fn a_response_cut_off_upstream_ends_with_an_error_event_and_is_not_charged
     );
     let closed = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next()).await.unwrap();
     assert!(matches!(closed, Some(Ok(Message::Close(_))) | None), "{closed:?}");
-    assert_eq!(gw.settled(&key).await, (5_000_000, 0), "nothing charged, nothing held");
-    assert!(gw.usage(&workspace).await.is_empty());
+    // Charged for what was streamed (one transcript delta, "Hello": two tokens of text out at 16 credits per 1k),
+    // once, and nothing left held.
+    let records = gw.usage(&workspace).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].2, "cut");
+    assert_eq!(records[0].1, 32, "{records:?}");
+    assert_eq!(gw.settled(&key).await, (5_000_000 - 32, 0));
     let metrics = gw.client.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("switchyard_realtime_sessions_closed_total{reason=\"upstream\"} 1"), "{metrics}");
     assert!(metrics.contains("switchyard_realtime_sessions_open 0"));

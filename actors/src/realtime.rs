@@ -50,6 +50,20 @@ impl RealtimeUsage {
         Credits(i64::try_from(milli.div_ceil(1000)).unwrap_or(i64::MAX))
     }
 
+    /// What a response that never reached its `response.done` (the provider or the client went away) used, as far
+    /// as the relay saw it: input audio at one token per 100 ms, output audio at one per 50 ms (OpenAI's rates), and
+    /// text out at one token per four characters.
+    pub fn estimate(input_audio_ms: u64, output_audio_ms: u64, output_text_chars: u64) -> RealtimeUsage {
+        let input = InputDetails { audio_tokens: input_audio_ms / 100, ..Default::default() };
+        let output = OutputDetails { text_tokens: output_text_chars.div_ceil(4), audio_tokens: output_audio_ms / 50 };
+        RealtimeUsage {
+            input_tokens: input.audio_tokens,
+            output_tokens: output.text_tokens + output.audio_tokens,
+            input_token_details: input,
+            output_token_details: output,
+        }
+    }
+
     /// The most one response can cost: its whole context as audio in, `max_output` tokens as audio out.
     pub fn most(p: &Pricing, context: u64, max_output: u64) -> Credits {
         let dearest_in = p.audio_prompt_per_1k.milli().max(p.prompt_per_1k.milli()).max(0) as u128;

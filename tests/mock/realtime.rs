@@ -31,6 +31,8 @@ struct Shared {
     responses: AtomicU64,
     /// The path and query of each handshake.
     paths: Mutex<Vec<String>>,
+    /// Each `response.create`'s `response.max_output_tokens` (None when absent).
+    max_output_tokens: Mutex<Vec<Option<u64>>>,
 }
 
 pub struct RealtimeMock {
@@ -76,6 +78,10 @@ impl RealtimeMock {
 
     pub fn responses(&self) -> u64 {
         self.shared.responses.load(Ordering::SeqCst)
+    }
+
+    pub fn max_output_tokens(&self) -> Vec<Option<u64>> {
+        self.shared.max_output_tokens.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     pub fn paths(&self) -> Vec<String> {
@@ -181,6 +187,9 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
             }
             "response.create" => {
                 shared.responses.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut asked) = shared.max_output_tokens.lock() {
+                    asked.push(client.pointer("/response/max_output_tokens").and_then(Value::as_u64));
+                }
                 let id = format!("resp_{}", rand_id());
                 let audio_in = (committed / (RATE * 2 / 10)) as u64;
                 committed = 0;

@@ -160,7 +160,7 @@ pub async fn connect(
     // One concurrent request while the socket is open; its responses are made inside that slot.
     let permit = super::limits::admit(&state, &req, &principal).await?;
     principal.holds_slot = true;
-    afford(&state, &principal, relay::most(&model)).await?;
+    afford(&state, &principal, relay::least(&model)).await?;
     let mut request = upstream_url(&base, &model.upstream)
         .into_client_request()
         .map_err(|e| ApiError::internal(format!("realtime upstream URL: {e}")))?;
