@@ -432,3 +432,89 @@ async fn the_index_command_resumes_and_the_index_survives_a_kill() {
     assert_eq!(listed["data"][0]["documents"], 40, "{listed}");
     assert_eq!(listed["data"][0]["points"], chunks, "{listed}");
 }
+
+#[path = "mock/server.rs"]
+mod chat_mock;
+
+/// A realtime voice session (claude-3-haiku, composed) with one response finished and a second under way when the
+/// gateway is SIGKILLed: after a restart on the same data, the finished response's parts are all recorded as they
+/// were reported, no hold is left, and the wallet is the credits less exactly what the records charge.
+#[tokio::test]
+async fn a_gateway_killed_mid_voice_session_keeps_every_finished_response_and_no_hold() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let chat = chat_mock::MockServer::start(chat_mock::MockConfig {
+        reply_words: 200,
+        token_interval: Duration::from_millis(20),
+        ..chat_mock::MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let media = media_mock::MediaMock::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("ANTHROPIC_BASE_URL", chat.url()),
+        ("ANTHROPIC_API_KEY", "test-anthropic".to_owned()),
+        ("ELEVENLABS_BASE_URL", media.url()),
+        ("ELEVENLABS_API_KEY", "xi-test".to_owned()),
+    ];
+    let mut gateway = start_with(dir.path(), &env);
+    let key = gateway.key.clone().unwrap();
+    let client = reqwest::Client::new();
+    let (initial, _) = wallet(&client, &gateway.url, &key).await;
+    let url = format!("{}/v1/realtime?model=claude-3-haiku&token={key}", gateway.url.replacen("http", "ws", 1));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap().unwrap().unwrap();
+    assert!(first.to_text().unwrap().contains("session.created"), "{first:?}");
+    let send = |event: Value| Message::text(event.to_string());
+    let item = json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "Tell me a long story."}]}});
+    socket.send(send(item)).await.unwrap();
+    socket.send(send(json!({"type": "response.create", "response": {"max_output_tokens": 5}}))).await.unwrap();
+    let finished = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap().unwrap().unwrap();
+        let Message::Text(text) = frame else { continue };
+        let event: Value = serde_json::from_str(text.as_str()).unwrap();
+        if event["type"] == "response.done" {
+            break event;
+        }
+    };
+    assert_eq!(finished["response"]["status"], "completed", "{finished}");
+    let parts: Vec<(String, i64)> = finished["response"]["switchyard"]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (p["id"].as_str().unwrap().to_owned(), (p["credits_charged"].as_f64().unwrap() * 1000.0).round() as i64)
+        })
+        .collect();
+    assert_eq!(parts.len(), 2, "{finished}");
+    // The second response: killed once its first audio arrived.
+    socket.send(send(json!({"type": "response.create"}))).await.unwrap();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap().unwrap().unwrap();
+        let Message::Text(text) = frame else { continue };
+        if text.as_str().contains("response.output_audio.delta") {
+            break;
+        }
+    }
+    let status = Command::new("kill").args(["-KILL", &gateway.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let _ = gateway.child.wait();
+    let restarted = start_with(dir.path(), &env);
+    let (balance, reserved) = wallet(&client, &restarted.url, &key).await;
+    assert_eq!(reserved, 0, "a hold survived the crash");
+    let db =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}/switchyard.db?mode=ro", dir.path().display())).await.unwrap();
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, credits_milli FROM usage").fetch_all(&db).await.unwrap();
+    let recorded: std::collections::HashMap<String, i64> = rows.iter().cloned().collect();
+    for (id, credits) in &parts {
+        assert_eq!(
+            recorded.get(id),
+            Some(credits),
+            "part {id} reported {credits} but its record is missing or differs"
+        );
+    }
+    let spent: i64 = rows.iter().map(|r| r.1).sum();
+    assert_eq!(initial - balance, spent, "the wallet does not add up after the crash");
+}

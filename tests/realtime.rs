@@ -208,7 +208,7 @@ async fn a_browser_client_secret_opens_the_socket_by_subprotocol() {
     assert_eq!(again.send().await.unwrap().status(), 403);
     for (body, param) in [
         (json!({"expires_after": {"seconds": 5}}), "expires_after.seconds"),
-        (json!({"session": {"model": "gpt-4"}}), "session.model"),
+        (json!({"session": {"model": "flux-1-pro"}}), "session.model"),
         (json!({"session": "realtime"}), "session"),
         (json!({"colour": 1}), "colour"),
     ] {

@@ -51,7 +51,8 @@ pub async fn create(
         Some(Value::String(m)) => m.clone(),
         Some(_) => return Err(ApiError::invalid_field("session.model", "`session.model` must be a string")),
     };
-    let spec = state.catalogue.model(&model).filter(|m| m.modality == Modality::Realtime);
+    // A realtime model (relayed), or a chat model (a composed voice agent).
+    let spec = state.catalogue.model(&model).filter(|m| matches!(m.modality, Modality::Realtime | Modality::Chat));
     let spec = spec.ok_or_else(|| ApiError::unsupported_model(&model).with_param("session.model"))?;
     if !principal.may_run(&spec.name) {
         return Err(ApiError::model_not_allowed(&spec.name).with_param("session.model"));

@@ -70,6 +70,8 @@ struct Conversation {
     buffer: Vec<i16>,
     vad: vad::Vad,
     running: Option<Running>,
+    /// The id of the user item the audio being spoken will become (named at `speech_started`).
+    next_item: Option<String>,
 }
 
 fn event(kind: &str, mut body: Value) -> String {
@@ -83,8 +85,13 @@ impl Composed {
         let state = self.ctx.state.clone();
         let _open = crate::metrics::StreamGauge::new(&state.metrics.realtime_open);
         let (out, mut events) = mpsc::channel::<String>(64);
-        let mut conversation =
-            Conversation { items: Vec::new(), buffer: Vec::new(), vad: vad::Vad::default(), running: None };
+        let mut conversation = Conversation {
+            items: Vec::new(),
+            buffer: Vec::new(),
+            vad: vad::Vad::default(),
+            running: None,
+            next_item: None,
+        };
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut lifetime = super::Lifetime::new(&state);
         let _ = out.send(event("session.created", json!({"session": self.config.to_json()}))).await;
@@ -165,6 +172,7 @@ impl Composed {
             "input_audio_buffer.clear" => {
                 conversation.buffer.clear();
                 conversation.vad.reset();
+                conversation.next_item = None;
                 let _ = out.send(event("input_audio_buffer.cleared", json!({}))).await;
                 Ok(())
             }
@@ -227,18 +235,16 @@ impl Composed {
         let Some(detection) = self.config.turn_detection else { return Ok(()) };
         for turn in conversation.vad.feed(&samples, format.rate(), &detection) {
             match turn {
+                // The user item the speech will become is named now, as OpenAI does, and kept for the commit.
                 vad::Turn::Started(ms) => {
-                    let _ = out
-                        .send(event(
-                            "input_audio_buffer.speech_started",
-                            json!({"audio_start_ms": ms, "item_id": null}),
-                        ))
-                        .await;
+                    let item_id = conversation.next_item.get_or_insert_with(|| crate::auth::new_id("item")).clone();
+                    let started = json!({"audio_start_ms": ms, "item_id": item_id});
+                    let _ = out.send(event("input_audio_buffer.speech_started", started)).await;
                 }
                 vad::Turn::Stopped(ms) => {
-                    let _ = out
-                        .send(event("input_audio_buffer.speech_stopped", json!({"audio_end_ms": ms, "item_id": null})))
-                        .await;
+                    let item_id = conversation.next_item.get_or_insert_with(|| crate::auth::new_id("item")).clone();
+                    let stopped = json!({"audio_end_ms": ms, "item_id": item_id});
+                    let _ = out.send(event("input_audio_buffer.speech_stopped", stopped)).await;
                     self.commit(conversation, out).await?;
                     if detection.create_response && conversation.running.is_none() {
                         self.respond(None, conversation, out)?;
@@ -261,7 +267,7 @@ impl Composed {
         }
         let samples = std::mem::take(&mut conversation.buffer);
         conversation.vad.reset();
-        let item_id = crate::auth::new_id("item");
+        let item_id = conversation.next_item.take().unwrap_or_else(|| crate::auth::new_id("item"));
         let previous = conversation.items.last().map(|i| i.id.clone());
         let _ = out
             .send(event("input_audio_buffer.committed", json!({"previous_item_id": previous, "item_id": item_id})))

@@ -64,6 +64,17 @@ impl Response<'_> {
         self.out.send(self.event(kind, body).to_string()).await.is_ok()
     }
 
+    /// The content part of `response.content_part.added/done` (`audio` or `text`, as the protocol names parts there;
+    /// items name them `output_audio` and `output_text`).
+    fn part(&self, done: bool) -> Value {
+        let text = if done { self.text.as_str() } else { "" };
+        if self.ask.audio_out {
+            json!({"type": "audio", "transcript": text})
+        } else {
+            json!({"type": "text", "text": text})
+        }
+    }
+
     fn at(&self) -> Value {
         json!({"item_id": self.ask.item_id, "output_index": 0, "content_index": 0})
     }
@@ -149,7 +160,7 @@ impl Response<'_> {
                 self.emit("response.output_text.done", body).await;
             }
             let mut body = at;
-            body["part"] = self.item().to_json("completed")["content"][0].clone();
+            body["part"] = self.part(true);
             self.emit("response.content_part.done", body).await;
             let item = self.item().to_json("completed");
             self.emit("response.output_item.done", json!({"output_index": 0, "item": item})).await;
@@ -204,11 +215,7 @@ async fn run(ctx: &Ctx, r: &mut Response<'_>, cancel: &mut oneshot::Receiver<()>
         )
         .await;
     let mut part = r.at();
-    part["part"] = if r.ask.audio_out {
-        json!({"type": "output_audio", "transcript": ""})
-    } else {
-        json!({"type": "output_text", "text": ""})
-    };
+    part["part"] = r.part(false);
     r.emit("response.content_part.added", part).await;
     let Streaming { model, first, rest, mut bill } = *streaming;
     let mut speaker = if r.ask.audio_out {
