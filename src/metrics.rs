@@ -150,6 +150,16 @@ impl Metrics {
         registry.register(Box::new(realtime_first_audio.clone()))?;
         registry.register(Box::new(realtime_audio_seconds.clone()))?;
         registry.register(Box::new(realtime_responses.clone()))?;
+        // Every series a dashboard shows exists from the start, at zero.
+        for reason in ["client", "upstream", "slow_consumer", "expired"] {
+            realtime_closed.with_label_values(&[reason]);
+        }
+        for direction in ["in", "out"] {
+            realtime_audio_seconds.with_label_values(&[direction]);
+        }
+        for status in ["completed", "cancelled", "failed"] {
+            realtime_responses.with_label_values(&[status]);
+        }
         let engine = switchyard_actors::engine::metrics::EngineMetrics::new(&registry)?;
         Ok(Metrics {
             engine,

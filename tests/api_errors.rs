@@ -394,6 +394,10 @@ async fn openapi_document_covers_every_route() {
         ("/readyz", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),
+        ("/v1/realtime", "get"),
+        ("/v1/realtime/client_secrets", "post"),
+        ("/v1/text-to-speech/{voice_id}/stream-input", "get"),
+        ("/v1/speech-to-text/realtime", "get"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
     }

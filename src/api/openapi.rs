@@ -1,8 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations, and `GET /openapi.json` that serves it.
 
 use super::{
-    admin, billing, call, chat, download, embeddings, errors, image, marketplace, media, openai, ops, runs, sessions,
-    speech, task, tasks,
+    admin, billing, call, chat, download, embeddings, errors, image, marketplace, media, openai, ops, realtime, runs,
+    sessions, speech, task, tasks,
 };
 use crate::store::Plan;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -45,6 +45,10 @@ use utoipa::{Modify, OpenApi};
         admin::top_up,
         admin::revoke_key,
         admin::update_key,
+        realtime::connect,
+        realtime::secrets::create,
+        realtime::elevenlabs::speech,
+        realtime::elevenlabs::transcription,
         sessions::create_session,
         sessions::delete_session,
         ops::healthz,
@@ -70,6 +74,7 @@ use utoipa::{Modify, OpenApi};
         media::InitUpload, media::UploadTicket, media::CompleteUpload, media::MediaObject, media::Uploaded,
         runs::RunRequest, runs::RunResponse, runs::KnowledgeBase, runs::KnowledgeBaseList,
         marketplace::MarketplaceModel, marketplace::MarketplaceList,
+        realtime::secrets::CreateSecret, realtime::secrets::ExpiresAfter,
         embeddings::EmbeddingsRequest, embeddings::EmbeddingsResponse, embeddings::EmbeddingItem, embeddings::EmbeddingsUsage,
     )),
     modifiers(&Security)

@@ -4,6 +4,11 @@
 //! counted), a transcript on commit, and `response.create` → `response.created`, transcript and PCM16 24 kHz audio
 //! deltas, `response.output_audio.done`, then `response.done` with `usage` (deterministic counts). Refuses a
 //! handshake without `Authorization: Bearer`.
+//!
+//! For the realtime benchmark (`tests/bench/realtime.rs`), off unless asked: each `response.output_audio.delta` can
+//! carry `sent_ns` (UNIX time in nanoseconds, taken just before the event is written), and the audio deltas of a
+//! response can be paced like real speech (the first at once, each next one after a pause) rather than sent in a
+//! burst.
 
 use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
@@ -11,6 +16,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::Message;
@@ -33,6 +39,22 @@ struct Shared {
     paths: Mutex<Vec<String>>,
     /// Each `response.create`'s `response.max_output_tokens` (None when absent).
     max_output_tokens: Mutex<Vec<Option<u64>>>,
+    /// Bench: stamp each audio delta with `sent_ns`.
+    stamp_audio: std::sync::atomic::AtomicBool,
+    /// Bench: microseconds between a response's audio deltas (0: a burst).
+    audio_every_us: AtomicU64,
+}
+
+/// A reply of the mock: an event ready to go, or an audio delta's body, stamped and paced when it is sent.
+enum Out {
+    Event(Message),
+    Audio(Value),
+}
+
+impl From<Message> for Out {
+    fn from(message: Message) -> Out {
+        Out::Event(message)
+    }
 }
 
 pub struct RealtimeMock {
@@ -70,6 +92,17 @@ impl RealtimeMock {
     /// Makes every response stop after its first delta, the socket dropped without a close frame.
     pub fn cut_responses(&self, cut: bool) {
         self.shared.cut_responses.store(cut, Ordering::SeqCst);
+    }
+
+    /// Stamps each `response.output_audio.delta` with `sent_ns`: UNIX time in nanoseconds, just before the write.
+    pub fn stamp_audio(&self, stamp: bool) {
+        self.shared.stamp_audio.store(stamp, Ordering::SeqCst);
+    }
+
+    /// Paces a response's audio deltas: the first at once, each next one `every` after the one before (zero: a burst).
+    pub fn pace_audio(&self, every: Duration) {
+        let us = u64::try_from(every.as_micros()).unwrap_or(u64::MAX);
+        self.shared.audio_every_us.store(us, Ordering::SeqCst);
     }
 
     pub fn connections(&self) -> u64 {
@@ -111,7 +144,41 @@ fn chunk(index: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Nanoseconds since the UNIX epoch.
+pub fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Sends `replies` in order (audio deltas paced and stamped as the bench asked); false when the socket is gone.
+async fn emit<S>(tx: &mut S, replies: impl IntoIterator<Item = Out>, shared: &Shared) -> bool
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    let mut first_audio = true;
+    for reply in replies {
+        let message = match reply {
+            Out::Event(message) => message,
+            Out::Audio(mut body) => {
+                let every = shared.audio_every_us.load(Ordering::SeqCst);
+                if every > 0 && !std::mem::take(&mut first_audio) {
+                    tokio::time::sleep(Duration::from_micros(every)).await;
+                }
+                if shared.stamp_audio.load(Ordering::SeqCst) {
+                    body["sent_ns"] = json!(unix_ns());
+                }
+                event("response.output_audio.delta", body)
+            }
+        };
+        if tx.send(message).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
+    // Each event is written as it is made (no coalescing behind an unacknowledged one).
+    let _ = stream.set_nodelay(true);
     let paths = shared.clone();
     // tungstenite's callback shape: its error is a whole HTTP response.
     #[allow(clippy::result_large_err)]
@@ -145,14 +212,14 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
     while let Some(Ok(frame)) = rx.next().await {
         let Message::Text(text) = frame else { continue };
         let Ok(client) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-        let replies: Vec<Message> = match client["type"].as_str().unwrap_or_default() {
+        let replies: Vec<Out> = match client["type"].as_str().unwrap_or_default() {
             "session.update" => {
                 if let Some(Value::Object(changes)) = client.get("session") {
                     for (k, v) in changes {
                         session[k] = v.clone();
                     }
                 }
-                vec![event("session.updated", json!({"session": session}))]
+                vec![event("session.updated", json!({"session": session})).into()]
             }
             "input_audio_buffer.append" => {
                 match base64::engine::general_purpose::STANDARD.decode(client["audio"].as_str().unwrap_or_default()) {
@@ -164,12 +231,13 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
                         "error",
                         json!({"error": {"type": "invalid_request_error", "code": "invalid_value",
                                          "message": "audio is not base64"}}),
-                    )],
+                    )
+                    .into()],
                 }
             }
             "input_audio_buffer.clear" => {
                 buffered = 0;
-                vec![event("input_audio_buffer.cleared", json!({}))]
+                vec![event("input_audio_buffer.cleared", json!({})).into()]
             }
             "input_audio_buffer.commit" => {
                 let item = format!("item_{}", rand_id());
@@ -177,12 +245,13 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
                 committed += buffered;
                 buffered = 0;
                 vec![
-                    event("input_audio_buffer.committed", json!({"item_id": item, "previous_item_id": null})),
+                    event("input_audio_buffer.committed", json!({"item_id": item, "previous_item_id": null})).into(),
                     event(
                         "conversation.item.input_audio_transcription.completed",
                         json!({"item_id": item, "content_index": 0, "transcript": format!("heard {seconds:.1} seconds"),
                                "usage": {"type": "duration", "seconds": seconds}}),
-                    ),
+                    )
+                    .into(),
                 ]
             }
             "response.create" => {
@@ -193,42 +262,43 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
                 let id = format!("resp_{}", rand_id());
                 let audio_in = (committed / (RATE * 2 / 10)) as u64;
                 committed = 0;
-                let mut out = vec![event("response.created", json!({"response": {"id": id, "status": "in_progress"}}))];
+                let mut out: Vec<Out> =
+                    vec![event("response.created", json!({"response": {"id": id, "status": "in_progress"}})).into()];
                 for (i, word) in ["Hello", " from", " the", " mock", "."].iter().enumerate() {
-                    out.push(event(
-                        "response.output_audio_transcript.delta",
-                        json!({"response_id": id, "delta": word}),
-                    ));
+                    out.push(
+                        event("response.output_audio_transcript.delta", json!({"response_id": id, "delta": word}))
+                            .into(),
+                    );
                     let audio = base64::engine::general_purpose::STANDARD.encode(chunk(i));
-                    out.push(event("response.output_audio.delta", json!({"response_id": id, "delta": audio})));
+                    out.push(Out::Audio(json!({"response_id": id, "delta": audio})));
                 }
                 if shared.cut_responses.load(Ordering::SeqCst) {
-                    for reply in out.into_iter().take(2) {
-                        let _ = tx.send(reply).await;
-                    }
+                    emit(&mut tx, out.into_iter().take(2), &shared).await;
                     return;
                 }
-                out.push(event("response.output_audio.done", json!({"response_id": id})));
-                out.push(event(
-                    "response.done",
-                    json!({"response": {"id": id, "status": "completed", "usage": {
+                out.push(event("response.output_audio.done", json!({"response_id": id})).into());
+                out.push(
+                    event(
+                        "response.done",
+                        json!({"response": {"id": id, "status": "completed", "usage": {
                         "total_tokens": TEXT_IN + audio_in + TEXT_OUT + AUDIO_OUT,
                         "input_tokens": TEXT_IN + audio_in, "output_tokens": TEXT_OUT + AUDIO_OUT,
                         "input_token_details": {"text_tokens": TEXT_IN, "audio_tokens": audio_in, "cached_tokens": 0},
                         "output_token_details": {"text_tokens": TEXT_OUT, "audio_tokens": AUDIO_OUT}}}}),
-                ));
+                    )
+                    .into(),
+                );
                 out
             }
             other => vec![event(
                 "error",
                 json!({"error": {"type": "invalid_request_error", "code": "unknown_event",
                                  "message": format!("Invalid value: '{other}'")}}),
-            )],
+            )
+            .into()],
         };
-        for reply in replies {
-            if tx.send(reply).await.is_err() {
-                return;
-            }
+        if !emit(&mut tx, replies, &shared).await {
+            return;
         }
     }
 }

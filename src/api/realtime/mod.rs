@@ -7,11 +7,11 @@
 //! `POST /v1/realtime/client_secrets` mints a browser secret in OpenAI's shape (`ek_…`, one of our session tokens).
 
 mod composed;
-mod elevenlabs;
+pub mod elevenlabs;
 mod relay;
-mod secrets;
+pub mod secrets;
 
-use super::errors::ApiError;
+use super::errors::{ApiError, ErrorBody};
 use super::principal::resolve;
 use crate::auth::{presented_key, Principal};
 use crate::state::AppState;
@@ -123,6 +123,19 @@ fn refused_upstream(model: &ModelSpec, e: tokio_tungstenite::tungstenite::Error)
     )
 }
 
+/// The OpenAI Realtime protocol over WebSocket: relayed for realtime models, played by the gateway for chat models.
+#[utoipa::path(get, path = "/v1/realtime", tag = "realtime",
+    params(("model" = String, Query, description = "A realtime model (relayed) or any chat model (a voice agent)"),
+           ("token" = Option<String>, Query, description = "A session token (browsers; or the `openai-insecure-api-key.<secret>` subprotocol)")),
+    responses((status = 101, description = "Switching Protocols: the session speaks the OpenAI Realtime protocol (GA events)"),
+        (status = 400, description = "missing_field, unsupported_model: not a realtime or chat model", body = ErrorBody),
+        (status = 401, description = "missing_api_key, invalid_api_key, invalid_token, token_expired", body = ErrorBody),
+        (status = 402, description = "insufficient_credits: the wallet cannot cover the least response", body = ErrorBody),
+        (status = 403, description = "model_not_allowed", body = ErrorBody),
+        (status = 429, description = "rate_limit_exceeded, concurrency_limit_exceeded", body = ErrorBody),
+        (status = 502, description = "provider_error: the provider refused the realtime connection", body = ErrorBody),
+        (status = 503, description = "provider_unavailable: the provider or the voice models are not configured", body = ErrorBody)),
+    security(("api_key" = []), ("bearer" = [])))]
 pub async fn connect(
     state: web::Data<AppState>,
     req: HttpRequest,

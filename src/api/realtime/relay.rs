@@ -139,7 +139,12 @@ impl Relay {
                             }
                             Step::Nothing
                         }
-                        Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => break ("client", CloseCode::Normal),
+                        Some(Ok(actix_ws::Message::Close(_))) | None => break ("client", CloseCode::Normal),
+                        Some(Err(e)) => {
+                            // A frame over the limit, or broken framing: said, then closed (the stream cannot go on).
+                            let _ = client.text(error_event("invalid_frame", &format!("The frame was refused: {e}"))).await;
+                            break ("client", CloseCode::Size);
+                        }
                         Some(Ok(_)) => Step::Nothing,
                     };
                     match step {

@@ -10,21 +10,29 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_actors::catalogue::Modality;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSecret {
     pub expires_after: Option<ExpiresAfter>,
     /// `{"type": "realtime", "model", "audio": {"output": {"voice"}}, …}`: kept and answered as given.
+    #[schema(value_type = Object)]
     pub session: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpiresAfter {
     pub anchor: Option<String>,
     pub seconds: Option<i64>,
 }
 
+/// A browser's client secret in OpenAI's shape: `{"value": "ek_…", "expires_at", "session"}`.
+#[utoipa::path(post, path = "/v1/realtime/client_secrets", tag = "realtime", request_body = CreateSecret,
+    responses((status = 200, description = "`{\"value\": \"ek_…\", \"expires_at\", \"session\"}`"),
+        crate::api::docs::Authenticated, crate::api::docs::JsonBody,
+        (status = 400, description = "invalid_field, unsupported_model (session.model)", body = crate::api::errors::ErrorBody),
+        (status = 403, description = "model_not_allowed; api_key_required (a token cannot mint a secret)", body = crate::api::errors::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
     Admitted { principal, .. }: Admitted,
