@@ -122,6 +122,50 @@ async fn a_response_the_wallet_cannot_cover_whole_is_clamped_to_what_it_covers()
 }
 
 #[actix_web::test]
+async fn the_providers_close_code_is_passed_on_and_an_expired_token_is_refused() {
+    let (_mock, gw) = setup().await;
+    let (_, key) = gw.workspace("5000", 1000, 10, 1_000_000).await;
+    let bearer = format!("Bearer {key}");
+    let (mut socket, _) =
+        open(&ws_url(&gw, "/v1/realtime?model=gpt-realtime"), &[("authorization", &bearer)]).await.unwrap();
+    assert_eq!(next(&mut socket).await["type"], "session.created");
+    send(&mut socket, json!({"type": "mock.close", "code": 4001, "reason": "session ended by the provider"})).await;
+    let closed = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), socket.next()).await.unwrap() {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => break other,
+        }
+    };
+    let Some(Ok(Message::Close(Some(frame)))) = closed else { panic!("{closed:?}") };
+    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4001, "session ended by the provider"));
+    // A session token past its expiry: 401 before the upgrade.
+    let minted: Value = gw
+        .client
+        .post(format!("{}/api/v1/sessions", gw.url))
+        .header("X-API-Key", &key)
+        .json(&json!({"expires_in": 60}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = minted["access_token"].as_str().unwrap();
+    let mut claims = gw.state.sessions.check(token, switchyard::clock::now_unix()).unwrap();
+    claims.exp = switchyard::clock::now_unix() - 1;
+    let expired = gw.state.sessions.mint(&claims);
+    let url = |token: &str| format!("{}&token={token}", ws_url(&gw, "/v1/realtime?model=gpt-realtime"));
+    let Err((status, body)) = open(&url(&expired), &[]).await else { panic!("accepted") };
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("expired_token")), "{body}");
+    // And one revoked (a browser signed out): 401 too.
+    let revoked = gw.client.delete(format!("{}/api/v1/sessions/{}", gw.url, claims.sid)).header("X-API-Key", &key);
+    assert_eq!(revoked.send().await.unwrap().status(), 200);
+    let Err((status, body)) = open(&url(token), &[]).await else { panic!("accepted") };
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("revoked_token")), "{body}");
+    gw.stop().await;
+}
+
+#[actix_web::test]
 async fn refusals_are_plain_http_before_any_socket() {
     let (mock, gw) = setup().await;
     let (_, key) = gw.workspace("5000", 1000, 10, 1_000_000).await;

@@ -213,6 +213,15 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
         let Message::Text(text) = frame else { continue };
         let Ok(client) = serde_json::from_str::<Value>(text.as_str()) else { continue };
         let replies: Vec<Out> = match client["type"].as_str().unwrap_or_default() {
+            // Test hook: the provider ends the session with this close code and reason.
+            "mock.close" => {
+                let code = client["code"].as_u64().unwrap_or(1000) as u16;
+                let reason = client["reason"].as_str().unwrap_or_default().to_owned();
+                let frame =
+                    tokio_tungstenite::tungstenite::protocol::CloseFrame { code: code.into(), reason: reason.into() };
+                let _ = tx.send(Message::Close(Some(frame))).await;
+                return;
+            }
             "session.update" => {
                 if let Some(Value::Object(changes)) = client.get("session") {
                     for (k, v) in changes {

@@ -119,6 +119,8 @@ impl Relay {
         let mut lifetime = super::Lifetime::new(&self.state);
         // Input audio appended since the last response was asked for (for the estimate of a response cut off).
         let mut pending_input_ms = 0u64;
+        // A close frame of the provider's, passed on to the client as it came.
+        let mut passed: Option<actix_ws::CloseReason> = None;
         let (reason, code) = loop {
             if lifetime.expired() {
                 let _ = client.text(error_event("session_expired", "The session reached its time limit")).await;
@@ -182,6 +184,14 @@ impl Relay {
                                 break ("upstream", CloseCode::Error);
                             }
                         }
+                        Some(Ok(Up::Close(frame))) if held.is_empty() => {
+                            // The provider ended the session between responses: its close code is passed on.
+                            passed = frame.map(|f| actix_ws::CloseReason {
+                                code: u16::from(f.code).into(),
+                                description: Some(f.reason.to_string()).filter(|r| !r.is_empty()),
+                            });
+                            break ("upstream", CloseCode::Normal);
+                        }
                         Some(Ok(Up::Close(_))) | None | Some(Err(_)) => {
                             // A response cut off upstream ends with an error event, never a silent stop.
                             if !held.is_empty() {
@@ -213,7 +223,7 @@ impl Relay {
         }
         drop(held);
         let _ = to_upstream.send(Up::Close(None)).await;
-        let _ = client.close(Some(actix_ws::CloseReason { code, description: None })).await;
+        let _ = client.close(passed.or(Some(actix_ws::CloseReason { code, description: None }))).await;
     }
 
     /// What to do with a client's text frame: forward it (holding a response's cost first), or refuse it.
