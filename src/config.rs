@@ -99,6 +99,11 @@ pub struct RealtimeConfig {
     /// Speaks the chat model's answer as it is written (a `speech` model; ElevenLabs' `stream-input` socket,
     /// its fallbacks over HTTP).
     pub text_to_speech: String,
+    /// Streams a composed session's input audio, as it is appended, into ElevenLabs' realtime speech-to-text
+    /// socket (`streaming_transcription_model`, billed per second of audio sent); a turn whose socket fails is
+    /// transcribed over HTTP by `speech_to_text` at commit, as when this is off.
+    pub streaming_transcription: bool,
+    pub streaming_transcription_model: String,
     /// The longest a session may last, and the longest it may sit with no frame either way.
     pub max_session_secs: u64,
     pub idle_secs: u64,

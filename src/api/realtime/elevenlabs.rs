@@ -5,21 +5,19 @@
 //! used. Frames pass as they come; the client's are read only to count what is billed: characters of text (speech)
 //! and seconds of audio (transcription). Billing goes in blocks: a block's cost is held before the frames that use
 //! it are forwarded, and settled (one usage record each) when full or when the socket ends, so the wallet is never
-//! overspent and nothing is charged twice. A wallet that cannot cover the next block ends the socket with an
-//! error message and close code 1008.
+//! overspent and nothing is charged twice (`meter.rs`). A wallet that cannot cover the next block ends the socket
+//! with an error message and close code 1008.
 
+use super::meter::{Meter, Unit};
 use super::{error_event, upgrade, MAX_FRAME};
-use crate::api::call::{Answered, Billed, CallSpec, Measured};
 use crate::api::errors::{ApiError, ErrorBody};
-use crate::auth::Principal;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::CloseCode;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use switchyard_actors::catalogue::Modality;
-use switchyard_actors::engine::pool::Outcome;
 use switchyard_actors::engine::session::Permit;
 use switchyard_actors::ModelSpec;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -49,10 +47,10 @@ impl Kind {
         }
     }
 
-    fn cost(self, model: &ModelSpec, units: u64) -> switchyard_actors::Credits {
+    fn unit(self) -> Unit {
         match self {
-            Kind::Speech => model.pricing.characters_cost(units),
-            Kind::Transcription { .. } => model.pricing.audio_cost(units),
+            Kind::Speech => Unit::Characters,
+            Kind::Transcription { .. } => Unit::AudioMillis,
         }
     }
 
@@ -194,7 +192,7 @@ async fn open(
     }
     let permit = crate::api::limits::admit(&state, &req, &principal).await?;
     principal.holds_slot = true;
-    let meter = Meter::begin(&state, &req, &principal, &model, kind).await?;
+    let meter = Meter::begin(&state, &req, &principal, &model, kind.unit(), kind.block()).await?;
     let provider = state.providers.for_model(&model).ok_or_else(|| ApiError::unsupported_model(&model.name))?;
     let (base, key) = provider.socket_target().ok_or_else(|| ApiError::unsupported_model(&model.name))?;
     let url = format!("{}{path}?{}", super::socket_base(&base), upstream_query(&req, &model));
@@ -207,97 +205,15 @@ async fn open(
     let (upstream, _) =
         tokio_tungstenite::connect_async(request).await.map_err(|e| super::refused_upstream(&model, e))?;
     let (response, session, stream) = upgrade(&req, body, &offered)?;
-    let relay = Relay { state: state.clone(), meter, _permit: permit };
+    let relay = Relay { state: state.clone(), meter, kind, _permit: permit };
     actix_web::rt::spawn(relay.run(session, stream.max_frame_size(MAX_FRAME), upstream));
     Ok(response)
-}
-
-/// The socket's bill: the block held now, and what it has used.
-struct Meter {
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    principal: Principal,
-    model: ModelSpec,
-    kind: Kind,
-    billed: Option<Billed>,
-    used: u64,
-    started: Instant,
-}
-
-impl Meter {
-    async fn begin(
-        state: &web::Data<AppState>,
-        req: &HttpRequest,
-        principal: &Principal,
-        model: &ModelSpec,
-        kind: Kind,
-    ) -> Result<Meter, ApiError> {
-        let mut meter = Meter {
-            state: state.clone(),
-            req: req.clone(),
-            principal: principal.clone(),
-            model: model.clone(),
-            kind,
-            billed: None,
-            used: 0,
-            started: Instant::now(),
-        };
-        meter.hold().await?;
-        Ok(meter)
-    }
-
-    async fn hold(&mut self) -> Result<(), ApiError> {
-        let spec = CallSpec {
-            principal: &self.principal,
-            model: &self.model,
-            use_fallback: false,
-            reporting_group: None,
-            endpoint: "/v1/realtime",
-            id_prefix: if self.kind == Kind::Speech { "speech" } else { "stt" },
-            started: Instant::now(),
-            task: None,
-        };
-        let (kind, block) = (self.kind, self.kind.block());
-        let billed = Billed::begin(&self.state, &self.req, &spec, spec.new_id(), 0, |m| kind.cost(m, block)).await?;
-        self.billed = Some(billed);
-        self.used = 0;
-        self.started = Instant::now();
-        Ok(())
-    }
-
-    /// Counts `units` against the block, settling it and holding the next when it is full.
-    async fn take(&mut self, mut units: u64) -> Result<(), ApiError> {
-        let block = self.kind.block();
-        while self.used + units > block {
-            units -= block - self.used;
-            self.used = block;
-            self.settle().await;
-            self.hold().await?;
-        }
-        self.used += units;
-        Ok(())
-    }
-
-    /// Charges the block for what it used (a block that used nothing is released).
-    async fn settle(&mut self) {
-        let Some(mut billed) = self.billed.take() else { return };
-        if self.used == 0 {
-            billed.fail("ok");
-            return;
-        }
-        let cost = self.kind.cost(&self.model, self.used);
-        let answered =
-            Answered { model: self.model.clone(), attempts: 1, fallback: None, upstream: self.started.elapsed() };
-        let measured = Measured { units: self.used, ..Default::default() };
-        if let Err(e) = billed.settle_as(&answered, cost, measured, "ok", Outcome::Success).await {
-            tracing::warn!(error = %e.detail.message, "could not settle a relayed socket's block");
-        }
-    }
 }
 
 struct Relay {
     state: web::Data<AppState>,
     meter: Meter,
+    kind: Kind,
     _permit: Permit,
 }
 
@@ -324,7 +240,7 @@ impl Relay {
         let (mut to_upstream, mut from_upstream) = upstream.split();
         let mut lifetime = super::Lifetime::new(&self.state);
         let mut ping = tokio::time::interval(PING_EVERY);
-        let kind = self.meter.kind;
+        let kind = self.kind;
         let (reason, close) = loop {
             if lifetime.expired() {
                 let _ = client.text(refusal(kind, "session_expired", "The session reached its time limit")).await;

@@ -8,6 +8,7 @@
 
 mod composed;
 pub mod elevenlabs;
+mod meter;
 mod relay;
 pub mod secrets;
 
@@ -239,23 +240,29 @@ async fn composed(
     };
     let stt = voice_model(&state.config.realtime.speech_to_text)?;
     let tts = voice_model(&state.config.realtime.text_to_speech)?;
+    // Streaming transcription is an improvement, never a condition: without its model, turns go over HTTP.
+    let listen = match state.config.realtime.streaming_transcription {
+        false => None,
+        true => voice_model(&state.config.realtime.streaming_transcription_model)
+            .inspect_err(|e| tracing::warn!(error = %e.detail.message, "streaming transcription unavailable"))
+            .ok(),
+    };
     let permit = super::limits::admit(&state, &req, &principal).await?;
     principal.holds_slot = true;
     // The voice models are part of the chat model's session: a key or token limited to the chat model may use them.
     if let Some(models) = &principal.models {
         let mut list = models.to_vec();
         list.extend([stt.name.clone(), tts.name.clone()]);
+        list.extend(listen.as_ref().map(|m| m.name.clone()));
         principal.models = Some(list.into());
     }
     afford(&state, &principal, chat.pricing.cost(1_000, 64)).await?;
     let (response, session, stream) = upgrade(&req, body, offered)?;
     let default_voice = tts.audio.as_ref().and_then(|a| a.default_voice.clone()).unwrap_or_default();
-    let config = composed::Config::new(&chat.name, &default_voice, &stt.name);
-    let composed = composed::Composed {
-        config,
-        ctx: std::rc::Rc::new(composed::Ctx { state: state.clone(), req: req.clone(), principal, chat, stt, tts }),
-        _permit: permit,
-    };
+    let transcription_model = listen.as_ref().unwrap_or(&stt).name.clone();
+    let config = composed::Config::new(&chat.name, &default_voice, &transcription_model);
+    let ctx = composed::Ctx { state: state.clone(), req: req.clone(), principal, chat, stt, tts, listen };
+    let composed = composed::Composed { config, ctx: std::rc::Rc::new(ctx), _permit: permit };
     actix_web::rt::spawn(composed.run(session, stream.max_frame_size(MAX_FRAME)));
     Ok(response)
 }

@@ -88,24 +88,47 @@ impl Format {
 /// A stream of PCM16 at one rate made into a format, chunk by chunk, with no sample lost or doubled at the seams.
 pub struct Encoder {
     format: Format,
+    resampler: Resampler,
+}
+
+impl Encoder {
+    pub fn new(format: Format, from: u32) -> Encoder {
+        Encoder { format, resampler: Resampler::new(from, format.rate()) }
+    }
+
+    pub fn push(&mut self, samples: &[i16]) -> Vec<u8> {
+        let samples = self.resampler.push(samples);
+        self.format.encode_at_rate(&samples)
+    }
+}
+
+/// A stream of PCM16 from one rate to another (linear interpolation), chunk by chunk, with no sample lost or
+/// doubled at the seams.
+pub struct Resampler {
     from: u32,
+    to: u32,
     /// Input samples not yet used up, and the position of the next output sample among them.
     pending: Vec<i16>,
     at: f64,
 }
 
-impl Encoder {
-    pub fn new(format: Format, from: u32) -> Encoder {
-        Encoder { format, from, pending: Vec::new(), at: 0.0 }
+impl Resampler {
+    pub fn new(from: u32, to: u32) -> Resampler {
+        Resampler { from, to, pending: Vec::new(), at: 0.0 }
     }
 
-    pub fn push(&mut self, samples: &[i16]) -> Vec<u8> {
-        let to = self.format.rate();
-        if self.from == to {
-            return self.format.encode_at_rate(samples);
+    /// The rate the input is taken at.
+    pub fn from(&self) -> u32 {
+        self.from
+    }
+
+    /// The output for `samples`; the last input sample is kept for the next chunk (it is needed to interpolate).
+    pub fn push(&mut self, samples: &[i16]) -> Vec<i16> {
+        if self.from == self.to {
+            return samples.to_vec();
         }
         self.pending.extend_from_slice(samples);
-        let step = f64::from(self.from) / f64::from(to);
+        let step = f64::from(self.from) / f64::from(self.to);
         let mut out = Vec::with_capacity((samples.len() as f64 / step) as usize + 1);
         while (self.at as usize) + 1 < self.pending.len() {
             let j = self.at as usize;
@@ -117,7 +140,24 @@ impl Encoder {
         let used = (self.at as usize).min(self.pending.len());
         self.pending.drain(..used);
         self.at -= used as f64;
-        self.format.encode_at_rate(&out)
+        out
+    }
+
+    /// The end of the stream: the output still owed for the samples kept back (the last standing for the next).
+    pub fn flush(&mut self) -> Vec<i16> {
+        let step = f64::from(self.from) / f64::from(self.to);
+        let mut out = Vec::new();
+        while self.from != self.to && (self.at as usize) < self.pending.len() {
+            let j = self.at as usize;
+            let frac = self.at - j as f64;
+            let a = f64::from(self.pending[j]);
+            let b = self.pending.get(j + 1).map_or(a, |&b| f64::from(b));
+            out.push((a + (b - a) * frac).round() as i16);
+            self.at += step;
+        }
+        self.pending.clear();
+        self.at = 0.0;
+        out
     }
 }
 
@@ -234,6 +274,14 @@ mod tests {
         let mut encoder = Encoder::new(Format::Pcmu, 24_000);
         let made: usize = (0..100).map(|_| encoder.push(&[0; 2_401]).len()).sum();
         assert!((made as i64 - 240_100 / 3).abs() <= 1, "{made}");
+        // To 16 kHz for speech to text, in uneven pieces, then flushed: every sample owed, exactly.
+        for (from, pieces) in [(24_000, [7_001usize, 4_999, 12_000]), (8_000, [1_001, 2_999, 4_000])] {
+            let mut resampler = Resampler::new(from, 16_000);
+            let mut made: usize = pieces.iter().map(|&n| resampler.push(&vec![0; n]).len()).sum();
+            made += resampler.flush().len();
+            let total: usize = pieces.iter().sum();
+            assert_eq!(made, total * 16_000 / from as usize, "from {from} Hz");
+        }
     }
 
     #[test]

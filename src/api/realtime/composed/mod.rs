@@ -1,11 +1,13 @@
 //! Composed realtime sessions: any chat model as a voice agent. The gateway plays the server side of the OpenAI
 //! Realtime protocol itself. Committed input audio (by the client, or by server voice activity detection) is
-//! transcribed by the speech-to-text model (a billed call), the conversation goes to the chat model as a stream,
-//! and its text, as it is written, to the text-to-speech model (`speaker.rs`), whose audio comes back as
-//! `response.output_audio.delta`. Every part is one billed call on the one path; `response.done` says what each
-//! part was charged. The session holds one concurrency slot while open; its calls count against the rate.
+//! transcribed by the speech-to-text model (a billed call; with `realtime.streaming_transcription`, streamed as it
+//! is appended into ElevenLabs' realtime speech-to-text socket, `listener.rs`, with HTTP as its fallback), the
+//! conversation goes to the chat model as a stream, and its text, as it is written, to the text-to-speech model
+//! (`speaker.rs`), whose audio comes back as `response.output_audio.delta`. Every part is one billed call on the one
+//! path; `response.done` says what each part was charged. The session holds one concurrency slot while open; its calls count against the rate.
 
 mod audio;
+mod listener;
 mod session;
 mod speaker;
 mod turn;
@@ -38,10 +40,29 @@ pub struct Ctx {
     pub chat: ModelSpec,
     pub stt: ModelSpec,
     pub tts: ModelSpec,
+    /// The streaming speech-to-text model, when input audio goes to its socket as it is appended.
+    pub listen: Option<ModelSpec>,
 }
 
-/// Events on their way to the client (bounded: a response waits for a slow client, never buffers for it).
+/// A response's events on their way to the client (bounded: a response waits for a slow client, never buffers
+/// for it).
 pub type Out = mpsc::Sender<String>;
+
+/// The session's own events (answers to client events, transcripts): never waited on, so handling a client event
+/// can never wait on a response that waits on the loop. They are few per client event, and a client that does not
+/// read is closed as a slow consumer.
+#[derive(Clone)]
+pub struct Notes(mpsc::UnboundedSender<String>);
+
+impl Notes {
+    pub async fn send(&self, text: String) -> Result<(), String> {
+        self.0.send(text).map_err(|e| e.0)
+    }
+
+    pub fn try_send(&self, text: String) -> Result<(), String> {
+        self.0.send(text).map_err(|e| e.0)
+    }
+}
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 const SLOW_CONSUMER: Duration = Duration::from_secs(5);
@@ -70,8 +91,13 @@ struct Conversation {
     buffer: Vec<i16>,
     vad: vad::Vad,
     running: Option<Running>,
-    /// The id of the user item the audio being spoken will become (named at `speech_started`).
+    /// The id of the user item the audio being spoken will become (named at `speech_started`, or when its
+    /// transcription socket opens).
     next_item: Option<String>,
+    /// The buffer's audio on its way into the speech-to-text socket (streaming transcription).
+    listener: Option<listener::Listener>,
+    /// Where a response sends its events.
+    turn_out: Out,
 }
 
 fn event(kind: &str, mut body: Value) -> String {
@@ -84,13 +110,17 @@ impl Composed {
     pub async fn run(mut self, mut client: actix_ws::Session, mut from_client: actix_ws::MessageStream) {
         let state = self.ctx.state.clone();
         let _open = crate::metrics::StreamGauge::new(&state.metrics.realtime_open);
-        let (out, mut events) = mpsc::channel::<String>(64);
+        let (turn_out, mut events) = mpsc::channel::<String>(64);
+        let (notes, mut noted) = mpsc::unbounded_channel::<String>();
+        let out = Notes(notes);
         let mut conversation = Conversation {
             items: Vec::new(),
             buffer: Vec::new(),
             vad: vad::Vad::default(),
             running: None,
             next_item: None,
+            listener: None,
+            turn_out,
         };
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut lifetime = super::Lifetime::new(&state);
@@ -120,6 +150,14 @@ impl Composed {
                             break ("client", CloseCode::Size);
                         }
                         Some(Ok(_)) => {}
+                    }
+                }
+                Some(text) = noted.recv() => {
+                    lifetime.touch();
+                    match tokio::time::timeout(SLOW_CONSUMER, client.text(text)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break ("client", CloseCode::Normal),
+                        Err(_) => break ("slow_consumer", CloseCode::Again),
                     }
                 }
                 Some(text) = events.recv() => {
@@ -156,7 +194,7 @@ impl Composed {
         let _ = client.close(Some(actix_ws::CloseReason { code, description: None })).await;
     }
 
-    async fn client_event(&mut self, text: &str, conversation: &mut Conversation, out: &Out) {
+    async fn client_event(&mut self, text: &str, conversation: &mut Conversation, out: &Notes) {
         let parsed: Value = match serde_json::from_str(text) {
             Ok(Value::Object(map)) => Value::Object(map),
             _ => {
@@ -173,12 +211,14 @@ impl Composed {
                 conversation.buffer.clear();
                 conversation.vad.reset();
                 conversation.next_item = None;
+                // Its socket is let go: the audio it was sent is charged, as sent.
+                conversation.listener = None;
                 let _ = out.send(event("input_audio_buffer.cleared", json!({}))).await;
                 Ok(())
             }
             "conversation.item.create" => Self::create_item(&parsed, conversation, out).await,
             "conversation.item.delete" => Self::delete_item(&parsed, conversation, out).await,
-            "response.create" => self.respond(parsed.get("response"), conversation, out),
+            "response.create" => self.respond(parsed.get("response"), conversation),
             "response.cancel" => match conversation.running.as_mut().and_then(|r| r.cancel.take()) {
                 Some(cancel) => {
                     let _ = cancel.send(());
@@ -194,7 +234,7 @@ impl Composed {
         }
     }
 
-    async fn update(&mut self, parsed: &Value, out: &Out) -> Result<(), (&'static str, String)> {
+    async fn update(&mut self, parsed: &Value, out: &Notes) -> Result<(), (&'static str, String)> {
         let session = parsed.get("session").cloned().unwrap_or(Value::Null);
         let default_voice = self.ctx.tts.audio.as_ref().and_then(|a| a.default_voice.clone()).unwrap_or_default();
         self.config
@@ -208,7 +248,7 @@ impl Composed {
         &mut self,
         parsed: &Value,
         conversation: &mut Conversation,
-        out: &Out,
+        out: &Notes,
     ) -> Result<(), (&'static str, String)> {
         let audio = parsed
             .get("audio")
@@ -232,6 +272,15 @@ impl Composed {
             .with_label_values(&["in"])
             .inc_by(samples.len() as f64 / f64::from(format.rate()));
         conversation.buffer.extend_from_slice(&samples);
+        if let Some(model) = &self.ctx.listen {
+            // The turn's socket opens with its first audio (`listener.rs` says why then).
+            let listener = conversation.listener.get_or_insert_with(|| {
+                let item_id = conversation.next_item.get_or_insert_with(|| crate::auth::new_id("item")).clone();
+                let language = self.config.language.clone();
+                listener::Listener::open(self.ctx.clone(), model.clone(), item_id, language, format.rate(), out.clone())
+            });
+            listener.hear(&samples, format.rate());
+        }
         let Some(detection) = self.config.turn_detection else { return Ok(()) };
         for turn in conversation.vad.feed(&samples, format.rate(), &detection) {
             match turn {
@@ -247,7 +296,7 @@ impl Composed {
                     let _ = out.send(event("input_audio_buffer.speech_stopped", stopped)).await;
                     self.commit(conversation, out).await?;
                     if detection.create_response && conversation.running.is_none() {
-                        self.respond(None, conversation, out)?;
+                        self.respond(None, conversation)?;
                     }
                 }
             }
@@ -256,7 +305,7 @@ impl Composed {
     }
 
     /// Commits the input audio: a user item, transcribed by the speech-to-text model (a billed call).
-    async fn commit(&mut self, conversation: &mut Conversation, out: &Out) -> Result<(), (&'static str, String)> {
+    async fn commit(&mut self, conversation: &mut Conversation, out: &Notes) -> Result<(), (&'static str, String)> {
         let format = self.config.input_format;
         let millis = conversation.buffer.len() as u64 * 1000 / u64::from(format.rate());
         if millis < MIN_COMMIT_MS {
@@ -279,28 +328,28 @@ impl Composed {
                 json!({"previous_item_id": previous, "item": pending.to_json("completed")}),
             ))
             .await;
-        let call = TranscribeCall {
-            audio: FileInput {
-                filename: "input.wav".into(),
-                content_type: "audio/wav",
-                bytes: audio::wav(&samples, format.rate()).into(),
-            },
-            language: self.config.language.clone(),
-            reporting_group: None,
-            use_fallback: false,
+        let heard = match conversation.listener.take() {
+            Some(listener) => listener.commit().await,
+            None => None,
         };
-        let ctx = &self.ctx;
-        let transcribed =
-            transcribe(&ctx.state, &ctx.req, &ctx.principal, &ctx.stt, call, Instant::now(), "/v1/realtime").await;
+        let transcribed = match heard {
+            Some(heard) => {
+                let model = self.ctx.listen.as_ref().map(|m| m.name.clone());
+                let (id, credits) = heard.charged.map_or((None, None), |(id, c)| (Some(id), Some(c)));
+                let usage = json!({"type": "duration", "seconds": heard.seconds, "id": id, "model": model,
+                                   "credits_charged": credits});
+                Ok((heard.text, usage))
+            }
+            // Over HTTP: streaming is off, or the turn's socket failed or gave no transcript in time.
+            None => self.transcribe(&samples).await,
+        };
         let item = match transcribed {
-            Ok(t) => {
-                let item = Item { text: t.text.clone(), ..pending };
-                let usage = json!({"type": "duration", "seconds": t.duration_seconds, "id": t.id,
-                                   "model": t.model, "credits_charged": t.metadata.credits_charged});
+            Ok((text, usage)) => {
+                let item = Item { text: text.clone(), ..pending };
                 let _ = out
                     .send(event(
                         "conversation.item.input_audio_transcription.completed",
-                        json!({"item_id": item_id, "content_index": 0, "transcript": t.text, "usage": usage}),
+                        json!({"item_id": item_id, "content_index": 0, "transcript": text, "usage": usage}),
                     ))
                     .await;
                 item
@@ -321,10 +370,31 @@ impl Composed {
         Ok(())
     }
 
+    /// The buffer's audio transcribed over HTTP by the speech-to-text model: its text and `usage`.
+    async fn transcribe(&self, samples: &[i16]) -> Result<(String, Value), crate::api::errors::ApiError> {
+        let rate = self.config.input_format.rate();
+        let call = TranscribeCall {
+            audio: FileInput {
+                filename: "input.wav".into(),
+                content_type: "audio/wav",
+                bytes: audio::wav(samples, rate).into(),
+            },
+            language: self.config.language.clone(),
+            reporting_group: None,
+            use_fallback: false,
+        };
+        let ctx = &self.ctx;
+        let t =
+            transcribe(&ctx.state, &ctx.req, &ctx.principal, &ctx.stt, call, Instant::now(), "/v1/realtime").await?;
+        let usage = json!({"type": "duration", "seconds": t.duration_seconds, "id": t.id, "model": t.model,
+                           "credits_charged": t.metadata.credits_charged});
+        Ok((t.text, usage))
+    }
+
     async fn create_item(
         parsed: &Value,
         conversation: &mut Conversation,
-        out: &Out,
+        out: &Notes,
     ) -> Result<(), (&'static str, String)> {
         let item =
             session::item_from(parsed.get("item").unwrap_or(&Value::Null)).map_err(|why| ("invalid_value", why))?;
@@ -339,7 +409,7 @@ impl Composed {
     async fn delete_item(
         parsed: &Value,
         conversation: &mut Conversation,
-        out: &Out,
+        out: &Notes,
     ) -> Result<(), (&'static str, String)> {
         let id = parsed.get("item_id").and_then(Value::as_str).unwrap_or_default();
         let before = conversation.items.len();
@@ -352,12 +422,7 @@ impl Composed {
     }
 
     /// Starts a response (one at a time), with the overrides a `response.create` may carry.
-    fn respond(
-        &self,
-        options: Option<&Value>,
-        conversation: &mut Conversation,
-        out: &Out,
-    ) -> Result<(), (&'static str, String)> {
+    fn respond(&self, options: Option<&Value>, conversation: &mut Conversation) -> Result<(), (&'static str, String)> {
         if conversation.running.is_some() {
             return Err((
                 "conversation_already_has_active_response",
@@ -389,7 +454,7 @@ impl Composed {
         };
         let (cancel, cancelled) = oneshot::channel();
         let ctx = self.ctx.clone();
-        let out = out.clone();
+        let out = conversation.turn_out.clone();
         let task = actix_web::rt::spawn(async move { turn::respond(&ctx, ask, &out, cancelled).await });
         conversation.running = Some(Running { task, cancel: Some(cancel) });
         Ok(())
