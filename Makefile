@@ -25,9 +25,10 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## bench: the mock upstream and the gateway (release), measured side by side; then vector index and search
+## bench: the mock upstream and the gateway (release), measured side by side (HTTP, realtime sessions); then vector index and search
 bench: models
 	cargo bench --bench gateway
+	cargo bench --bench realtime
 	cargo bench --bench vectors
 
 setup: setup-system $(VENV)/.installed models

@@ -69,6 +69,18 @@ impl TextSender {
     }
 }
 
+type Connected = (Socket, tokio_tungstenite::tungstenite::handshake::client::Response);
+
+/// Opens a WebSocket to a provider the way every upstream socket of the gateway is opened: TCP_NODELAY (frames go
+/// out as written), and a 16 KiB read buffer rather than tungstenite's 128 KiB, which it zero-fills on reads and so
+/// keeps resident per session.
+pub async fn connect_socket(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+) -> Result<Connected, tokio_tungstenite::tungstenite::Error> {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
+    tokio_tungstenite::connect_async_with_config(request, Some(config), true).await
+}
+
 /// `ws(s)://…` from an `http(s)://…` base URL.
 pub fn socket_base(base: &str) -> String {
     let base = base.trim_end_matches('/');
@@ -124,7 +136,7 @@ impl ElevenLabs {
                 HeaderValue::from_str(key).map_err(|_| connection("the provider key is not a header".into()))?;
             http.headers_mut().insert("xi-api-key", value);
         }
-        let connected = tokio::time::timeout_at(deadline, tokio_tungstenite::connect_async(http)).await;
+        let connected = tokio::time::timeout_at(deadline, connect_socket(http)).await;
         let socket = match connected {
             Err(_) => return Err(upstream.timeout(TimeoutPhase::FirstByte)),
             Ok(Ok((socket, _))) => socket,

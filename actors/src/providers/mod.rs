@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use elevenlabs_ws::{socket_base, SpeechSocket, SpeechSocketRequest, TextSender};
+pub use elevenlabs_ws::{connect_socket, socket_base, SpeechSocket, SpeechSocketRequest, TextSender};
 pub use simulator::SimulatorConfig;
 
 /// Bounds on every upstream call.

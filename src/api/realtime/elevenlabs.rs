@@ -203,7 +203,7 @@ async fn open(
         request.headers_mut().insert("xi-api-key", value);
     }
     let (upstream, _) =
-        tokio_tungstenite::connect_async(request).await.map_err(|e| super::refused_upstream(&model, e))?;
+        switchyard_actors::providers::connect_socket(request).await.map_err(|e| super::refused_upstream(&model, e))?;
     let (response, session, stream) = upgrade(&req, body, &offered)?;
     let relay = Relay { state: state.clone(), meter, kind, _permit: permit };
     actix_web::rt::spawn(relay.run(session, stream.max_frame_size(MAX_FRAME), upstream));

@@ -183,7 +183,8 @@ pub async fn connect(
             .map_err(|_| ApiError::internal("the provider key is not a valid header"))?;
         request.headers_mut().insert("authorization", value);
     }
-    let (upstream, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| refused_upstream(&model, e))?;
+    let (upstream, _) =
+        switchyard_actors::providers::connect_socket(request).await.map_err(|e| refused_upstream(&model, e))?;
     let (response, session, stream) = upgrade(&req, body, &offered)?;
     let relay = relay::Relay { state: state.clone(), req: req.clone(), principal, model, _permit: permit };
     actix_web::rt::spawn(relay.run(session, stream.max_frame_size(MAX_FRAME), upstream));

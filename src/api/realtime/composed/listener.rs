@@ -169,7 +169,7 @@ async fn connect(ctx: &Ctx, model: &ModelSpec, language: Option<&str>) -> Result
         let value = HeaderValue::from_str(&key).map_err(|_| "the provider key is not a header".to_owned())?;
         request.headers_mut().insert("xi-api-key", value);
     }
-    match tokio::time::timeout(CONNECT_WITHIN, tokio_tungstenite::connect_async(request)).await {
+    match tokio::time::timeout(CONNECT_WITHIN, switchyard_actors::providers::connect_socket(request)).await {
         Ok(Ok((socket, _))) => Ok(socket),
         Ok(Err(e)) => Err(format!("refused: {e}")),
         Err(_) => Err("no connection in time".into()),
