@@ -28,6 +28,25 @@ impl IntoResponses for Authenticated {
     }
 }
 
+/// A WebSocket route: every refusal comes before the upgrade, as plain HTTP.
+pub struct SocketUpgrade;
+
+impl IntoResponses for SocketUpgrade {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut answers = rows(&[
+            ("401", "missing_api_key, invalid_api_key, invalid_token, expired_token, revoked_token"),
+            ("402", "insufficient_credits: the wallet cannot cover the least the socket holds"),
+            ("403", "model_not_allowed"),
+            ("429", "rate_limit_exceeded, concurrency_limit_exceeded (the socket holds one concurrent request)"),
+            ("502", "provider_error: the provider refused the connection"),
+            ("503", "provider_unavailable"),
+        ]);
+        let switching = ResponseBuilder::new().description("Switching Protocols: the socket is open").build();
+        answers.insert("101".to_owned(), RefOr::T(switching));
+        answers
+    }
+}
+
 /// A route with a JSON body.
 pub struct JsonBody;
 

@@ -132,14 +132,8 @@ fn model_for(state: &AppState, req: &HttpRequest, modality: Modality, default: &
 /// ElevenLabs' text-to-speech WebSocket, relayed; billed per character sent.
 #[utoipa::path(get, path = "/v1/text-to-speech/{voice_id}/stream-input", tag = "realtime",
     params(("voice_id" = String, Path), ("model_id" = Option<String>, Query), ("output_format" = Option<String>, Query)),
-    responses((status = 101, description = "Switching Protocols: ElevenLabs' protocol, relayed"),
-        (status = 400, description = "unsupported_model (model_id), invalid_field (audio_format)", body = ErrorBody),
-        (status = 401, description = "missing_api_key, invalid_api_key, invalid_token", body = ErrorBody),
-        (status = 402, description = "insufficient_credits: the wallet cannot cover the first block", body = ErrorBody),
-        (status = 403, description = "model_not_allowed", body = ErrorBody),
-        (status = 429, description = "rate_limit_exceeded, concurrency_limit_exceeded", body = ErrorBody),
-        (status = 502, description = "provider_error", body = ErrorBody),
-        (status = 503, description = "provider_unavailable", body = ErrorBody)),
+    responses(crate::api::docs::SocketUpgrade,
+        (status = 400, description = "unsupported_model (model_id), invalid_field (audio_format)", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn speech(
     state: web::Data<AppState>,
@@ -155,14 +149,8 @@ pub async fn speech(
 /// ElevenLabs' realtime speech-to-text WebSocket, relayed; billed per second of audio sent.
 #[utoipa::path(get, path = "/v1/speech-to-text/realtime", tag = "realtime",
     params(("model_id" = Option<String>, Query), ("audio_format" = Option<String>, Query)),
-    responses((status = 101, description = "Switching Protocols: ElevenLabs' protocol, relayed"),
-        (status = 400, description = "unsupported_model (model_id), invalid_field (audio_format)", body = ErrorBody),
-        (status = 401, description = "missing_api_key, invalid_api_key, invalid_token", body = ErrorBody),
-        (status = 402, description = "insufficient_credits: the wallet cannot cover the first block", body = ErrorBody),
-        (status = 403, description = "model_not_allowed", body = ErrorBody),
-        (status = 429, description = "rate_limit_exceeded, concurrency_limit_exceeded", body = ErrorBody),
-        (status = 502, description = "provider_error", body = ErrorBody),
-        (status = 503, description = "provider_unavailable", body = ErrorBody)),
+    responses(crate::api::docs::SocketUpgrade,
+        (status = 400, description = "unsupported_model (model_id), invalid_field (audio_format)", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn transcription(
     state: web::Data<AppState>,

@@ -128,13 +128,8 @@ fn refused_upstream(model: &ModelSpec, e: tokio_tungstenite::tungstenite::Error)
 #[utoipa::path(get, path = "/v1/realtime", tag = "realtime",
     params(("model" = String, Query, description = "A realtime model (relayed) or any chat model (a voice agent)"),
            ("token" = Option<String>, Query, description = "A session token (browsers; or the `openai-insecure-api-key.<secret>` subprotocol)")),
-    responses((status = 101, description = "Switching Protocols: the session speaks the OpenAI Realtime protocol (GA events)"),
+    responses(super::docs::SocketUpgrade,
         (status = 400, description = "missing_field, unsupported_model: not a realtime or chat model", body = ErrorBody),
-        (status = 401, description = "missing_api_key, invalid_api_key, invalid_token, token_expired", body = ErrorBody),
-        (status = 402, description = "insufficient_credits: the wallet cannot cover the least response", body = ErrorBody),
-        (status = 403, description = "model_not_allowed", body = ErrorBody),
-        (status = 429, description = "rate_limit_exceeded, concurrency_limit_exceeded", body = ErrorBody),
-        (status = 502, description = "provider_error: the provider refused the realtime connection", body = ErrorBody),
         (status = 503, description = "provider_unavailable: the provider or the voice models are not configured", body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn connect(

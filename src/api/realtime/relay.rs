@@ -279,10 +279,8 @@ impl Relay {
         Ok((billed, text))
     }
 
-    /// Charges a response that never reached its `response.done` for what the relay saw streamed.
-    async fn settle_cut(&self, held: Held) {
-        let Held { mut billed, started, streamed } = held;
-        let usage = RealtimeUsage::estimate(streamed.input_ms, streamed.audio_out_ms, streamed.text_chars);
+    /// Charges a held response for `usage`, with `status` on its record.
+    async fn charge(&self, mut billed: Billed, started: Instant, usage: RealtimeUsage, status: &str, outcome: Outcome) {
         let cost = usage.cost(&self.model.pricing);
         let answered = Answered { model: self.model.clone(), attempts: 1, fallback: None, upstream: started.elapsed() };
         let measured = Measured {
@@ -291,36 +289,29 @@ impl Relay {
             units: usage.output_token_details.audio_tokens,
             ..Default::default()
         };
-        if let Err(e) = billed.settle_as(&answered, cost, measured, "cut", Outcome::Failure).await {
-            tracing::warn!(error = %e.detail.message, "could not settle a realtime response cut off");
+        if let Err(e) = billed.settle_as(&answered, cost, measured, status, outcome).await {
+            tracing::warn!(error = %e.detail.message, status, "could not settle a realtime response");
         }
+    }
+
+    /// Charges a response that never reached its `response.done` for what the relay saw streamed.
+    async fn settle_cut(&self, held: Held) {
+        let Held { billed, started, streamed } = held;
+        let usage = RealtimeUsage::estimate(streamed.input_ms, streamed.audio_out_ms, streamed.text_chars);
+        self.charge(billed, started, usage, "cut", Outcome::Failure).await;
     }
 
     /// Settles the oldest held response at what `response.done` reports it used.
     async fn settle(&self, held: &mut VecDeque<Held>, text: &str) {
-        let Some(Held { mut billed, started, .. }) = held.pop_front() else {
+        let Some(Held { billed, started, .. }) = held.pop_front() else {
             tracing::warn!("response.done with no response held");
             return;
         };
         let done: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-        let status = done["response"]["status"].as_str().unwrap_or("completed").to_owned();
         let usage: RealtimeUsage = serde_json::from_value(done["response"]["usage"].clone()).unwrap_or_default();
-        let cost = usage.cost(&self.model.pricing);
-        let answered = Answered { model: self.model.clone(), attempts: 1, fallback: None, upstream: started.elapsed() };
-        let measured = Measured {
-            prompt_tokens: usage.input_tokens,
-            completion_tokens: usage.output_tokens,
-            units: usage.output_token_details.audio_tokens,
-            ..Default::default()
-        };
-        let settled = if status == "completed" {
-            billed.settle(&answered, cost, measured).await.map(|_| ())
-        } else {
-            // Cancelled, incomplete or failed part way: charged for what it used, and said so on the record.
-            billed.settle_as(&answered, cost, measured, "cut", Outcome::Success).await.map(|_| ())
-        };
-        if let Err(e) = settled {
-            tracing::warn!(error = %e.detail.message, "could not settle a realtime response");
-        }
+        // Cancelled, incomplete or failed part way: charged for what it used, and said so on the record.
+        let status =
+            if done["response"]["status"].as_str().unwrap_or("completed") == "completed" { "ok" } else { "cut" };
+        self.charge(billed, started, usage, status, Outcome::Success).await;
     }
 }
