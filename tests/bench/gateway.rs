@@ -1,23 +1,32 @@
-//! Switchyard gateway benchmark: the latency the gateway adds over calling the upstream directly.
+//! Switchyard gateway benchmark: the latency the gateway adds over calling the upstream directly, and its speed as
+//! a ratio to a bare actix-web + reqwest hop measured in the same run against the same mock.
 //!
-//! `cargo bench --bench gateway` (or `make bench`; about 2 minutes) or `BENCH_QUICK=1 cargo bench --bench gateway`
-//! (about 20 s). Prints a markdown table on stdout, progress and finer percentiles on stderr.
+//! `cargo bench --bench gateway` (or `make bench`; about 3 minutes) or `BENCH_QUICK=1 cargo bench --bench gateway`
+//! (about 30 s). Prints markdown tables on stdout (the figures, then the ratios to the bare hop), progress and
+//! finer percentiles on stderr.
 //!
-//! Starts `switchyard-mock` and `switchyard serve` (fresh data directory) as child processes on 127.0.0.1, and
-//! drives the mock (`POST /v1/chat/completions`) and the gateway (`POST /api/v1/task`) through the same
-//! hand-written HTTP/1.1 client:
-//! 1. one keep-alive connection, sequential non-streaming requests (direct and gateway alternating in blocks);
+//! Starts `switchyard-mock`, `switchyard-floor` (the bare hop, tests/bench/floor.rs: forwards the body to the
+//! mock's `/v1/chat/completions` and returns the answer, as many workers as the gateway) and `switchyard serve`
+//! (fresh data directory) as child processes on 127.0.0.1, and drives the mock (`POST /v1/chat/completions`), the
+//! bare hop (the same) and the gateway (`POST /api/v1/task`, and `POST /v1/chat/completions` in phases 1 and 5)
+//! through the same hand-written HTTP/1.1 client:
+//! 1. one keep-alive connection, sequential non-streaming requests (the targets alternating in blocks);
 //! 2. open loop at fixed rates over a pool of keep-alive connections, latency taken from the intended send time
 //!    (no coordinated omission);
 //! 3. the highest rate held with p99 under 5 ms (bounded doubling/bisection search);
-//! 4. streaming: time from sending to the first non-empty content delta, one connection.
+//! 4. streaming: time from sending to the first non-empty content delta, one connection (mock and gateway);
+//! 5. throughput: 64 connections sending back to back (closed loop, as `oha -c 64`), completed requests per second.
 //!
-//! Placement (`BENCH_PIN`): `split` (default when `taskset` exists): load generator and mock on CPU 0, gateway on
-//! CPU 1; the one-connection test is also run with the gateway moved to CPU 0, which shows what cross-CPU
-//! wake-ups cost on this VM. `one`: everything on CPU 0. `none`: no pinning.
+//! The ratios the gateway is judged by: added latency at one connection, p50 and p99 (gateway − direct) ÷ (bare
+//! hop − direct), aim ≤ 1.3×; highest throughput, gateway ÷ bare hop, aim ≥ 0.8×. Reported, not asserted.
+//!
+//! Placement (`BENCH_PIN`): `split` (default when `taskset` exists): load generator and mock on CPU 0, bare hop and
+//! gateway on CPU 1; the one-connection test is also run with the bare hop and the gateway moved to CPU 0, which
+//! shows what cross-CPU wake-ups cost on this VM. `one`: everything on CPU 0. `none`: no pinning.
 //! Other knobs: `BENCH_QUICK=1`, `BENCH_SEQ_REQUESTS`, `BENCH_STREAM_REQUESTS`, `BENCH_RATES` (e.g.
 //! `1000,2000,4000,8000`), `BENCH_RATE_SECS`, `BENCH_CONNS`, `BENCH_SEARCH_PROBES`, `BENCH_SEARCH_SECS`,
-//! `BENCH_TOKEN_INTERVAL_US`.
+//! `BENCH_THROUGHPUT_CONNS`, `BENCH_THROUGHPUT_SECS`, `BENCH_THROUGHPUT_ROUNDS`, `BENCH_FLOOR_WORKERS` (default:
+//! the gateway's `server.workers`), `BENCH_TOKEN_INTERVAL_US`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::{Buf, BytesMut};
@@ -39,6 +48,7 @@ type Result<T> = std::result::Result<T, Error>;
 
 const MOCK_BIN: &str = env!("CARGO_BIN_EXE_switchyard-mock");
 const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const FLOOR_BIN: &str = env!("CARGO_BIN_EXE_switchyard-floor");
 const BODY: &str = r#"{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":16}"#;
 const STREAM_BODY: &str =
     r#"{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"stream":true}"#;
@@ -46,9 +56,9 @@ const P99_LIMIT: Duration = Duration::from_millis(5);
 /// No response may take longer; no run either.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const RUN_LIMIT: Duration = Duration::from_secs(15 * 60);
-/// Requests per block in the one-connection phases; blocks alternate between the targets (ABBA), so slow drifts
-/// of the machine (the other tenant compiling) hit both alike. Blocks stay well under a second, so the idle
-/// connection of the other target never reaches the gateway's keep-alive timeout (5 s).
+/// Requests per block in the one-connection phases; blocks alternate between the targets (`block_order`), so slow
+/// drifts of the machine (the other tenant compiling) hit all alike. Blocks stay well under a second, so the idle
+/// connections of the other targets never reach the gateway's keep-alive timeout (5 s).
 const BLOCK: usize = 250;
 const STREAM_BLOCK: usize = 25;
 
@@ -74,6 +84,9 @@ struct Settings {
     conns: usize,
     search_probes: usize,
     search_secs: f64,
+    throughput_conns: usize,
+    throughput_secs: f64,
+    throughput_rounds: usize,
     pin: Pin,
 }
 
@@ -118,6 +131,9 @@ impl Settings {
             conns: env_or("BENCH_CONNS", 32usize).clamp(1, 1024),
             search_probes: env_or("BENCH_SEARCH_PROBES", q(3, 7)),
             search_secs: env_or("BENCH_SEARCH_SECS", qf(1.0, 3.0)),
+            throughput_conns: env_or("BENCH_THROUGHPUT_CONNS", 64usize).clamp(1, 1024),
+            throughput_secs: env_or("BENCH_THROUGHPUT_SECS", qf(0.5, 3.0)).max(0.1),
+            throughput_rounds: env_or("BENCH_THROUGHPUT_ROUNDS", q(1, 2)).clamp(1, 10),
             pin,
         }
     }
@@ -243,6 +259,20 @@ fn revision() -> String {
     }
 }
 
+/// The gateway's HTTP workers in this run: `SWITCHYARD__SERVER__WORKERS` if set, else the compiled-in default;
+/// 0 means one per CPU.
+fn gateway_workers(cpus: usize) -> usize {
+    let configured = std::env::var("SWITCHYARD__SERVER__WORKERS").ok().and_then(|v| v.trim().parse::<usize>().ok());
+    let default = || {
+        let config: toml::Value = toml::from_str(switchyard::config::DEFAULT_TOML).ok()?;
+        usize::try_from(config.get("server")?.get("workers")?.as_integer()?).ok()
+    };
+    match configured.or_else(default).unwrap_or(1) {
+        0 => cpus.max(1),
+        n => n,
+    }
+}
+
 fn online_cpus() -> usize {
     std::fs::read_to_string("/proc/cpuinfo")
         .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
@@ -253,14 +283,23 @@ fn online_cpus() -> usize {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The lean HTTP/1.1 client, the same for both targets
+// The lean HTTP/1.1 client, the same for every target
+
+/// Indices into the targets (`run` builds them in this order).
+const DIRECT: usize = 0;
+const FLOOR: usize = 1;
+const GATEWAY: usize = 2;
+/// The gateway again, through its OpenAI face (`/v1/chat/completions`): phases 1 and 5 only.
+const GATEWAY_CHAT: usize = 3;
 
 /// One target: where it listens and the exact request bytes sent to it.
+#[derive(Clone)]
 struct Target {
     name: &'static str,
     addr: SocketAddr,
     plain: Arc<[u8]>,
-    stream: Arc<[u8]>,
+    /// The streaming request, for the targets measured streaming (the bare hop does not stream).
+    stream: Option<Arc<[u8]>>,
 }
 
 fn request_bytes(path: &str, addr: SocketAddr, key: &str, body: &str) -> Arc<[u8]> {
@@ -488,16 +527,30 @@ fn ns(d: Duration) -> u64 {
 // ---------------------------------------------------------------------------------------------------------------
 // Phase 1 and 4: one connection, sequential
 
-/// One connection per target; `total` measured requests each after `warmup`, in blocks alternating ABBA.
+/// The order of the targets in block (or round) `b`: a rotation, then its mirror image. Two targets go AB BA BA
+/// AB, three through all six orders; every target takes every place equally often, so drifts hit all alike.
+fn block_order(b: usize, n: usize) -> Vec<usize> {
+    let rotation = (b / 2) % n.max(1);
+    let mut order: Vec<usize> = (0..n).map(|k| (k + rotation) % n).collect();
+    if b % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
+/// One connection per target; `total` measured requests each after `warmup`, in blocks in `block_order`.
 async fn sequential(
-    targets: &[Target; 2],
+    targets: &[&Target],
     warmup: usize,
     total: usize,
     stream: bool,
     budget: Duration,
-) -> Result<[Samples; 2]> {
-    let mut conns = [Conn::open(targets[0].addr).await?, Conn::open(targets[1].addr).await?];
-    let mut out = [Samples::default(), Samples::default()];
+) -> Result<Vec<Samples>> {
+    let mut conns = Vec::with_capacity(targets.len());
+    for t in targets {
+        conns.push(Conn::open(t.addr).await?);
+    }
+    let mut out: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
     let deadline = Instant::now() + budget;
     for (i, t) in targets.iter().enumerate() {
         for _ in 0..warmup {
@@ -507,11 +560,10 @@ async fn sequential(
     let block = if stream { STREAM_BLOCK } else { BLOCK };
     let blocks = total.div_ceil(block);
     for b in 0..blocks {
-        let order = if b % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
+        for i in block_order(b, targets.len()) {
             let n = block.min(total - b * block);
             for _ in 0..n {
-                one(&targets[i], &mut conns[i], stream, &mut out[i]).await?;
+                one(targets[i], &mut conns[i], stream, &mut out[i]).await?;
             }
         }
         if Instant::now() > deadline {
@@ -530,7 +582,11 @@ async fn sequential(
 
 /// One timed request on `conn` (reopened after an error or `connection: close`).
 async fn one(target: &Target, conn: &mut Conn, stream: bool, out: &mut Samples) -> Result<()> {
-    let request = if stream { &target.stream } else { &target.plain };
+    let request = if stream {
+        target.stream.as_ref().ok_or_else(|| format!("{}: not measured streaming", target.name))?
+    } else {
+        &target.plain
+    };
     let start = Instant::now();
     let result = conn.timed_exchange(request, false, stream).await;
     let done = Instant::now();
@@ -735,16 +791,76 @@ async fn search(target: &Target, conns: usize, fixed: &[RateRun], probes: usize,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Phase 5: throughput, closed loop
+
+struct Throughput {
+    /// Completed requests (status 200) per second.
+    rate: f64,
+    samples: Samples,
+}
+
+/// Closed loop, as `oha -c CONNS -z SECS`: `conns` keep-alive connections (opened afresh), each sending its next
+/// request as soon as the last one is answered, until `secs` have passed. Rate: requests answered with 200 over
+/// the time from the start to the last answer.
+async fn closed_loop(target: &Target, conns: usize, secs: f64) -> Result<Throughput> {
+    let mut pool = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        pool.push(Conn::open(target.addr).await?);
+    }
+    pause(20).await;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut conn in pool {
+        let target = target.clone();
+        tasks.spawn(async move {
+            let mut samples = Samples::default();
+            let mut last = start;
+            while Instant::now() < deadline {
+                if let Err(e) = one(&target, &mut conn, false, &mut samples).await {
+                    samples.error(e.to_string());
+                    break;
+                }
+                last = Instant::now();
+            }
+            (samples, last)
+        });
+    }
+    let mut samples = Samples::default();
+    let mut last = start;
+    // Each request is bounded by REQUEST_TIMEOUT; dropping the set aborts whatever is left.
+    let collect_deadline = deadline + REQUEST_TIMEOUT + Duration::from_secs(5);
+    while let Ok(Some(joined)) = tokio::time::timeout_at(collect_deadline.into(), tasks.join_next()).await {
+        let (s, at) = joined?;
+        samples.lat.extend(s.lat);
+        samples.errors += s.errors;
+        if samples.first_error.is_none() {
+            samples.first_error = s.first_error;
+        }
+        last = last.max(at);
+    }
+    if !tasks.is_empty() {
+        samples.error(format!("{}: {} connections still busy at the end", target.name, tasks.len()));
+    }
+    samples.finish();
+    let elapsed = (last - start).as_secs_f64();
+    let rate = if elapsed > 0.0 { samples.lat.len() as f64 / elapsed } else { 0.0 };
+    Ok(Throughput { rate, samples })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // The run
 
 struct Setup {
     settings: Settings,
     /// Which code was measured: the commit, and whether the tree had other changes.
     revision: String,
-    /// Set with the split placement: the gateway's process, to move it between CPUs.
-    gateway_pid: Option<u32>,
+    /// Set with the split placement: the bare hop's and the gateway's processes, to move them between CPUs.
+    movable: Vec<u32>,
     cpus: usize,
     pin_note: String,
+    /// The bare hop's worker threads (the gateway's `server.workers`, unless `BENCH_FLOOR_WORKERS`).
+    floor_workers: usize,
     command: String,
 }
 
@@ -770,8 +886,37 @@ fn err_note(s: &Samples, unsent: u64) -> String {
     note
 }
 
+/// One percentile, with the errors noted.
+fn cell(s: &Samples, q: f64) -> String {
+    format!("{}{}", fmt_us(s.p(q)), err_note(s, 0))
+}
+
+/// p50 / p99, with the errors and unsent requests noted.
+fn pair(s: &Samples, unsent: u64) -> String {
+    format!("{} / {}{}", fmt_us(s.p(0.5)), fmt_us(s.p(0.99)), err_note(s, unsent))
+}
+
+/// Added p50 / p99 of `t` over `d`.
+fn pair_added(d: &Samples, t: &Samples) -> String {
+    format!("{} / {}", fmt_added(d.p(0.5), t.p(0.5)), fmt_added(d.p(0.99), t.p(0.99)))
+}
+
+/// Added latency at percentile `q`, target − direct, in µs.
+fn added(d: &Samples, t: &Samples, q: f64) -> Option<i64> {
+    Some(t.p(q)? as i64 - d.p(q)? as i64)
+}
+
+/// (gateway − direct) ÷ (bare hop − direct) at percentile `q`, with both figures.
+fn latency_ratio(d: &Samples, floor: &Samples, gateway: &Samples, q: f64) -> String {
+    match (added(d, floor, q), added(d, gateway, q)) {
+        (Some(f), Some(g)) if f > 0 => format!("{:.2}× ({g:+} ÷ {f:+} µs)", g as f64 / f as f64),
+        (Some(f), Some(g)) => format!("– (gateway {g:+} µs, bare hop {f:+} µs)"),
+        _ => "–".into(),
+    }
+}
+
 /// The distribution in more detail, on stderr.
-fn describe(what: &str, targets: &[Target; 2], samples: &[Samples; 2]) {
+fn describe(what: &str, targets: &[&Target], samples: &[Samples]) {
     for (t, s) in targets.iter().zip(samples) {
         let q = |q| fmt_us(s.p(q));
         eprintln!(
@@ -790,14 +935,36 @@ fn describe(what: &str, targets: &[Target; 2], samples: &[Samples; 2]) {
     }
 }
 
-async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
+/// `a` ÷ `b` as "0.52×", with "≥ " or "≤ " when one of them is only a lower bound (a rate that never failed).
+fn rate_ratio(a: (u64, bool), b: (u64, bool)) -> String {
+    if b.0 == 0 {
+        return "–".into();
+    }
+    let bound = match (a.1, b.1) {
+        (false, true) => "≥ ",
+        (true, false) => "≤ ",
+        _ => "",
+    };
+    let r = a.0 as f64 / b.0 as f64;
+    if r < 0.1 {
+        format!("{bound}{r:.4}×")
+    } else {
+        format!("{bound}{r:.2}×")
+    }
+}
+
+async fn bench(targets: Vec<Target>, setup: &Setup) -> Result<String> {
     let s = &setup.settings;
     let load_start = loadavg();
     let t0 = Instant::now();
-    // Sanity: both answer 200 with content, plain and streamed.
+    // Sanity: all answer 200 with content, plain and (where measured) streamed.
     for t in &targets {
         let mut c = Conn::open(t.addr).await?;
-        for (req, what) in [(&t.plain, "plain"), (&t.stream, "stream")] {
+        let mut requests = vec![(&t.plain, "plain")];
+        if let Some(stream) = &t.stream {
+            requests.push((stream, "stream"));
+        }
+        for (req, what) in requests {
             let r = c.timed_exchange(req, true, true).await?;
             if r.status != 200 || !has_content(&r.body) {
                 return Err(format!(
@@ -810,38 +977,49 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
             }
         }
     }
+    let all: Vec<&Target> = targets.iter().collect();
 
-    // With the split placement, the one-connection test also runs with the gateway moved onto the load
-    // generator's CPU: the difference is the cost of cross-CPU wake-ups on this VM, not of the gateway's work.
-    let same_cpu = match setup.gateway_pid {
-        Some(pid) => {
-            eprintln!("bench: 1 connection, {} requests per target, gateway moved to CPU 0", s.seq_requests);
-            repin(pid, "0")?;
-            let seq = sequential(&targets, s.seq_warmup, s.seq_requests, false, Duration::from_secs(40)).await;
-            repin(pid, "1")?;
-            let seq = seq?;
-            describe("1 conn, same CPU", &targets, &seq);
-            Some(seq)
+    // With the split placement, the one-connection test also runs with the bare hop and the gateway moved onto the
+    // load generator's CPU: the difference is the cost of cross-CPU wake-ups on this VM, not of the hops' work.
+    let same_cpu = if setup.movable.is_empty() {
+        None
+    } else {
+        eprintln!("bench: 1 connection, {} requests per target, bare hop and gateway moved to CPU 0", s.seq_requests);
+        let mut moved = Ok(());
+        for pid in &setup.movable {
+            moved = moved.and_then(|()| repin(*pid, "0"));
         }
-        None => None,
+        let seq = match moved {
+            Ok(()) => sequential(&all, s.seq_warmup, s.seq_requests, false, Duration::from_secs(40)).await,
+            Err(e) => Err(e),
+        };
+        for pid in &setup.movable {
+            repin(*pid, "1")?;
+        }
+        let seq = seq?;
+        describe("1 conn, same CPU", &all, &seq);
+        Some(seq)
     };
     eprintln!("bench: 1 connection, {} requests per target", s.seq_requests);
-    let seq = sequential(&targets, s.seq_warmup, s.seq_requests, false, Duration::from_secs(40)).await?;
-    describe("1 conn", &targets, &seq);
+    let seq = sequential(&all, s.seq_warmup, s.seq_requests, false, Duration::from_secs(40)).await?;
+    describe("1 conn", &all, &seq);
     eprintln!("bench: streaming, 1 connection, {} requests per target", s.stream_requests);
     let phase = Instant::now();
-    let ttft = sequential(&targets, s.stream_warmup, s.stream_requests, true, Duration::from_secs(60)).await?;
+    let streaming = [&targets[DIRECT], &targets[GATEWAY]];
+    let ttft = sequential(&streaming, s.stream_warmup, s.stream_requests, true, Duration::from_secs(60)).await?;
     eprintln!("bench:   ({:.1} s)", phase.elapsed().as_secs_f64());
+    describe("stream TTFT", &streaming, &ttft);
 
-    describe("stream TTFT", &targets, &ttft);
+    // Open loop and the search: the mock, the bare hop and the gateway on /api/v1/task (indices as in `targets`).
+    let open = [&targets[DIRECT], &targets[FLOOR], &targets[GATEWAY]];
     eprintln!("bench: open loop at {:?} req/s, {} s each, {} connections", s.rates, s.rate_secs, s.conns);
-    for t in &targets {
-        // Warm-up (fills the gateway's upstream connection pool).
+    for t in open {
+        // Warm-up (fills the hops' upstream connection pools).
         let _ = open_loop(t, s.conns, 1000, 0.5).await?;
     }
-    let mut fixed: [Vec<RateRun>; 2] = [Vec::new(), Vec::new()];
+    let mut fixed: Vec<Vec<RateRun>> = open.iter().map(|_| Vec::new()).collect();
     for &rate in &s.rates {
-        for (i, t) in targets.iter().enumerate() {
+        for (i, t) in open.iter().enumerate() {
             pause(300).await;
             let run = open_loop(t, s.conns, rate, s.rate_secs).await?;
             eprintln!(
@@ -859,57 +1037,86 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
 
     eprintln!("bench: searching the highest rate with p99 < 5 ms");
     let mut max = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
+    for (i, t) in open.iter().enumerate() {
         let (rate, bounded) = search(t, s.conns, &fixed[i], s.search_probes, s.search_secs).await?;
         max.push((rate, bounded));
     }
+
+    eprintln!(
+        "bench: throughput, {} connections back to back, {} s per run, best of {} rounds",
+        s.throughput_conns, s.throughput_secs, s.throughput_rounds
+    );
+    for t in &all {
+        // Warm-up: as many upstream connections as the run will want.
+        let _ = closed_loop(t, s.throughput_conns, if s.quick { 0.2 } else { 0.5 }).await?;
+    }
+    let mut best: Vec<Option<Throughput>> = all.iter().map(|_| None).collect();
+    for round in 0..s.throughput_rounds {
+        for i in block_order(round, all.len()) {
+            pause(300).await;
+            let run = closed_loop(all[i], s.throughput_conns, s.throughput_secs).await?;
+            eprintln!(
+                "bench:   {}: {:.0} req/s, p50 {} p99 {} µs{}",
+                all[i].name,
+                run.rate,
+                fmt_us(run.samples.p(0.5)),
+                fmt_us(run.samples.p(0.99)),
+                err_note(&run.samples, 0)
+            );
+            if let Some(e) = &run.samples.first_error {
+                eprintln!("bench:     first error: {e}");
+            }
+            if best[i].as_ref().is_none_or(|b| run.rate > b.rate) {
+                best[i] = Some(run);
+            }
+        }
+    }
+    let tput: Vec<Throughput> = best.into_iter().flatten().collect();
+    if tput.len() != all.len() {
+        return Err("throughput: a target was never measured".into());
+    }
     let elapsed = t0.elapsed();
 
-    // The table.
+    // The figures.
+    let (d, f, g) = (DIRECT, FLOOR, GATEWAY);
     let mut o = String::new();
-    let _ = writeln!(o, "| measurement | direct to mock | through gateway | added |");
-    let _ = writeln!(o, "|---|---|---|---|");
+    let _ = writeln!(
+        o,
+        "| measurement | direct to mock | bare hop | through gateway | added by bare hop | added by gateway |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
     for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
-        let (d, g) = (seq[0].p(q), seq[1].p(q));
         let _ = writeln!(
             o,
-            "| 1 conn {label} (µs) | {}{} | {}{} | {} |",
-            fmt_us(d),
-            err_note(&seq[0], 0),
-            fmt_us(g),
-            err_note(&seq[1], 0),
-            fmt_added(d, g)
+            "| 1 conn {label} (µs) | {} | {} | {} | {} | {} |",
+            cell(&seq[d], q),
+            cell(&seq[f], q),
+            cell(&seq[g], q),
+            fmt_added(seq[d].p(q), seq[f].p(q)),
+            fmt_added(seq[d].p(q), seq[g].p(q))
         );
     }
     if let Some(same) = &same_cpu {
-        let (d50, d99, g50, g99) = (same[0].p(0.5), same[0].p(0.99), same[1].p(0.5), same[1].p(0.99));
         let _ = writeln!(
             o,
-            "| 1 conn p50 / p99, gateway moved onto CPU 0 too (µs) | {} / {}{} | {} / {}{} | {} / {} |",
-            fmt_us(d50),
-            fmt_us(d99),
-            err_note(&same[0], 0),
-            fmt_us(g50),
-            fmt_us(g99),
-            err_note(&same[1], 0),
-            fmt_added(d50, g50),
-            fmt_added(d99, g99)
+            "| 1 conn p50 / p99, bare hop and gateway moved onto CPU 0 too (µs) | {} | {} | {} | {} | {} |",
+            pair(&same[d], 0),
+            pair(&same[f], 0),
+            pair(&same[g], 0),
+            pair_added(&same[d], &same[f]),
+            pair_added(&same[d], &same[g])
         );
     }
-    for (d, g) in fixed[0].iter().zip(&fixed[1]) {
-        let (d50, d99, g50, g99) = (d.samples.p(0.5), d.samples.p(0.99), g.samples.p(0.5), g.samples.p(0.99));
+    for ((rd, rf), rg) in fixed[d].iter().zip(&fixed[f]).zip(&fixed[g]) {
         let _ = writeln!(
             o,
-            "| {} req/s p50 / p99 (µs) | {} / {}{} | {} / {}{} | {} / {} |",
-            d.rate,
-            fmt_us(d50),
-            fmt_us(d99),
-            err_note(&d.samples, d.unsent),
-            fmt_us(g50),
-            fmt_us(g99),
-            err_note(&g.samples, g.unsent),
-            fmt_added(d50, g50),
-            fmt_added(d99, g99)
+            "| {} req/s p50 / p99 (µs) | {} | {} | {} | {} | {} |",
+            rd.rate,
+            pair(&rd.samples, rd.unsent),
+            pair(&rf.samples, rf.unsent),
+            pair(&rg.samples, rg.unsent),
+            pair_added(&rd.samples, &rf.samples),
+            pair_added(&rd.samples, &rg.samples)
         );
     }
     let shown = |(rate, bounded): (u64, bool)| {
@@ -919,37 +1126,43 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
             format!("≥ {rate}")
         }
     };
-    // A rate that never failed is a lower bound, and so makes the ratio a bound.
-    let bound = match (max[0].1, max[1].1) {
-        (false, true) => "≤ ",
-        (true, false) => "≥ ",
-        _ => "",
-    };
-    let ratio = if max[0].0 > 0 {
-        let r = max[1].0 as f64 / max[0].0 as f64;
-        if r < 0.1 {
-            format!("{bound}{r:.4}× of direct")
-        } else {
-            format!("{bound}{r:.2}× of direct")
-        }
-    } else {
-        "–".into()
-    };
-    let _ = writeln!(o, "| max rate with p99 < 5 ms (req/s) | {} | {} | {ratio} |", shown(max[0]), shown(max[1]));
-    let (d50, d99, g50, g99) = (ttft[0].p(0.5), ttft[0].p(0.99), ttft[1].p(0.5), ttft[1].p(0.99));
     let _ = writeln!(
         o,
-        "| stream TTFT p50 / p99 (µs) | {} / {}{} | {} / {}{} | {} / {} |",
-        fmt_us(d50),
-        fmt_us(d99),
-        err_note(&ttft[0], 0),
-        fmt_us(g50),
-        fmt_us(g99),
-        err_note(&ttft[1], 0),
-        fmt_added(d50, g50),
-        fmt_added(d99, g99)
+        "| max rate with p99 < 5 ms (req/s) | {} | {} | {} | {} of direct | {} of direct |",
+        shown(max[d]),
+        shown(max[f]),
+        shown(max[g]),
+        rate_ratio(max[f], max[d]),
+        rate_ratio(max[g], max[d])
     );
-    let ov = &seq[1].overhead_us;
+    let per_direct = |i: usize| {
+        if tput[d].rate > 0.0 {
+            format!("{:.2}× of direct", tput[i].rate / tput[d].rate)
+        } else {
+            "–".into()
+        }
+    };
+    let _ = writeln!(
+        o,
+        "| throughput, {} conns back to back (req/s) | {:.0}{} | {:.0}{} | {:.0}{} | {} | {} |",
+        s.throughput_conns,
+        tput[d].rate,
+        err_note(&tput[d].samples, 0),
+        tput[f].rate,
+        err_note(&tput[f].samples, 0),
+        tput[g].rate,
+        err_note(&tput[g].samples, 0),
+        per_direct(f),
+        per_direct(g)
+    );
+    let _ = writeln!(
+        o,
+        "| stream TTFT p50 / p99 (µs) | {} | – | {} | – | {} |",
+        pair(&ttft[0], 0),
+        pair(&ttft[1], 0),
+        pair_added(&ttft[0], &ttft[1])
+    );
+    let ov = &seq[g].overhead_us;
     let ov_q = |q: f64| -> Option<u64> {
         if ov.is_empty() {
             return None;
@@ -959,33 +1172,101 @@ async fn bench(targets: [Target; 2], setup: &Setup) -> Result<String> {
     };
     let _ = writeln!(
         o,
-        "| gateway's own X-Switchyard-Overhead-Us, 1 conn, p50 / p99 (µs) | – | {} / {} | – |",
+        "| gateway's own X-Switchyard-Overhead-Us, 1 conn, p50 / p99 (µs) | – | – | {} / {} | – | – |",
         fmt_us(ov_q(0.5)),
         fmt_us(ov_q(0.99))
     );
+
+    // The ratios the gateway is judged by.
+    let _ = writeln!(o);
+    let _ = writeln!(o, "| gateway ÷ bare hop | via /api/v1/task | via /v1/chat/completions | aim |");
+    let _ = writeln!(o, "|---|---|---|---|");
+    let c = GATEWAY_CHAT;
+    for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+        let _ = writeln!(
+            o,
+            "| added latency, 1 conn {label} | {} | {} | ≤ 1.3× |",
+            latency_ratio(&seq[d], &seq[f], &seq[g], q),
+            latency_ratio(&seq[d], &seq[f], &seq[c], q)
+        );
+    }
+    if let Some(same) = &same_cpu {
+        let both = |t: usize| {
+            format!(
+                "{} / {}",
+                latency_ratio(&same[d], &same[f], &same[t], 0.5),
+                latency_ratio(&same[d], &same[f], &same[t], 0.99)
+            )
+        };
+        let _ = writeln!(o, "| added latency, 1 conn p50 / p99, all on CPU 0 | {} | {} | – |", both(g), both(c));
+    }
+    // A bare hop as fast as the mock alone was held back by the load generator and the mock (their CPU), not by
+    // itself: its figure is then a lower bound, and the gateway's ratio to it an upper bound.
+    let floor_capped = tput[f].rate >= 0.9 * tput[d].rate;
+    let tput_ratio = |t: usize| {
+        if tput[f].rate > 0.0 {
+            let bound = if floor_capped { "≤ " } else { "" };
+            format!("{bound}{:.2}× ({:.0} ÷ {:.0} req/s)", tput[t].rate / tput[f].rate, tput[t].rate, tput[f].rate)
+        } else {
+            "–".into()
+        }
+    };
+    let _ = writeln!(
+        o,
+        "| highest throughput, {} conns back to back | {} | {} | ≥ 0.8× |",
+        s.throughput_conns,
+        tput_ratio(g),
+        tput_ratio(c)
+    );
+    let _ = writeln!(
+        o,
+        "| max rate with p99 < 5 ms | {} ({} ÷ {} req/s) | not measured | ≥ 0.8× |",
+        rate_ratio(max[g], max[f]),
+        shown(max[g]),
+        shown(max[f])
+    );
+    if floor_capped {
+        let _ = writeln!(
+            o,
+            "\n≤: the bare hop's throughput reached 0.9× or more of the mock's alone, so the load generator and the \
+             mock were its limit: the bare hop can do more, and the gateway's ratio is at most the figure shown."
+        );
+    }
     let _ = writeln!(o);
     let _ = writeln!(
         o,
         "Machine: nproc {}, {}; load average {} at start, {} at end; {} s of measurement; gateway built from {}.\n\
-         Method: one hand-written HTTP/1.1 client (TCP_NODELAY, keep-alive) for both targets, one current-thread \
-         tokio runtime. 1 conn: {} requests per target after {} warm-up, direct and gateway alternating in blocks of \
-         {BLOCK}. Open loop: {} connections opened per run, {} s per rate, sends paced by spinning (tokio's timer \
-         has 1 ms resolution), latency from the intended send time, a request waits for a free connection if all \
-         are busy. Max-rate search: doubling then bisecting, up to {} probes of {} s; pass = no error and p99 < 5 ms. \
-         Stream TTFT: send to the first non-empty `content` delta, {} requests per target; the mock writes each \
-         delta on its own (--token-interval-us {}, ~1 ms apart). Added = gateway − direct, per percentile.",
+         Method: one hand-written HTTP/1.1 client (TCP_NODELAY, keep-alive) for every target, one current-thread \
+         tokio runtime. Bare hop: `switchyard-floor` (tests/bench/floor.rs), actix-web with {} worker(s) as the \
+         gateway, forwarding each body with reqwest (and an upstream key, as the gateway) to the mock's \
+         /v1/chat/completions and returning the answer. \
+         1 conn: {} requests per target after {} warm-up, the targets (direct, bare hop, gateway on /api/v1/task, \
+         gateway on /v1/chat/completions) alternating in blocks of {BLOCK}, each order followed by its mirror. \
+         Open loop: {} connections opened per run, {} s per rate, sends paced by spinning (tokio's timer has 1 ms \
+         resolution), latency from the intended send time, a request waits for a free connection if all are busy. \
+         Max-rate search: doubling then bisecting, up to {} probes of {} s; pass = no error and p99 < 5 ms. \
+         Throughput: {} connections each sending its next request once the last is answered (as `oha -c {}`), {} s \
+         per run, the best of {} round(s) in alternating order. Stream TTFT: send to the first non-empty `content` \
+         delta, {} requests per target; the mock writes each delta on its own (--token-interval-us {}, ~1 ms \
+         apart). Added = target − direct, per percentile; the ratios divide the gateway's added latency by the bare \
+         hop's, and its throughput by the bare hop's.",
         setup.cpus,
         setup.pin_note,
         load_start,
         loadavg(),
         elapsed.as_secs(),
         setup.revision,
-        seq[0].lat.len(),
+        setup.floor_workers,
+        seq[d].lat.len(),
         s.seq_warmup,
         s.conns,
         s.rate_secs,
         s.search_probes,
         s.search_secs,
+        s.throughput_conns,
+        s.throughput_conns,
+        s.throughput_secs,
+        s.throughput_rounds,
         ttft[0].lat.len(),
         s.token_interval_us,
     );
@@ -1019,7 +1300,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("bench: failed: {e}");
-            for log in ["mock.log", "gateway.log"] {
+            for log in ["mock.log", "floor.log", "gateway.log"] {
                 let text = tail(&dir.path().join(log), 20);
                 if !text.is_empty() {
                     eprintln!("--- last lines of {log} ---\n{text}");
@@ -1045,13 +1326,14 @@ fn run(dir: &Path) -> Result<String> {
     if settings.pin == Pin::Split && cpus < 2 {
         settings.pin = Pin::One;
     }
+    // The bare hop sits where the gateway does, with as many workers.
     let (self_cpu, mock_cpu, gateway_cpu) = match settings.pin {
         Pin::Split => (Some("0"), Some("0"), Some("1")),
         Pin::One => (Some("0"), Some("0"), Some("0")),
         Pin::None => (None, None, None),
     };
     let pin_note = match settings.pin {
-        Pin::Split => "pinned with taskset: load generator + mock on CPU 0, gateway on CPU 1".to_owned(),
+        Pin::Split => "pinned with taskset: load generator + mock on CPU 0, bare hop and gateway on CPU 1".to_owned(),
         Pin::One => "pinned with taskset: everything on CPU 0".to_owned(),
         Pin::None if has_taskset => "no pinning (BENCH_PIN=none)".to_owned(),
         Pin::None => "no pinning (taskset not found)".to_owned(),
@@ -1074,6 +1356,17 @@ fn run(dir: &Path) -> Result<String> {
     let mock_out = spawn(&mut children, mock, &dir.join("mock.log"))?;
     let mock_addr = parse_url(&wait_for(&mock_out, "listening on ", "switchyard-mock")?)?;
 
+    let floor_workers = env_or("BENCH_FLOOR_WORKERS", gateway_workers(cpus)).max(1);
+    let mut floor = child_command(FLOOR_BIN, gateway_cpu);
+    floor
+        .args(["--listen", "127.0.0.1:0", "--workers"])
+        .arg(floor_workers.to_string())
+        .args(["--api-key", "x", "--upstream"])
+        .arg(format!("http://{mock_addr}/v1/chat/completions"));
+    let floor_out = spawn(&mut children, floor, &dir.join("floor.log"))?;
+    let floor_addr = parse_url(&wait_for(&floor_out, "listening on ", "switchyard-floor")?)?;
+    let floor_pid = children.0.last().map(Child::id);
+
     let data: PathBuf = dir.join("data");
     std::fs::create_dir_all(&data)?;
     let mut gw = child_command(GATEWAY_BIN, gateway_cpu);
@@ -1092,26 +1385,40 @@ fn run(dir: &Path) -> Result<String> {
     let key = wait_for(&gw_out, "API key (shown once, keep it): ", "switchyard serve")?;
     let gw_addr = parse_url(&wait_for(&gw_out, "Switchyard listening on ", "switchyard serve")?)?;
 
-    let targets = [
+    let targets = vec![
         Target {
             name: "direct",
             addr: mock_addr,
             plain: request_bytes("/v1/chat/completions", mock_addr, "x", BODY),
-            stream: request_bytes("/v1/chat/completions", mock_addr, "x", STREAM_BODY),
+            stream: Some(request_bytes("/v1/chat/completions", mock_addr, "x", STREAM_BODY)),
+        },
+        Target {
+            name: "bare hop",
+            addr: floor_addr,
+            plain: request_bytes("/v1/chat/completions", floor_addr, "x", BODY),
+            stream: None,
         },
         Target {
             name: "gateway",
             addr: gw_addr,
             plain: request_bytes("/api/v1/task", gw_addr, &key, BODY),
-            stream: request_bytes("/api/v1/task", gw_addr, &key, STREAM_BODY),
+            stream: Some(request_bytes("/api/v1/task", gw_addr, &key, STREAM_BODY)),
+        },
+        Target {
+            name: "gateway /v1/chat/completions",
+            addr: gw_addr,
+            plain: request_bytes("/v1/chat/completions", gw_addr, &key, BODY),
+            stream: None,
         },
     ];
     eprintln!(
-        "bench: mock on {mock_addr}, gateway on {gw_addr}; {pin_note}{}",
+        "bench: mock on {mock_addr}, bare hop on {floor_addr} ({floor_workers} workers), gateway on {gw_addr}; \
+         {pin_note}{}",
         if settings.quick { "; quick run" } else { "" }
     );
-    let gateway_pid = children.0.last().map(Child::id).filter(|_| settings.pin == Pin::Split);
-    let setup = Setup { settings, revision: revision(), gateway_pid, cpus, pin_note, command };
+    let gateway_pid = children.0.last().map(Child::id);
+    let movable = if settings.pin == Pin::Split { floor_pid.into_iter().chain(gateway_pid).collect() } else { vec![] };
+    let setup = Setup { settings, revision: revision(), movable, cpus, pin_note, floor_workers, command };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // SIGINT or SIGTERM ends the run through the normal path, so `children` still kills the servers.
     let result = runtime.block_on(async {
