@@ -135,18 +135,19 @@ impl Gateway {
         (id, key["key"].as_str().unwrap().to_owned())
     }
 
-    /// The wallet as the ledger holds it, in millicredits: (balance, reserved).
+    /// The wallet as the ledger holds it, in millicredits: (balance, reserved). A read refused 429 (a socket just
+    /// closed may hold the key's only concurrency slot for a moment more) is tried again, boundedly.
     pub async fn wallet(&self, key: &str) -> (i64, i64) {
-        let wallet: serde_json::Value = self
-            .client
-            .get(format!("{}/api/billing/wallet", self.url))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let mut wallet = serde_json::Value::Null;
+        for _ in 0..200 {
+            let response =
+                self.client.get(format!("{}/api/billing/wallet", self.url)).bearer_auth(key).send().await.unwrap();
+            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                wallet = response.json().await.unwrap();
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         let milli = |v: &serde_json::Value| (v.as_f64().unwrap() * 1000.0).round() as i64;
         (milli(&wallet["balance"]), milli(&wallet["reserved"]))
     }
