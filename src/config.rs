@@ -124,6 +124,8 @@ pub struct EmbeddingsConfig {
     pub cache_dir: String,
     pub threads: usize,
     pub queue: usize,
+    /// Load the model at start rather than on first use (first embedding requests then wait no load).
+    pub preload: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

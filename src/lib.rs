@@ -71,26 +71,31 @@ pub fn app(
                     return Ok(response);
                 };
                 let elapsed = started.elapsed();
-                let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+                let route = response.request().app_data::<api::Route>().cloned();
+                let pattern = route.as_ref().map_or("unmatched", |r| r.pattern);
+                let histograms = route.as_ref().map(|r| r.histograms(&state.metrics));
                 let upstream = response.response().extensions().get::<UpstreamTime>().copied();
                 if let Some(UpstreamTime(upstream)) = upstream {
                     let overhead = elapsed.saturating_sub(upstream);
-                    state.metrics.overhead.with_label_values(&[&route]).observe(overhead.as_secs_f64());
-                    if let Ok(value) = HeaderValue::from_str(&overhead.as_micros().to_string()) {
-                        response.headers_mut().insert(HeaderName::from_static(OVERHEAD_HEADER), value);
+                    match histograms {
+                        Some(h) => h.overhead.observe(overhead.as_secs_f64()),
+                        None => state.metrics.overhead.with_label_values(&[pattern]).observe(overhead.as_secs_f64()),
                     }
+                    response.headers_mut().insert(
+                        HeaderName::from_static(OVERHEAD_HEADER),
+                        HeaderValue::from(overhead.as_micros() as u64),
+                    );
                 }
                 let limits = response.request().extensions().get::<api::limits::RateLimit>().copied();
                 if let Some(limits) = limits {
-                    for (name, value) in limits.headers() {
-                        if let Ok(value) = HeaderValue::from_str(&value) {
-                            response.headers_mut().insert(HeaderName::from_static(name), value);
-                        }
-                    }
+                    limits.write_headers(response.headers_mut());
                 }
                 let status = response.status();
-                state.metrics.requests.with_label_values(&[&route, method.as_str(), status.as_str()]).inc();
-                state.metrics.request_duration.with_label_values(&[&route]).observe(elapsed.as_secs_f64());
+                state.metrics.requests.with_label_values(&[pattern, method.as_str(), status.as_str()]).inc();
+                match histograms {
+                    Some(h) => h.duration.observe(elapsed.as_secs_f64()),
+                    None => state.metrics.request_duration.with_label_values(&[pattern]).observe(elapsed.as_secs_f64()),
+                }
                 Ok(response)
             }
         })

@@ -205,7 +205,7 @@ fn serve(file: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf
                 state.providers.for_model(m).and_then(|p| p.missing_variable()).map(|v| format!("{} ({v})", m.name))
             })
             .collect();
-        if let Err(reason) = state.providers.embedder() {
+        if let Err(reason) = state.providers.embeddings_usable() {
             if state.catalogue.models.values().any(|m| m.modality == switchyard_actors::catalogue::Modality::Embedding)
             {
                 println!("Embedding models unavailable ({reason}): fetch them with `make models`, then restart.");

@@ -78,7 +78,7 @@ impl AppState {
         let journal = UsageJournal::open(&journal_dir).map_err(|e| format!("cannot open the usage journal: {e}"))?;
         let opening_balances = store.balances().await.map_err(|e| format!("cannot load wallets: {e}"))?;
         let tasks = crate::tasks::load(&config.tasks.dir, &catalogue, &store).await?;
-        providers.install_local(start_embedder(&config, &catalogue).await);
+        providers.install_local(plan_embedder(&config, &catalogue).await);
         let (vectors, vector_backend) = open_vectors(&config, env).await?;
         let admin_key = env("SWITCHYARD_ADMIN_KEY").filter(|k| !k.trim().is_empty()).map(|k| auth::hash_key(k.trim()));
         let state = AppState {
@@ -144,7 +144,7 @@ impl AppState {
         Some(match provider.and_then(|p| p.missing_variable()) {
             _ if model.modality == switchyard_actors::catalogue::Modality::Embedding => format!(
                 "embedding models are unavailable ({}): fetch the files with `make models`",
-                self.providers.embedder().err().unwrap_or_default()
+                self.providers.embeddings_usable().err().unwrap_or_default()
             ),
             Some(variable) => format!("provider `{}` is not configured: set {variable}", model.provider),
             None => format!("provider `{}` is not configured", model.provider),
@@ -152,32 +152,45 @@ impl AppState {
     }
 }
 
-/// Loads the embedding model when the catalogue has one; when its files are missing the gateway still starts, and
-/// says so.
-async fn start_embedder(config: &Config, catalogue: &Catalogue) -> Result<switchyard_actors::embed::Embedder, String> {
+/// The embedding model's plan: loaded on first use (or at start with `embeddings.preload`) when the catalogue has
+/// an embedding model and its files are there; otherwise why it is unavailable. The gateway starts either way.
+async fn plan_embedder(config: &Config, catalogue: &Catalogue) -> switchyard_actors::providers::EmbedderPlan {
     use switchyard_actors::catalogue::Modality;
     use switchyard_actors::embed::{Embedder, EmbeddingFiles};
+    use switchyard_actors::providers::EmbedderPlan;
+    let unavailable = |reason: String| EmbedderPlan::Loaded(Err(reason));
     if !catalogue.models.values().any(|m| m.modality == Modality::Embedding) {
-        return Err("the catalogue has no embedding model".into());
+        return unavailable("the catalogue has no embedding model".into());
     }
     let e = &config.embeddings;
     if e.cache_dir.trim().is_empty() {
-        return Err("embeddings are turned off: embeddings.cache_dir is empty".into());
+        return unavailable("embeddings are turned off: embeddings.cache_dir is empty".into());
     }
     let files = EmbeddingFiles::in_cache(std::path::Path::new(&e.cache_dir));
-    let (threads, queue) = (e.threads, e.queue);
-    let started = tokio::task::spawn_blocking(move || Embedder::start(&files, threads, queue))
-        .await
-        .map_err(|e| format!("the embedding loader failed: {e}"))
-        .and_then(|r| r);
-    match &started {
-        Ok(_) => tracing::info!(cache_dir = %e.cache_dir, "embedding model loaded"),
-        Err(reason) => tracing::warn!(
-            "embedding models are unavailable ({reason}); fetch them with `make models` (into {})",
+    let missing = files.missing();
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
+        tracing::warn!(
+            "embedding models are unavailable (missing {}); fetch them with `make models` (into {})",
+            list.join(", "),
             e.cache_dir
-        ),
+        );
+        return unavailable(format!("missing {}", list.join(", ")));
     }
-    started
+    let (threads, queue, cache_dir) = (e.threads, e.queue, e.cache_dir.clone());
+    let load = move || {
+        let started = Embedder::start(&files, threads, queue);
+        match &started {
+            Ok(_) => tracing::info!(%cache_dir, "embedding model loaded"),
+            Err(reason) => tracing::warn!(%cache_dir, "embedding models are unavailable: {reason}"),
+        }
+        started
+    };
+    if !e.preload {
+        return EmbedderPlan::OnFirstUse(Box::new(load));
+    }
+    let loaded = tokio::task::spawn_blocking(load).await.map_err(|e| format!("the embedding loader failed: {e}"));
+    EmbedderPlan::Loaded(loaded.and_then(|r| r))
 }
 
 /// Opens the vector store the configuration names: the embedded engine under the data directory, or a Qdrant

@@ -239,10 +239,16 @@ async fn runs_are_billed_once_refused_without_credits_and_replayed_by_idempotenc
 async fn the_openai_embeddings_face_and_the_marketplace() {
     let Some(gw) = gateway().await else { return };
     let key = gw.key.clone();
+    // The model loads on its first use, not at start; it is listed as available all the same.
+    let local = gw.state.providers.local().unwrap();
+    assert!(local.embedder().err().unwrap().contains("not loaded yet"));
+    let listed: Value = gw.get(&format!("/api/marketplace/models/{MODEL}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["available"], true, "{listed}");
     let post = |body: Value| gw.client.post(format!("{}/v1/embeddings", gw.url)).bearer_auth(&key).json(&body).send();
     let answer: Value =
         post(json!({"model": MODEL, "input": ["first text", "second text"]})).await.unwrap().json().await.unwrap();
     assert_eq!(answer["object"], "list");
+    assert!(local.embedder().is_ok(), "loaded by the first request");
     assert_eq!(answer["data"][1]["index"], 1);
     assert_eq!(answer["data"][0]["embedding"].as_array().unwrap().len(), 384);
     assert!(answer["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
@@ -294,6 +300,19 @@ async fn the_openai_embeddings_face_and_the_marketplace() {
     assert_eq!(error_code(get("/api/marketplace/models/nope").await.unwrap()).await, (404, "not_found".into()));
     assert_eq!(error_code(get("/api/marketplace/models?modality=video").await.unwrap()).await.1, "invalid_field");
     assert_eq!(error_code(get("/api/marketplace/models?mode=train").await.unwrap()).await.1, "invalid_field");
+    gw.stop().await;
+}
+
+/// `embeddings.preload` loads the model at start.
+#[actix_web::test]
+async fn preload_loads_the_model_at_start() {
+    let Some(dir) = models_dir() else { return };
+    let gw = Gateway::start(HashMap::new(), |c| {
+        with_embeddings(c, &dir);
+        c.embeddings.preload = true;
+    })
+    .await;
+    assert!(gw.state.providers.local().unwrap().embedder().is_ok());
     gw.stop().await;
 }
 

@@ -1,7 +1,7 @@
 //! Embeddings: the in-process model behind a billed call (admission, a reservation of `per_input` for every text,
 //! settlement after), shared by `POST /api/runs` and the OpenAI-compatible `POST /v1/embeddings`.
 
-use super::body::{from_object, parse_object, RawJson};
+use super::body::{parse, RawJson};
 use super::call::Metadata;
 use super::call::{Answered, Billed, CallSpec, Measured};
 use super::docs::{Authenticated, IdempotencyKey, ModelCall};
@@ -48,7 +48,8 @@ pub async fn embed_billed(
     spec: &CallSpec<'_>,
     texts: Vec<String>,
 ) -> Result<(Vec<Vec<f32>>, Billed, Answered), ApiError> {
-    let embedder = state.providers.embedder().map_err(|reason| ApiError::embeddings_unavailable(&reason))?.clone();
+    let embedder =
+        state.providers.embedder().await.map_err(|reason| ApiError::embeddings_unavailable(&reason))?.clone();
     let inputs = texts.len() as u64;
     let mut billed = Billed::begin(state, req, spec, spec.new_id(), 0, |m| m.pricing.inputs_cost(inputs)).await?;
     billed.record().prompt_tokens = estimate_tokens(&texts);
@@ -170,7 +171,7 @@ pub async fn create_embeddings(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let run = async {
-        let request: EmbeddingsRequest = from_object(parse_object(&body)?)?;
+        let request: EmbeddingsRequest = parse(&body)?;
         let model = embedding_model(&state, &request.model)?;
         let dimensions = model.embedding.map_or(0, |e| e.dimensions);
         if request.dimensions.is_some_and(|d| d != dimensions) {

@@ -111,6 +111,11 @@ pub struct CallBody {
 }
 
 impl CallBody {
+    /// The body's bytes when it is JSON (not a form).
+    pub fn json(&self) -> Option<&[u8]> {
+        self.form.is_none().then_some(&self.fingerprint[..])
+    }
+
     /// The body's fields and its file (a form's).
     pub fn parts(self) -> Result<Parts, ApiError> {
         match self.form {

@@ -17,13 +17,12 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// The headers: limit, remaining, reset (Unix seconds).
-    pub fn headers(&self) -> [(&'static str, String); 3] {
-        [
-            ("x-ratelimit-limit", self.limit.to_string()),
-            ("x-ratelimit-remaining", self.remaining.to_string()),
-            ("x-ratelimit-reset", self.reset.to_string()),
-        ]
+    /// Sets the headers: limit, remaining, reset (Unix seconds).
+    pub fn write_headers(&self, headers: &mut actix_web::http::header::HeaderMap) {
+        use actix_web::http::header::HeaderName;
+        headers.insert(HeaderName::from_static("x-ratelimit-limit"), self.limit.into());
+        headers.insert(HeaderName::from_static("x-ratelimit-remaining"), self.remaining.into());
+        headers.insert(HeaderName::from_static("x-ratelimit-reset"), self.reset.into());
     }
 }
 

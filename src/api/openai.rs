@@ -1,6 +1,6 @@
 //! The OpenAI-compatible face: `POST /v1/chat/completions` and `GET /v1/models`, so OpenAI SDKs work unchanged.
 
-use super::body::{from_object, parse_object, Json, RawJson};
+use super::body::{parse, Json, RawJson};
 use super::chat::{self, ChatCall, ChatInput, Completion, Delivery, Face, MessageIn, StopIn};
 use super::docs::{Authenticated, JsonBody, ModelCall};
 use super::errors::{ApiError, ErrorBody};
@@ -64,7 +64,8 @@ pub async fn chat_completions(
         &req,
         &principal,
         &body,
-        run(&state, &principal, query.into_inner(), &req, &body, started),
+        // Boxed: a future is moved (copied) as it is handed on, and this one is large.
+        Box::pin(run(&state, &principal, query.into_inner(), &req, &body, started)),
     )
     .await
 }
@@ -77,8 +78,7 @@ async fn run(
     body: &[u8],
     started: Instant,
 ) -> Result<HttpResponse, ApiError> {
-    let object = parse_object(body)?;
-    let body: ChatCompletionRequest = from_object(object)?;
+    let body: ChatCompletionRequest = parse(body)?;
     let model = state.catalogue.model(&body.model).ok_or_else(|| ApiError::unsupported_model(&body.model))?;
     if body.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid_field("n", "Only `n = 1` is supported"));
@@ -401,7 +401,7 @@ pub async fn audio_transcriptions(
         .with_message("Send the audio as multipart/form-data, in a part named `file`"));
     }
     let form = super::form::read_form(&req, payload, state.config.media.max_upload_bytes as usize).await?;
-    let body: TranscriptionFields = from_object(form.fields)?;
+    let body: TranscriptionFields = super::body::from_object(form.fields)?;
     let model = state.catalogue.model(&body.model).ok_or_else(|| ApiError::unsupported_model(&body.model))?;
     if model.modality != switchyard_actors::catalogue::Modality::Transcription {
         return Err(ApiError::unsupported_model(&body.model));

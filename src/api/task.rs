@@ -13,6 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use std::time::Instant;
 use switchyard_actors::catalogue::Modality;
+use switchyard_actors::ModelSpec;
 use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -59,11 +60,31 @@ pub async fn create_task(
     let started = Instant::now();
     let query = query.into_inner();
     let fingerprint = body.fingerprint.clone();
-    let run = async {
+    // Boxed: the futures of every modality's path are large, and a future is moved (copied) as it is handed on.
+    let run = Box::pin(async {
+        if let Some((model, chat)) = body.json().and_then(|json| chat_in_one_pass(&state, json)) {
+            return chat_task(&state, &principal, query, &req, model, chat, started).await;
+        }
         let (object, file) = body.parts()?;
-        run(&state, &principal, query, &req, object, file, started).await
-    };
+        Box::pin(run(&state, &principal, query, &req, object, file, started)).await
+    });
     super::idempotency::guard(&state, &req, &principal, &fingerprint, run).await
+}
+
+/// A well-formed JSON chat task, parsed in one pass; `None` sends the body down the general path, which finds what
+/// is wrong with it.
+fn chat_in_one_pass<'s>(state: &'s AppState, json: &[u8]) -> Option<(&'s ModelSpec, TaskChatRequest)> {
+    #[derive(Deserialize)]
+    struct ModelOnly<'a> {
+        #[serde(borrow)]
+        model: std::borrow::Cow<'a, str>,
+    }
+    let named: ModelOnly = serde_json::from_slice(json).ok()?;
+    let model = state.catalogue.model(&named.model).filter(|m| m.modality == Modality::Chat)?;
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let chat = TaskChatRequest::deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    Some((model, chat))
 }
 
 /// Body fields win over the query's; `use_fallback_model` holds if either says so.
@@ -160,29 +181,41 @@ async fn run(
         }
         Modality::Chat | Modality::Embedding | Modality::Realtime => {
             let body: TaskChatRequest = from_object(object)?;
-            let (reporting_group, use_fallback) = routing(&query, body.reporting_group, body.use_fallback_model);
-            let input = ChatInput {
-                messages: body.messages,
-                max_tokens: body.max_tokens,
-                temperature: body.temperature,
-                top_p: body.top_p,
-                stop: body.stop,
-            };
-            let request = chat::prepare(model, input)?;
-            let delivery = Delivery { stream: body.stream, usage_chunk: false };
-            let call = ChatCall {
-                face: Face::Task,
-                principal,
-                model,
-                request,
-                delivery,
-                reporting_group: super::call::check_reporting_group(reporting_group)?,
-                use_fallback: use_fallback.unwrap_or(false),
-                started,
-                endpoint: "/api/v1/task",
-                task: None,
-            };
-            chat::respond(state, req, call).await
+            chat_task(state, principal, query, req, model, body, started).await
         }
     }
+}
+
+async fn chat_task(
+    state: &web::Data<AppState>,
+    principal: &Principal,
+    query: RoutingQuery,
+    req: &HttpRequest,
+    model: &ModelSpec,
+    body: TaskChatRequest,
+    started: Instant,
+) -> Result<HttpResponse, ApiError> {
+    let (reporting_group, use_fallback) = routing(&query, body.reporting_group, body.use_fallback_model);
+    let input = ChatInput {
+        messages: body.messages,
+        max_tokens: body.max_tokens,
+        temperature: body.temperature,
+        top_p: body.top_p,
+        stop: body.stop,
+    };
+    let request = chat::prepare(model, input)?;
+    let delivery = Delivery { stream: body.stream, usage_chunk: false };
+    let call = ChatCall {
+        face: Face::Task,
+        principal,
+        model,
+        request,
+        delivery,
+        reporting_group: super::call::check_reporting_group(reporting_group)?,
+        use_fallback: use_fallback.unwrap_or(false),
+        started,
+        endpoint: "/api/v1/task",
+        task: None,
+    };
+    chat::respond(state, req, call).await
 }

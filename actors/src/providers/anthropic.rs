@@ -22,8 +22,7 @@ impl Anthropic {
 
     fn request(&self, model: &ModelSpec, request: &ChatRequest, stream: bool) -> reqwest::RequestBuilder {
         let body = to_wire(model, request, stream);
-        let url = format!("{}/v1/messages", self.upstream.base_url);
-        let builder = self.upstream.client.post(url).header("anthropic-version", API_VERSION).json(&body);
+        let builder = self.upstream.post("/v1/messages").header("anthropic-version", API_VERSION).json(&body);
         match &self.upstream.key {
             Some(key) => builder.header("x-api-key", key),
             None => builder,

@@ -16,6 +16,8 @@ pub(crate) struct Upstream {
     pub key_variable: String,
     pub timeouts: Timeouts,
     pub client: reqwest::Client,
+    /// The URLs of the fixed paths called so far, parsed once (parsing a URL costs microseconds per request).
+    pub endpoints: std::sync::RwLock<Vec<(&'static str, reqwest::Url)>>,
 }
 
 /// The one pooled client a provider's upstreams share.
@@ -31,6 +33,44 @@ pub(crate) fn client(name: &str, timeouts: Timeouts) -> Result<reqwest::Client, 
 }
 
 impl Upstream {
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        key: Option<String>,
+        key_variable: &str,
+        timeouts: Timeouts,
+        client: reqwest::Client,
+    ) -> Upstream {
+        Upstream {
+            name: name.to_owned(),
+            base_url: base_url.to_owned(),
+            key,
+            key_variable: key_variable.to_owned(),
+            timeouts,
+            client,
+            endpoints: Default::default(),
+        }
+    }
+
+    /// A POST to `base_url` + `path` (a fixed path, such as `/chat/completions`).
+    pub fn post(&self, path: &'static str) -> reqwest::RequestBuilder {
+        let known = self.endpoints.read().ok().and_then(|e| e.iter().find(|(p, _)| *p == path).map(|(_, u)| u.clone()));
+        if let Some(url) = known {
+            return self.client.post(url);
+        }
+        let text = format!("{}{path}", self.base_url);
+        match reqwest::Url::parse(&text) {
+            Ok(url) => {
+                if let Ok(mut endpoints) = self.endpoints.write() {
+                    endpoints.push((path, url.clone()));
+                }
+                self.client.post(url)
+            }
+            // Not a URL: reqwest reports it when the request is sent.
+            Err(_) => self.client.post(text),
+        }
+    }
+
     /// Sends the request and waits for the response head, within the first-byte bound. A non-success status is
     /// turned into an error using `parse_message` to read the provider's error body.
     pub async fn send(

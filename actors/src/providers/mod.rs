@@ -70,25 +70,84 @@ pub enum Provider {
     },
 }
 
-/// The in-process models: the embedder, installed after start (its files may be missing: then the reason).
+/// Loads the embedder (blocking).
+pub type EmbedderLoader = Box<dyn FnOnce() -> Result<crate::embed::Embedder, String> + Send>;
+
+/// How the embedder comes to be: loaded already, loaded on first use, or unavailable (why).
+pub enum EmbedderPlan {
+    Loaded(Result<crate::embed::Embedder, String>),
+    /// Loads it (on a thread of the blocking pool) the first time an embedding model is used.
+    OnFirstUse(EmbedderLoader),
+}
+
+/// The in-process models: the embedder, installed after start as a plan. Every `local` provider shares one.
 #[derive(Clone, Default)]
 pub struct LocalModels {
-    embedder: Arc<std::sync::OnceLock<Result<crate::embed::Embedder, String>>>,
+    inner: Arc<LocalInner>,
+}
+
+#[derive(Default)]
+struct LocalInner {
+    loaded: tokio::sync::OnceCell<Result<crate::embed::Embedder, String>>,
+    loader: std::sync::Mutex<Option<EmbedderLoader>>,
 }
 
 impl LocalModels {
-    /// Installs the embedder, or why there is none; only the first call counts.
-    pub fn install(&self, embedder: Result<crate::embed::Embedder, String>) {
-        let _ = self.embedder.set(embedder);
+    /// Installs the embedder's plan; only the first call counts.
+    pub fn install(&self, plan: EmbedderPlan) {
+        match plan {
+            EmbedderPlan::Loaded(result) => {
+                let _ = self.inner.loaded.set(result);
+            }
+            EmbedderPlan::OnFirstUse(load) => {
+                if let Ok(mut loader) = self.inner.loader.lock() {
+                    if loader.is_none() && !self.inner.loaded.initialized() {
+                        *loader = Some(load);
+                    }
+                }
+            }
+        }
     }
 
-    /// The embedder, or why it is unavailable.
+    /// The embedder when loaded, or why it is not (loaded yet, or at all).
     pub fn embedder(&self) -> Result<&crate::embed::Embedder, String> {
-        match self.embedder.get() {
+        match self.inner.loaded.get() {
             Some(Ok(embedder)) => Ok(embedder),
             Some(Err(reason)) => Err(reason.clone()),
+            None if self.loads_on_first_use() => Err("the embedding model is not loaded yet".into()),
             None => Err("the embedding model is still loading".into()),
         }
+    }
+
+    /// Whether the embedder is usable: loaded, or to be loaded on first use.
+    pub fn usable(&self) -> Result<(), String> {
+        if self.loads_on_first_use() {
+            return Ok(());
+        }
+        self.embedder().map(|_| ())
+    }
+
+    fn loads_on_first_use(&self) -> bool {
+        !self.inner.loaded.initialized() && self.inner.loader.lock().is_ok_and(|l| l.is_some())
+    }
+
+    /// The embedder, loaded now if this is its first use (the callers that come meanwhile wait for the one load).
+    pub async fn load(&self) -> Result<&crate::embed::Embedder, String> {
+        let loaded = self
+            .inner
+            .loaded
+            .get_or_init(|| async {
+                let load = self.inner.loader.lock().ok().and_then(|mut l| l.take());
+                let Some(load) = load else {
+                    return Err("the embedding model is not installed".to_owned());
+                };
+                match tokio::task::spawn_blocking(load).await {
+                    Ok(result) => result,
+                    Err(e) => Err(format!("the embedding loader failed: {e}")),
+                }
+            })
+            .await;
+        loaded.as_ref().map_err(Clone::clone)
     }
 }
 
@@ -96,7 +155,7 @@ impl Provider {
     pub fn is_available(&self) -> bool {
         match self {
             Provider::Unavailable { .. } => false,
-            Provider::Local(local) => local.embedder().is_ok(),
+            Provider::Local(local) => local.usable().is_ok(),
             Provider::OpenAi(_)
             | Provider::Anthropic(_)
             | Provider::Simulator(_)
@@ -114,7 +173,7 @@ impl Provider {
             | Provider::Simulator(_)
             | Provider::Bfl(_)
             | Provider::ElevenLabs(_) => None,
-            Provider::Local(local) => local.embedder().err().map(|_| "the embedding model files (run `make models`)"),
+            Provider::Local(local) => local.usable().err().map(|_| "the embedding model files (run `make models`)"),
         }
     }
 
@@ -287,11 +346,12 @@ impl ProviderSet {
         simulator: SimulatorConfig,
     ) -> Result<Self, String> {
         let mut providers = BTreeMap::new();
+        let local = LocalModels::default();
         for (name, spec) in &catalogue.providers {
             let key = spec.api_key_env.as_deref().and_then(env).filter(|k| !k.trim().is_empty());
             let provider = match spec.kind {
                 ProviderKind::Simulator => Provider::Simulator(simulator::Simulator::new(simulator)),
-                ProviderKind::Local => Provider::Local(LocalModels::default()),
+                ProviderKind::Local => Provider::Local(local.clone()),
                 ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Bfl | ProviderKind::Elevenlabs
                     if key.is_none() && spec.key_required =>
                 {
@@ -320,14 +380,14 @@ impl ProviderSet {
                         base_urls.split(',').map(|u| u.trim().trim_end_matches('/')).filter(|u| !u.is_empty())
                     {
                         for key in &keys {
-                            upstreams.push(http::Upstream {
-                                name: name.clone(),
-                                base_url: base_url.to_owned(),
-                                key: key.clone(),
-                                key_variable: key_variable.clone(),
+                            upstreams.push(http::Upstream::new(
+                                name,
+                                base_url,
+                                key.clone(),
+                                &key_variable,
                                 timeouts,
-                                client: client.clone(),
-                            });
+                                client.clone(),
+                            ));
                         }
                     }
                     if upstreams.is_empty() {
@@ -345,7 +405,7 @@ impl ProviderSet {
                             Provider::ElevenLabs(upstreams.into_iter().map(elevenlabs::ElevenLabs::new).collect())
                         }
                         ProviderKind::Simulator => Provider::Simulator(simulator::Simulator::new(simulator)),
-                        ProviderKind::Local => Provider::Local(LocalModels::default()),
+                        ProviderKind::Local => Provider::Local(local.clone()),
                     }
                 }
             };
@@ -355,23 +415,31 @@ impl ProviderSet {
     }
 
     /// The in-process models of every `local` provider (one embedder serves them all).
-    pub fn install_local(&self, embedder: Result<crate::embed::Embedder, String>) {
-        for provider in self.providers.values() {
-            if let Provider::Local(local) = provider {
-                local.install(embedder.clone());
-            }
+    pub fn install_local(&self, plan: EmbedderPlan) {
+        if let Some(local) = self.local() {
+            local.install(plan);
         }
     }
 
-    /// The embedder, or why it is unavailable.
-    pub fn embedder(&self) -> Result<&crate::embed::Embedder, String> {
-        self.providers
-            .values()
-            .find_map(|p| match p {
-                Provider::Local(local) => Some(local.embedder()),
-                _ => None,
-            })
-            .unwrap_or_else(|| Err("no `local` provider in the catalogue".into()))
+    /// The one `LocalModels` every `local` provider shares.
+    pub fn local(&self) -> Option<&LocalModels> {
+        self.providers.values().find_map(|p| match p {
+            Provider::Local(local) => Some(local),
+            _ => None,
+        })
+    }
+
+    /// Whether embeddings can serve (now, or once loaded on first use), or why not.
+    pub fn embeddings_usable(&self) -> Result<(), String> {
+        self.local().map_or_else(|| Err("no `local` provider in the catalogue".into()), LocalModels::usable)
+    }
+
+    /// The embedder, loaded on its first use.
+    pub async fn embedder(&self) -> Result<&crate::embed::Embedder, String> {
+        match self.local() {
+            Some(local) => local.load().await,
+            None => Err("no `local` provider in the catalogue".into()),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Provider> {

@@ -34,8 +34,7 @@ impl OpenAi {
             stream_options: stream.then_some(StreamOptions { include_usage: true }),
             response_format: request.json.then(|| serde_json::json!({"type": "json_object"})),
         };
-        let url = format!("{}/chat/completions", self.upstream.base_url);
-        let builder = self.upstream.client.post(url).json(&body);
+        let builder = self.upstream.post("/chat/completions").json(&body);
         match &self.upstream.key {
             Some(key) => builder.bearer_auth(key),
             None => builder,

@@ -55,8 +55,7 @@ impl OpenAi {
             response_format: response_format(&request.output_format),
             speed: request.voice_settings.as_ref().and_then(|s| s.get("speed")).and_then(serde_json::Value::as_f64),
         };
-        let url = format!("{}/audio/speech", self.upstream.base_url);
-        let http = self.keyed(self.upstream.client.post(url)).json(&body);
+        let http = self.keyed(self.upstream.post("/audio/speech")).json(&body);
         let response = self.upstream.send(http, deadline, error_message).await?;
         self.upstream.audio(response, deadline).await
     }
@@ -77,8 +76,7 @@ impl OpenAi {
         if let Some(language) = &request.language {
             form = form.text("language", language.clone());
         }
-        let url = format!("{}/audio/transcriptions", self.upstream.base_url);
-        let http = self.keyed(self.upstream.client.post(url)).multipart(form);
+        let http = self.keyed(self.upstream.post("/audio/transcriptions")).multipart(form);
         let response = self.upstream.send(http, deadline, error_message).await?;
         let wire: WireTranscript = serde_json::from_slice(&self.upstream.body(response, deadline).await?)
             .map_err(|e| self.upstream.protocol(format!("bad transcript: {e}")))?;
