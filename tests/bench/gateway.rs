@@ -33,7 +33,7 @@ use bytes::{Buf, BytesMut};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::str::FromStr;
 use std::sync::mpsc as std_mpsc;
@@ -300,6 +300,35 @@ struct Target {
     plain: Arc<[u8]>,
     /// The streaming request, for the targets measured streaming (the bare hop does not stream).
     stream: Option<Arc<[u8]>>,
+    /// The serving process, whose CPU time the throughput phase reads.
+    pid: Option<u32>,
+}
+
+/// CPU time (user + system) a process has used so far, in clock ticks (Linux `/proc/<pid>/stat`).
+fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command (which may hold spaces) start after the last ')'; utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| t.trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
+}
+
+/// A process's resident memory in KiB (`VmRSS`).
+fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn request_bytes(path: &str, addr: SocketAddr, key: &str, body: &str) -> Arc<[u8]> {
@@ -797,6 +826,8 @@ struct Throughput {
     /// Completed requests (status 200) per second.
     rate: f64,
     samples: Samples,
+    /// CPU time the serving process spent per completed request, in µs.
+    cpu_us: Option<f64>,
 }
 
 /// Closed loop, as `oha -c CONNS -z SECS`: `conns` keep-alive connections (opened afresh), each sending its next
@@ -808,6 +839,7 @@ async fn closed_loop(target: &Target, conns: usize, secs: f64) -> Result<Through
         pool.push(Conn::open(target.addr).await?);
     }
     pause(20).await;
+    let cpu_before = cpu_ticks(target.pid);
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = tokio::task::JoinSet::new();
@@ -843,9 +875,11 @@ async fn closed_loop(target: &Target, conns: usize, secs: f64) -> Result<Through
         samples.error(format!("{}: {} connections still busy at the end", target.name, tasks.len()));
     }
     samples.finish();
+    let cpu = cpu_before.zip(cpu_ticks(target.pid)).map(|(a, b)| b.saturating_sub(a) as f64 / ticks_per_second());
+    let cpu_us = cpu.filter(|_| !samples.lat.is_empty()).map(|c| c * 1e6 / samples.lat.len() as f64);
     let elapsed = (last - start).as_secs_f64();
     let rate = if elapsed > 0.0 { samples.lat.len() as f64 / elapsed } else { 0.0 };
-    Ok(Throughput { rate, samples })
+    Ok(Throughput { rate, samples, cpu_us })
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -859,6 +893,8 @@ struct Setup {
     movable: Vec<u32>,
     cpus: usize,
     pin_note: String,
+    /// The gateway's resident memory before its first request.
+    idle_rss_kib: Option<u64>,
     /// The bare hop's worker threads (the gateway's `server.workers`, unless `BENCH_FLOOR_WORKERS`).
     floor_workers: usize,
     command: String,
@@ -1155,6 +1191,21 @@ async fn bench(targets: Vec<Target>, setup: &Setup) -> Result<String> {
         per_direct(f),
         per_direct(g)
     );
+    let cpu = |i: usize| tput[i].cpu_us.map_or("–".to_owned(), |c| format!("{c:.0}"));
+    let _ = writeln!(
+        o,
+        "| CPU time per request in that run (µs, the serving process) | {} | {} | {} | – | – |",
+        cpu(d),
+        cpu(f),
+        cpu(g)
+    );
+    let mib = |k: Option<u64>| k.map_or("–".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0));
+    let _ = writeln!(
+        o,
+        "| gateway RSS: idle at start (embedding model not loaded) / after the run (MiB) | – | – | {} / {} | – | – |",
+        mib(setup.idle_rss_kib),
+        mib(rss_kib(targets[GATEWAY].pid))
+    );
     let _ = writeln!(
         o,
         "| stream TTFT p50 / p99 (µs) | {} | – | {} | – | {} |",
@@ -1217,6 +1268,17 @@ async fn bench(targets: Vec<Target>, setup: &Setup) -> Result<String> {
         s.throughput_conns,
         tput_ratio(g),
         tput_ratio(c)
+    );
+    let cpu_ratio = |t: usize| match (tput[t].cpu_us, tput[f].cpu_us) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}× ({a:.0} ÷ {b:.0} µs)", a / b),
+        _ => "–".into(),
+    };
+    let _ = writeln!(
+        o,
+        "| CPU time per request at {} conns | {} | {} | – |",
+        s.throughput_conns,
+        cpu_ratio(g),
+        cpu_ratio(c)
     );
     let _ = writeln!(
         o,
@@ -1313,6 +1375,113 @@ fn main() -> ExitCode {
     code
 }
 
+/// Starts `switchyard serve` on a fresh data directory (`workers` HTTP workers, or the configured number), pinned
+/// to `cpu`; answers its address, its bootstrap key and its pid.
+fn start_gateway(
+    children: &mut Children,
+    data: &Path,
+    mock_addr: SocketAddr,
+    cpu: Option<&str>,
+    workers: Option<usize>,
+    log: &Path,
+) -> Result<(SocketAddr, String, Option<u32>)> {
+    std::fs::create_dir_all(data)?;
+    let mut gw = child_command(GATEWAY_BIN, cpu);
+    gw.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env_remove("RUST_LOG")
+        .env("OPENAI_BASE_URL", format!("http://{mock_addr}/v1"))
+        .env("OPENAI_API_KEY", "x")
+        .env("SWITCHYARD__LOG__LEVEL", "warn")
+        .env("SWITCHYARD__BOOTSTRAP__REQUESTS_PER_MINUTE", "1000000000")
+        .env("SWITCHYARD__BOOTSTRAP__CONCURRENT_REQUESTS", "100000")
+        .env("SWITCHYARD__BOOTSTRAP__TOKENS_PER_MINUTE", "2000000000")
+        .env("SWITCHYARD__BOOTSTRAP__CREDITS", "1000000000");
+    if let Some(workers) = workers {
+        gw.env("SWITCHYARD__SERVER__WORKERS", workers.to_string());
+    }
+    let out = spawn(children, gw, log)?;
+    let pid = children.0.last().map(Child::id);
+    let key = wait_for(&out, "API key (shown once, keep it): ", "switchyard serve")?;
+    let addr = parse_url(&wait_for(&out, "Switchyard listening on ", "switchyard serve")?)?;
+    Ok((addr, key, pid))
+}
+
+/// Throughput by `server.workers`: gateways with 1, 2, … workers on the CPUs the load generator leaves (all on
+/// CPU 1 when there are only two CPUs: then the figure is the cost of more workers, not their gain).
+async fn scaling(children: &mut Children, dir: &Path, mock_addr: SocketAddr, setup: &Setup) -> Result<String> {
+    let s = &setup.settings;
+    let split = setup.settings.pin == Pin::Split;
+    let (cpu, counts): (Option<String>, Vec<usize>) = match setup.cpus {
+        n if split && n >= 3 => {
+            let mut counts: Vec<usize> =
+                std::iter::successors(Some(1), |w| Some(w * 2)).take_while(|w| *w < n).collect();
+            if counts.last() != Some(&(n - 1)) {
+                counts.push(n - 1);
+            }
+            (Some(format!("1-{}", n - 1)), counts)
+        }
+        _ if split => (Some("1".to_owned()), vec![1, 2]),
+        _ => (None, vec![1, 2]),
+    };
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "\n| `server.workers` | gateway CPUs | throughput, {} conns (req/s) | CPU per request (µs) | vs 1 worker |",
+        s.throughput_conns
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|");
+    let mut first: Option<f64> = None;
+    for workers in counts {
+        let data = dir.join(format!("scaling-{workers}"));
+        let log = dir.join(format!("scaling-{workers}.log"));
+        let (addr, key, pid) = start_gateway(children, &data, mock_addr, cpu.as_deref(), Some(workers), &log)?;
+        let target = Target {
+            name: "gateway",
+            addr,
+            plain: request_bytes("/v1/chat/completions", addr, &key, BODY),
+            stream: None,
+            pid,
+        };
+        let _ = closed_loop(&target, s.throughput_conns, 0.5).await?;
+        let mut best: Option<Throughput> = None;
+        for _ in 0..s.throughput_rounds.max(2) {
+            pause(300).await;
+            let run = closed_loop(&target, s.throughput_conns, s.throughput_secs).await?;
+            if best.as_ref().is_none_or(|b| run.rate > b.rate) {
+                best = Some(run);
+            }
+        }
+        let best = best.ok_or("scaling: no run")?;
+        eprintln!("bench:   scaling, {workers} worker(s): {:.0} req/s{}", best.rate, err_note(&best.samples, 0));
+        let base = *first.get_or_insert(best.rate);
+        let _ = writeln!(
+            o,
+            "| {workers} | {} | {:.0}{} | {} | {:.2}× |",
+            cpu.as_deref().unwrap_or("any"),
+            best.rate,
+            err_note(&best.samples, 0),
+            best.cpu_us.map_or("–".to_owned(), |c| format!("{c:.0}")),
+            if base > 0.0 { best.rate / base } else { 0.0 }
+        );
+        // Stop it now, so the next one has the CPUs to itself.
+        if let Some(mut child) = children.0.pop() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    let _ =
+        writeln!(
+        o,
+        "\nScaling: `/v1/chat/completions` through gateways started with each `server.workers`, the load generator \
+         and the mock on CPU 0{}.",
+        if setup.cpus < 3 { "; with two CPUs every gateway runs on CPU 1 alone, so the rows show what more workers \
+         cost on one CPU (cross-thread hand-offs to the engine), not what they gain" } else { "" }
+    );
+    Ok(o)
+}
+
 /// Starts the children, runs the bench, and (through `Children`'s drop) always stops them.
 fn run(dir: &Path) -> Result<String> {
     let cpus = online_cpus();
@@ -1367,23 +1536,10 @@ fn run(dir: &Path) -> Result<String> {
     let floor_addr = parse_url(&wait_for(&floor_out, "listening on ", "switchyard-floor")?)?;
     let floor_pid = children.0.last().map(Child::id);
 
-    let data: PathBuf = dir.join("data");
-    std::fs::create_dir_all(&data)?;
-    let mut gw = child_command(GATEWAY_BIN, gateway_cpu);
-    gw.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env_remove("RUST_LOG")
-        .env("OPENAI_BASE_URL", format!("http://{mock_addr}/v1"))
-        .env("OPENAI_API_KEY", "x")
-        .env("SWITCHYARD__LOG__LEVEL", "warn")
-        .env("SWITCHYARD__BOOTSTRAP__REQUESTS_PER_MINUTE", "1000000000")
-        .env("SWITCHYARD__BOOTSTRAP__CONCURRENT_REQUESTS", "100000")
-        .env("SWITCHYARD__BOOTSTRAP__TOKENS_PER_MINUTE", "2000000000")
-        .env("SWITCHYARD__BOOTSTRAP__CREDITS", "1000000000");
-    let gw_out = spawn(&mut children, gw, &dir.join("gateway.log"))?;
-    let key = wait_for(&gw_out, "API key (shown once, keep it): ", "switchyard serve")?;
-    let gw_addr = parse_url(&wait_for(&gw_out, "Switchyard listening on ", "switchyard serve")?)?;
+    let mock_pid = children.0.first().map(Child::id);
+    let (gw_addr, key, gateway_pid) =
+        start_gateway(&mut children, &dir.join("data"), mock_addr, gateway_cpu, None, &dir.join("gateway.log"))?;
+    let idle_rss_kib = rss_kib(gateway_pid);
 
     let targets = vec![
         Target {
@@ -1391,24 +1547,28 @@ fn run(dir: &Path) -> Result<String> {
             addr: mock_addr,
             plain: request_bytes("/v1/chat/completions", mock_addr, "x", BODY),
             stream: Some(request_bytes("/v1/chat/completions", mock_addr, "x", STREAM_BODY)),
+            pid: mock_pid,
         },
         Target {
             name: "bare hop",
             addr: floor_addr,
             plain: request_bytes("/v1/chat/completions", floor_addr, "x", BODY),
             stream: None,
+            pid: floor_pid,
         },
         Target {
             name: "gateway",
             addr: gw_addr,
             plain: request_bytes("/api/v1/task", gw_addr, &key, BODY),
             stream: Some(request_bytes("/api/v1/task", gw_addr, &key, STREAM_BODY)),
+            pid: gateway_pid,
         },
         Target {
             name: "gateway /v1/chat/completions",
             addr: gw_addr,
             plain: request_bytes("/v1/chat/completions", gw_addr, &key, BODY),
             stream: None,
+            pid: gateway_pid,
         },
     ];
     eprintln!(
@@ -1416,14 +1576,19 @@ fn run(dir: &Path) -> Result<String> {
          {pin_note}{}",
         if settings.quick { "; quick run" } else { "" }
     );
-    let gateway_pid = children.0.last().map(Child::id);
     let movable = if settings.pin == Pin::Split { floor_pid.into_iter().chain(gateway_pid).collect() } else { vec![] };
-    let setup = Setup { settings, revision: revision(), movable, cpus, pin_note, floor_workers, command };
+    let setup = Setup { settings, revision: revision(), movable, cpus, pin_note, idle_rss_kib, floor_workers, command };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // SIGINT or SIGTERM ends the run through the normal path, so `children` still kills the servers.
     let result = runtime.block_on(async {
         tokio::select! {
-            result = bench(targets, &setup) => result,
+            result = async {
+                let mut table = bench(targets, &setup).await?;
+                if std::env::var("BENCH_SCALING").map_or(true, |v| v != "0") {
+                    table.push_str(&scaling(&mut children, dir, mock_addr, &setup).await?);
+                }
+                Ok(table)
+            } => result,
             signal = interrupted() => Err(format!("interrupted by {signal}").into()),
             _ = tokio::time::sleep(RUN_LIMIT) => Err(format!("still running after {RUN_LIMIT:?}").into()),
         }

@@ -68,9 +68,19 @@ impl UsageJournal {
 
     /// Empties a file whose records are all stored.
     pub fn truncate(&mut self, file: usize) -> io::Result<()> {
-        self.files[file].set_len(0)?;
-        self.files[file] = open(&self.dir, FILES[file])?;
-        Ok(())
+        Self::truncate_file(&self.dir, file)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Empties a file whose records are all stored, without the journal itself: the importer calls it outside the
+    /// journal's lock, so the engine's appends never wait on a file system's truncation (milliseconds at times).
+    /// Appends go to the other file meanwhile, and every handle appends at the end of its file (`O_APPEND`),
+    /// wherever that end is after a truncation.
+    pub fn truncate_file(dir: &Path, file: usize) -> io::Result<()> {
+        OpenOptions::new().write(true).open(dir.join(FILES[file]))?.set_len(0)
     }
 
     /// The records left in a journal directory by an earlier process. A torn last line (the process died in the

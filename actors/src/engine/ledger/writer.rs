@@ -2,6 +2,7 @@
 //! writer, which group-commits the writes the ledger queues (top-ups).
 
 use super::{Ack, Journal, LedgerStore, LedgerWrite};
+use crate::engine::journal::UsageJournal;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -20,6 +21,7 @@ pub fn spawn_importer(
     arbiter.spawn(async move {
         crate::background::lower_priority("usage importer");
         let mut stored = 0u64;
+        let dir = journal.file.lock().ok().map(|j| j.dir().to_owned());
         let mut maintained = Instant::now();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -46,10 +48,8 @@ pub fn spawn_importer(
                     }
                 }
             }
-            if let Ok(mut j) = journal.file.lock() {
-                if let Err(e) = j.truncate(file) {
-                    tracing::warn!(error = %e, "could not truncate the usage journal");
-                }
+            if let Some(Err(e)) = dir.as_deref().map(|dir| UsageJournal::truncate_file(dir, file)) {
+                tracing::warn!(error = %e, "could not truncate the usage journal");
             }
             stored += count;
             let _ = stored_tx.send(stored);
