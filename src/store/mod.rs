@@ -200,7 +200,9 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5))
             // Checkpoints (and their fsyncs) run in the background (`checkpoint`), never inside a request's commit.
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            // After a checkpoint resets the WAL, its file is cut back to 64 MiB (a burst can grow it far beyond).
+            .pragma("journal_size_limit", "67108864");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone())
