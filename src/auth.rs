@@ -150,15 +150,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_sort_by_creation_and_never_repeat() {
-        let first = new_id("x");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let mut later: Vec<String> = (0..1000).map(|_| new_id("x")).collect();
-        assert!(later.iter().all(|id| *id > first && id.len() == first.len()), "{first} {later:?}");
-        later.sort();
-        later.dedup();
-        assert_eq!(later.len(), 1000, "ids made in the same millisecond differ");
-        assert!(first.starts_with("x_") && first[2..].chars().all(|c| c.is_ascii_hexdigit()));
+    fn ids_lead_with_their_millisecond_and_never_repeat() {
+        let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let before = now();
+        let mut ids: Vec<String> = (0..1000).map(|_| new_id("x")).collect();
+        let after = now();
+        for id in &ids {
+            assert!(id.starts_with("x_") && id.len() == 26 && id[2..].chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+            // Fixed-width hex of the time first: a later millisecond sorts later.
+            let millis = u64::from_str_radix(&id[2..14], 16).unwrap();
+            assert!((before..=after).contains(&millis), "{id}: {millis} not in {before}..={after}");
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 1000, "ids made in the same millisecond differ");
     }
 
     #[test]
