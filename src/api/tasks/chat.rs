@@ -153,12 +153,35 @@ pub(super) async fn run_chat(
     Ok(RunAnswer::Run(Box::new(run)))
 }
 
+/// The compiled validator of a schema, compiled once: compiling builds the draft's meta-schema (megabytes of
+/// allocation), far more than checking an answer. Kept by the schema's text; a handful of tasks' schemas, so the
+/// cache starts over past 256 rather than tracking use.
+fn validator(schema: &Value) -> Result<std::sync::Arc<jsonschema::Validator>, String> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    static COMPILED: Mutex<Option<HashMap<String, Arc<jsonschema::Validator>>>> = Mutex::new(None);
+    let text = schema.to_string();
+    if let Some(known) = COMPILED.lock().ok().and_then(|c| c.as_ref().and_then(|c| c.get(&text).cloned())) {
+        return Ok(known);
+    }
+    let compiled =
+        Arc::new(jsonschema::validator_for(schema).map_err(|e| format!("the task's schema is invalid: {e}"))?);
+    if let Ok(mut cache) = COMPILED.lock() {
+        let cache = cache.get_or_insert_with(HashMap::new);
+        if cache.len() >= 256 {
+            cache.clear();
+        }
+        cache.insert(text, compiled.clone());
+    }
+    Ok(compiled)
+}
+
 /// Parses a JSON answer (code fences tolerated) and checks it against the schema.
 fn check_json(text: &str, schema: Option<&Value>) -> Result<Value, String> {
     let value: Value =
         serde_json::from_str(crate::render::strip_fences(text)).map_err(|e| format!("it is not JSON ({e})"))?;
     if let Some(schema) = schema {
-        let validator = jsonschema::validator_for(schema).map_err(|e| format!("the task's schema is invalid: {e}"))?;
+        let validator = validator(schema)?;
         let errors: Vec<String> = validator
             .iter_errors(&value)
             .take(5)
@@ -189,5 +212,7 @@ mod tests {
         assert!(check_json("```json\n{\"name\": \"Jane\"}\n```", Some(&schema)).is_ok());
         assert!(check_json("{\"name\": 3}", Some(&schema)).unwrap_err().contains("/name"));
         assert!(check_json("Sure! Here it is", Some(&schema)).unwrap_err().contains("not JSON"));
+        // The second check of the same schema uses the validator compiled by the first.
+        assert!(std::sync::Arc::ptr_eq(&validator(&schema).unwrap(), &validator(&schema).unwrap()));
     }
 }
