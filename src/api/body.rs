@@ -77,15 +77,21 @@ pub async fn read_json(
 /// Parses a body that must be a JSON object into `T`: in one pass when it is well formed and fits `T`; otherwise
 /// through `parse_object` and `from_object`, whose errors name what is wrong.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        let mut deserializer = serde_json::Deserializer::from_slice(body);
-        if let Ok(parsed) = T::deserialize(&mut deserializer) {
-            if deserializer.end().is_ok() {
-                return Ok(parsed);
-            }
-        }
+    match parse_well_formed(body) {
+        Some(parsed) => Ok(parsed),
+        None => from_object(parse_object(body)?),
     }
-    from_object(parse_object(body)?)
+}
+
+/// A JSON object body parsed straight into `T`, or `None` when it is not a well-formed object that fits `T`.
+pub fn parse_well_formed<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = T::deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    Some(parsed)
 }
 
 /// Parses a body that must be a JSON object.

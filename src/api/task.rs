@@ -72,18 +72,10 @@ pub async fn create_task(
 }
 
 /// A well-formed JSON chat task, parsed in one pass; `None` sends the body down the general path, which finds what
-/// is wrong with it.
+/// is wrong with it (or that the model is not a chat model).
 fn chat_in_one_pass<'s>(state: &'s AppState, json: &[u8]) -> Option<(&'s ModelSpec, TaskChatRequest)> {
-    #[derive(Deserialize)]
-    struct ModelOnly<'a> {
-        #[serde(borrow)]
-        model: std::borrow::Cow<'a, str>,
-    }
-    let named: ModelOnly = serde_json::from_slice(json).ok()?;
-    let model = state.catalogue.model(&named.model).filter(|m| m.modality == Modality::Chat)?;
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let chat = TaskChatRequest::deserialize(&mut deserializer).ok()?;
-    deserializer.end().ok()?;
+    let chat: TaskChatRequest = super::body::parse_well_formed(json)?;
+    let model = state.catalogue.model(&chat.model).filter(|m| m.modality == Modality::Chat)?;
     Some((model, chat))
 }
 

@@ -29,22 +29,23 @@
 //! the gateway's `server.workers`), `BENCH_TOKEN_INTERVAL_US`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support.rs"]
+mod support;
+
 use bytes::{Buf, BytesMut};
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::str::FromStr;
-use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{
+    child_command, cpu_ticks, env_or, loadavg, online_cpus, parse_url, repin, revision, rss_kib, spawn, tail,
+    ticks_per_second, wait_for, Children, Result,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
-type Result<T> = std::result::Result<T, Error>;
 
 const MOCK_BIN: &str = env!("CARGO_BIN_EXE_switchyard-mock");
 const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -88,10 +89,6 @@ struct Settings {
     throughput_secs: f64,
     throughput_rounds: usize,
     pin: Pin,
-}
-
-fn env_or<T: FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
 
 impl Settings {
@@ -142,123 +139,6 @@ impl Settings {
 // ---------------------------------------------------------------------------------------------------------------
 // Child processes
 
-/// Kills every child when dropped, on success and error paths alike.
-#[derive(Default)]
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn child_command(bin: &str, cpu: Option<&str>) -> Command {
-    match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(cpu).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    }
-}
-
-/// Spawns `cmd` with stdout read line by line on a thread (so a silent child cannot hang us) and stderr to `log`.
-fn spawn(children: &mut Children, mut cmd: Command, log: &Path) -> Result<std_mpsc::Receiver<String>> {
-    let log = std::fs::File::create(log)?;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
-    let mut child = cmd.spawn()?;
-    let stdout = child.stdout.take().ok_or("child without stdout")?;
-    children.0.push(child);
-    let (tx, rx) = std_mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                // Nobody listens any more: keep draining so the child never blocks on a full pipe.
-                continue;
-            }
-        }
-    });
-    Ok(rx)
-}
-
-/// Waits (bounded) for a stdout line containing `marker`; answers what follows it.
-fn wait_for(rx: &std_mpsc::Receiver<String>, marker: &str, what: &str) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some((_, rest)) = line.split_once(marker) {
-                    return Ok(rest.trim().to_owned());
-                }
-            }
-            Err(_) => return Err(format!("{what}: no line with `{marker}` within 20 s").into()),
-        }
-    }
-}
-
-/// Moves every thread of a running process onto `cpu`.
-fn repin(pid: u32, cpu: &str) -> Result<()> {
-    let status =
-        Command::new("taskset").args(["-a", "-p", "-c", cpu, &pid.to_string()]).stdout(Stdio::null()).status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("taskset could not move process {pid} to CPU {cpu}").into())
-    }
-}
-
-fn parse_url(url: &str) -> Result<SocketAddr> {
-    let hostport = url.strip_prefix("http://").ok_or_else(|| format!("not an http URL: {url}"))?;
-    Ok(hostport.trim_end_matches('/').parse()?)
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// The commit the binaries were built from, read-only (no index refresh); this file's own changes don't count.
-fn revision() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("--no-optional-locks")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(head) => {
-            let dirty =
-                git(&["status", "--porcelain", "--", ".", ":(exclude)tests/bench"]).is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{head} + uncommitted changes")
-            } else {
-                head
-            }
-        }
-        None => "unknown revision".to_owned(),
-    }
-}
-
 /// The gateway's HTTP workers in this run: `SWITCHYARD__SERVER__WORKERS` if set, else the compiled-in default;
 /// 0 means one per CPU.
 fn gateway_workers(cpus: usize) -> usize {
@@ -271,15 +151,6 @@ fn gateway_workers(cpus: usize) -> usize {
         0 => cpus.max(1),
         n => n,
     }
-}
-
-fn online_cpus() -> usize {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
-        .ok()
-        .filter(|n| *n > 0)
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -302,33 +173,6 @@ struct Target {
     stream: Option<Arc<[u8]>>,
     /// The serving process, whose CPU time the throughput phase reads.
     pid: Option<u32>,
-}
-
-/// CPU time (user + system) a process has used so far, in clock ticks (Linux `/proc/<pid>/stat`).
-fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
-    // Fields after the command (which may hold spaces) start after the last ')'; utime and stime are 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
-fn ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|t| t.trim().parse::<f64>().ok())
-        .unwrap_or(100.0)
-}
-
-/// A process's resident memory in KiB (`VmRSS`).
-fn rss_kib(pid: Option<u32>) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn request_bytes(path: &str, addr: SocketAddr, key: &str, body: &str) -> Arc<[u8]> {
@@ -839,7 +683,8 @@ async fn closed_loop(target: &Target, conns: usize, secs: f64) -> Result<Through
         pool.push(Conn::open(target.addr).await?);
     }
     pause(20).await;
-    let cpu_before = cpu_ticks(target.pid);
+    let ticks = || target.pid.and_then(|pid| cpu_ticks(&pid.to_string()));
+    let cpu_before = ticks();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = tokio::task::JoinSet::new();
@@ -875,7 +720,7 @@ async fn closed_loop(target: &Target, conns: usize, secs: f64) -> Result<Through
         samples.error(format!("{}: {} connections still busy at the end", target.name, tasks.len()));
     }
     samples.finish();
-    let cpu = cpu_before.zip(cpu_ticks(target.pid)).map(|(a, b)| b.saturating_sub(a) as f64 / ticks_per_second());
+    let cpu = cpu_before.zip(ticks()).map(|(a, b)| b.saturating_sub(a) as f64 / ticks_per_second());
     let cpu_us = cpu.filter(|_| !samples.lat.is_empty()).map(|c| c * 1e6 / samples.lat.len() as f64);
     let elapsed = (last - start).as_secs_f64();
     let rate = if elapsed > 0.0 { samples.lat.len() as f64 / elapsed } else { 0.0 };
@@ -1204,7 +1049,7 @@ async fn bench(targets: Vec<Target>, setup: &Setup) -> Result<String> {
         o,
         "| gateway RSS: idle at start (embedding model not loaded) / after the run (MiB) | – | – | {} / {} | – | – |",
         mib(setup.idle_rss_kib),
-        mib(rss_kib(targets[GATEWAY].pid))
+        mib(targets[GATEWAY].pid.and_then(|pid| rss_kib(pid).ok()))
     );
     let _ = writeln!(
         o,
@@ -1539,7 +1384,7 @@ fn run(dir: &Path) -> Result<String> {
     let mock_pid = children.0.first().map(Child::id);
     let (gw_addr, key, gateway_pid) =
         start_gateway(&mut children, &dir.join("data"), mock_addr, gateway_cpu, None, &dir.join("gateway.log"))?;
-    let idle_rss_kib = rss_kib(gateway_pid);
+    let idle_rss_kib = gateway_pid.and_then(|pid| rss_kib(pid).ok());
 
     let targets = vec![
         Target {

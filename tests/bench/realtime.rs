@@ -28,27 +28,27 @@
 
 #[path = "../mock/realtime.rs"]
 mod realtime_mock;
+#[path = "support.rs"]
+mod support;
 
 use futures::{SinkExt, StreamExt};
 use realtime_mock::{unix_ns, RealtimeMock, AUDIO_CHUNKS};
 use serde_json::Value;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::str::FromStr;
-use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{
+    child_command, cpu_ticks, env_or, loadavg, online_cpus, parse_url, repin, revision, rss_kib, spawn, tail, wait_for,
+    Children, Result,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-type Result<T> = std::result::Result<T, Error>;
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -81,10 +81,6 @@ struct Settings {
     pin: Pin,
 }
 
-fn env_or<T: FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
-}
-
 impl Settings {
     fn from_env(has_taskset: bool) -> Settings {
         let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
@@ -110,140 +106,6 @@ impl Settings {
 
 // ---------------------------------------------------------------------------------------------------------------
 // The gateway's process (helpers as in gateway.rs)
-
-/// Kills every child when dropped, on success and error paths alike.
-#[derive(Default)]
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn child_command(bin: &str, cpu: Option<&str>) -> Command {
-    match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(cpu).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    }
-}
-
-/// Spawns `cmd` with stdout read line by line on a thread (so a silent child cannot hang us) and stderr to `log`.
-fn spawn(children: &mut Children, mut cmd: Command, log: &Path) -> Result<std_mpsc::Receiver<String>> {
-    let log = std::fs::File::create(log)?;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
-    let mut child = cmd.spawn()?;
-    let stdout = child.stdout.take().ok_or("child without stdout")?;
-    children.0.push(child);
-    let (tx, rx) = std_mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            // Nobody listening any more: keep draining so the child never blocks on a full pipe.
-            let _ = tx.send(line);
-        }
-    });
-    Ok(rx)
-}
-
-/// Waits (bounded) for a stdout line containing `marker`; answers what follows it.
-fn wait_for(rx: &std_mpsc::Receiver<String>, marker: &str, what: &str) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some((_, rest)) = line.split_once(marker) {
-                    return Ok(rest.trim().to_owned());
-                }
-            }
-            Err(_) => return Err(format!("{what}: no line with `{marker}` within 30 s").into()),
-        }
-    }
-}
-
-/// Moves every thread of a running process onto `cpu`.
-fn repin(pid: u32, cpu: &str) -> Result<()> {
-    let status =
-        Command::new("taskset").args(["-a", "-p", "-c", cpu, &pid.to_string()]).stdout(Stdio::null()).status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("taskset could not move process {pid} to CPU {cpu}").into())
-    }
-}
-
-fn parse_url(url: &str) -> Result<SocketAddr> {
-    let hostport = url.strip_prefix("http://").ok_or_else(|| format!("not an http URL: {url}"))?;
-    Ok(hostport.trim_end_matches('/').parse()?)
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// The commit the binaries were built from, read-only (no index refresh); the bench's own files don't count.
-fn revision() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("--no-optional-locks")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(head) => {
-            let dirty = git(&["status", "--porcelain", "--", ".", ":(exclude)tests/bench", ":(exclude)tests/mock"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{head} + uncommitted changes")
-            } else {
-                head
-            }
-        }
-        None => "unknown revision".to_owned(),
-    }
-}
-
-fn online_cpus() -> usize {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
-        .ok()
-        .filter(|n| *n > 0)
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(0)
-}
-
-/// A process's resident set (VmRSS), in KiB.
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("no VmRSS for process {pid}").into())
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The client, the same for both targets
@@ -446,16 +308,8 @@ impl CpuUse {
                 cpu.total[i] = cpu.busy[i] + f[3] + f[4];
             }
         }
-        let ticks = |path: String| {
-            let stat = std::fs::read_to_string(path).unwrap_or_default();
-            // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            field(11) + field(12)
-        };
-        cpu.own = ticks("/proc/self/stat".into());
-        cpu.gateway = ticks(format!("/proc/{gateway_pid}/stat"));
+        cpu.own = cpu_ticks("self").unwrap_or(0);
+        cpu.gateway = cpu_ticks(&gateway_pid.to_string()).unwrap_or(0);
         cpu
     }
 
