@@ -204,8 +204,9 @@ async fn a_keys_model_list_bounds_its_calls_and_its_tokens() {
 async fn a_tokens_spending_cap_holds_exactly_under_concurrency_while_the_wallet_has_more() {
     let (_chat, _media, gw) = setup().await;
     let (_, key) = gw.workspace("1000", 10_000, 100, 100_000_000).await;
-    // Each gpt-4 call holds (prompt + 20 tokens) at 30/60 per 1k: about 1.4 credits. A cap of 5 credits lets
-    // three through at once, whatever the interleaving.
+    // Each gpt-4 call holds the most its chain can cost, and is charged less when it settles: how many of twelve
+    // pass a cap of 5 credits depends on how many settle before the rest are admitted. What never changes: some
+    // pass, some are refused, and the charges stay within the cap.
     let (_, session) = mint(&gw, &key, json!({"max_credits": 5})).await;
     let token = session["access_token"].as_str().unwrap().to_owned();
     assert_eq!(session["max_credits"].as_f64(), Some(5.0));
@@ -215,9 +216,13 @@ async fn a_tokens_spending_cap_holds_exactly_under_concurrency_while_the_wallet_
     let ok = responses.iter().filter(|r| r.status() == 200).count();
     let refused = responses.iter().filter(|r| r.status() == 402).count();
     assert_eq!(ok + refused, 12);
-    assert!((1..=3).contains(&ok), "{ok} calls passed a cap of about three");
+    assert!(ok >= 1 && refused >= 1, "{ok} calls passed a cap of 5 credits, {refused} were refused");
     let last = task(&gw, &token, &chat("gpt-4")).await;
-    let charged: i64 = gw.usage(&gw.state.keys.resolve(&key).unwrap().workspace_id).await.iter().map(|u| u.1).sum();
+    let passed = ok + usize::from(last.status() == 200);
+    let usage = gw.usage(&gw.state.keys.resolve(&key).unwrap().workspace_id).await;
+    assert_eq!(usage.len(), passed, "one usage record for each call that passed, none for a refused one");
+    let charged: i64 = usage.iter().map(|u| u.1).sum();
+    assert!(usage.iter().all(|u| u.1 > 0), "{usage:?}");
     assert!(charged <= 5_000, "charged {charged} millicredits past a cap of 5 credits");
     if last.status() == 402 {
         let (status, code) = error_code(last).await;
