@@ -107,8 +107,8 @@ impl AppState {
 }
 
 impl AppState {
-    /// Starts the engine's actors on the current arbiter, once. `app()` calls it from the first HTTP worker to
-    /// build its app, so with one worker every actor message is a same-thread hand-off.
+    /// Starts the engine once (its background work on the current arbiter: `app()` calls it from the first HTTP
+    /// worker to build its app). Its parts are shared by every worker.
     pub fn start_engine(&self) -> &Engine {
         self.engine.get_or_init(|| {
             let opening = switchyard_actors::engine::Opening {

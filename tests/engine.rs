@@ -236,8 +236,7 @@ async fn persistent_5xx_opens_the_circuit_and_the_fallback_serves() {
     // Two requests of two attempts each opened the circuit: the third never reached the primary.
     assert_eq!(primary.calls(), 4);
     let engine = gw.state.engine();
-    let circuits =
-        engine.pool.send(switchyard_actors::engine::pool::Circuits { provider: "openai".into() }).await.unwrap();
+    let circuits = engine.pool.circuits("openai");
     assert_eq!(circuits, vec![2]);
     let metrics = gw.client.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"switchyard_circuit_state{provider="openai",upstream="0"} 2"#), "{metrics}");
@@ -451,16 +450,15 @@ async fn billing_reads_are_confined_to_the_callers_workspace() {
 }
 
 #[actix_web::test]
-async fn supervisors_restart_panicking_actors_which_serve_again() {
+async fn engine_parts_that_panic_are_repaired_and_serve_again() {
     let gw = Gateway::with_catalogue(admin_env(), CATALOGUE, |_| {}).await;
     let (_, key) = gw.workspace("1000", 1000, 10, 1_000_000).await;
     assert_eq!(post(&gw, &key, &chat("flat", false)).await.status(), 200);
     let engine = gw.state.engine();
     let principal = gw.state.keys.resolve(&key).unwrap();
     engine.sessions.crash(&principal.key_id);
-    engine.ledger.do_send(switchyard_actors::engine::ledger::Crash);
-    engine.pool.do_send(switchyard_actors::engine::pool::Crash);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    engine.ledger.crash();
+    engine.pool.crash();
     for _ in 0..3 {
         assert_eq!(post(&gw, &key, &chat("flat", false)).await.status(), 200);
     }

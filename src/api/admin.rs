@@ -10,7 +10,7 @@ use crate::state::{create_key, AppState};
 use crate::store::{Plan, Workspace};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use switchyard_actors::engine::ledger::{GetWallet, LedgerError, OpenWallet, TopUp as TopUpCredits};
+use switchyard_actors::engine::ledger::LedgerError;
 use switchyard_actors::Credits;
 use utoipa::ToSchema;
 
@@ -143,7 +143,7 @@ fn check_plan(plan: &Plan) -> Result<(), ApiError> {
 async fn workspace_view(state: &AppState, workspace: Workspace) -> Result<WorkspaceView, ApiError> {
     let keys = state.store.keys(Some(&workspace.id)).await.map_err(ApiError::store)?;
     // The ledger holds the live balance; the store's is the committed one.
-    let wallet = state.engine().ledger.send(GetWallet { workspace_id: workspace.id.clone() }).await.ok().flatten();
+    let wallet = state.engine().wallet(&workspace.id);
     Ok(WorkspaceView {
         id: workspace.id,
         name: workspace.name,
@@ -186,7 +186,7 @@ pub async fn create_workspace(
     let workspace =
         Workspace { id: auth::new_id("ws"), name: body.name, credits: body.credits, plan, created_at: now_unix() };
     state.store.insert_workspace(&workspace).await.map_err(ApiError::store)?;
-    state.engine().ledger.do_send(OpenWallet { workspace_id: workspace.id.clone(), balance: workspace.credits });
+    state.engine().ledger.open_wallet(&workspace.id, workspace.credits);
     tracing::info!(workspace = %workspace.id, "workspace created");
     Ok(HttpResponse::Created().json(workspace_view(&state, workspace).await?))
 }
@@ -245,11 +245,9 @@ pub async fn top_up(
     if body.credits.milli() <= 0 {
         return Err(ApiError::invalid_field("credits", "`credits` must be more than 0"));
     }
-    let top_up = TopUpCredits { workspace_id: id.to_string(), amount: body.credits };
-    let balance = match state.engine().ledger.send(top_up).await {
-        Ok(Ok(balance)) => balance,
-        Ok(Err(LedgerError::UnknownWorkspace(_))) => return Err(ApiError::not_found(format!("No workspace `{id}`"))),
-        Ok(Err(e)) => return Err(ApiError::internal(format!("ledger: {e}"))),
+    let balance = match state.engine().ledger.top_up(&id, body.credits).await {
+        Ok(balance) => balance,
+        Err(LedgerError::UnknownWorkspace(_)) => return Err(ApiError::not_found(format!("No workspace `{id}`"))),
         Err(e) => return Err(ApiError::internal(format!("ledger: {e}"))),
     };
     tracing::info!(workspace = %id, credits = %body.credits, "credits added");

@@ -7,7 +7,6 @@ use crate::state::AppState;
 use crate::store::{UsageKey, UsageTotals};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use switchyard_actors::engine::ledger::GetWallet;
 use switchyard_actors::Credits;
 use utoipa::{IntoParams, ToSchema};
 
@@ -38,13 +37,7 @@ pub async fn wallet(
     state: web::Data<AppState>,
     Admitted { principal, .. }: Admitted,
 ) -> Result<HttpResponse, ApiError> {
-    let wallet = state
-        .engine()
-        .ledger
-        .send(GetWallet { workspace_id: principal.workspace_id.clone() })
-        .await
-        .map_err(|e| ApiError::internal(format!("ledger: {e}")))?
-        .unwrap_or_default();
+    let wallet = state.engine().wallet(&principal.workspace_id).unwrap_or_default();
     Ok(HttpResponse::Ok().json(WalletView {
         object: "wallet",
         workspace_id: principal.workspace_id,

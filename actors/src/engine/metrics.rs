@@ -1,4 +1,4 @@
-//! The engine's metrics: rejections, retries, fallbacks, circuit states, ledger latency, mailbox backlog.
+//! The engine's metrics: rejections, retries, fallbacks, circuit states, ledger latency, restarts, sessions.
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -9,7 +9,6 @@ pub struct EngineMetrics {
     pub fallbacks: IntCounterVec,
     pub circuit_state: IntGaugeVec,
     pub ledger_latency: HistogramVec,
-    pub mailbox_backlog: IntGaugeVec,
     pub restarts: IntCounterVec,
     pub sessions: prometheus::IntGauge,
     /// Handles for the labels every request touches, resolved once.
@@ -18,9 +17,6 @@ pub struct EngineMetrics {
 
 #[derive(Clone)]
 pub struct HotMetrics {
-    pub session_backlog: prometheus::IntGauge,
-    pub ledger_backlog: prometheus::IntGauge,
-    pub pool_backlog: prometheus::IntGauge,
     pub reserve_seconds: prometheus::Histogram,
     pub settle_seconds: prometheus::Histogram,
 }
@@ -49,39 +45,23 @@ impl EngineMetrics {
                 .buckets(LEDGER_BUCKETS.to_vec()),
             &["operation"],
         )?;
-        let mailbox_backlog = IntGaugeVec::new(
-            Opts::new("mailbox_backlog", "Messages sent to an actor and not yet handled"),
+        let restarts = IntCounterVec::new(
+            Opts::new("actor_restarts_total", "Engine parts restarted after a panic, by part"),
             &["actor"],
         )?;
-        let restarts =
-            IntCounterVec::new(Opts::new("actor_restarts_total", "Supervisor restarts by actor"), &["actor"])?;
         let sessions = prometheus::IntGauge::new("sessions_active", "API key sessions alive")?;
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(fallbacks.clone()))?;
         registry.register(Box::new(circuit_state.clone()))?;
         registry.register(Box::new(ledger_latency.clone()))?;
-        registry.register(Box::new(mailbox_backlog.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(sessions.clone()))?;
         let hot = HotMetrics {
-            session_backlog: mailbox_backlog.with_label_values(&["session"]),
-            ledger_backlog: mailbox_backlog.with_label_values(&["ledger"]),
-            pool_backlog: mailbox_backlog.with_label_values(&["pool"]),
             reserve_seconds: ledger_latency.with_label_values(&["reserve"]),
             settle_seconds: ledger_latency.with_label_values(&["settle"]),
         };
-        Ok(EngineMetrics {
-            hot,
-            rejections,
-            retries,
-            fallbacks,
-            circuit_state,
-            ledger_latency,
-            mailbox_backlog,
-            restarts,
-            sessions,
-        })
+        Ok(EngineMetrics { hot, rejections, retries, fallbacks, circuit_state, ledger_latency, restarts, sessions })
     }
 
     /// Metrics for tests, in a registry of their own.

@@ -1,6 +1,8 @@
-//! The engine's actors: `Session` per API key, the `ProviderPool` and the `BillingLedger`, all on one arbiter so
-//! that a request's messages to them are same-thread hand-offs, never cross-thread wake-ups (measured on a
-//! 2-core machine: 0.7 µs for a same-thread round trip, 85 µs across threads).
+//! The engine: a `Session` per API key (limits), the `ProviderPool` (health, circuits) and the `BillingLedger`
+//! (wallets, holds, the usage journal). Each is a small state behind its own lock, used on the request's own
+//! thread: no message and no wake-up of another thread on a request's way (a cross-thread wake-up costs 70–85 µs on
+//! a 2-core machine), and as many workers as there are cores share them exactly. A panic inside one is caught,
+//! counted as a restart, and its state repaired (`supervise`). The `RevisionRouter` (task edits) stays an actor.
 
 pub mod budget;
 pub mod call;
@@ -18,6 +20,7 @@ use crate::credits::Credits;
 use crate::providers::ProviderSet;
 use actix::{Addr, Supervisor};
 use dispatch::RetryPolicy;
+use ledger::Wallet;
 use ledger::{BillingLedger, HoldId, LedgerError, LedgerStore, UsageRecord};
 use metrics::EngineMetrics;
 use pool::{BreakerConfig, PoolRejection, ProviderPool};
@@ -48,12 +51,12 @@ pub struct Opening {
     pub tasks: router::TaskSnapshot,
 }
 
-/// Handles to the engine's actors.
+/// Handles to the engine's parts.
 #[derive(Clone)]
 pub struct Engine {
     pub sessions: SessionRegistry,
-    pub ledger: Addr<BillingLedger>,
-    pub pool: Addr<ProviderPool>,
+    pub ledger: BillingLedger,
+    pub pool: ProviderPool,
     pub metrics: EngineMetrics,
     pub retry: RetryPolicy,
     /// The tasks as runs see them (read without a message).
@@ -66,7 +69,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the actors on the current arbiter, under supervisors.
+    /// Starts the engine: its background work (the sessions' sweep, the usage writer, the router) on the current
+    /// arbiter, the journal's importer on a thread of its own.
     pub fn start(config: EngineConfig, catalogue: &Catalogue, providers: &ProviderSet, opening: Opening) -> Engine {
         let Opening { wallets, journal, store, metrics, tasks } = opening;
         let journal = ledger::Journal::new(journal);
@@ -81,7 +85,7 @@ impl Engine {
         let writer = ledger::spawn_writer(store, config.writer_capacity);
         let ledger_metrics = metrics.clone();
         let ledger_journal = journal.clone();
-        let ledger = Supervisor::start(move |_| BillingLedger::new(wallets, ledger_journal, writer, ledger_metrics));
+        let ledger = BillingLedger::new(wallets, ledger_journal, writer, ledger_metrics);
         let upstreams: Vec<(String, u32, usize)> = catalogue
             .providers
             .keys()
@@ -90,10 +94,8 @@ impl Engine {
                 (name.clone(), config.provider_max_in_flight, count)
             })
             .collect();
-        let pool_metrics = metrics.clone();
-        let breaker = config.breaker;
-        let pool = Supervisor::start(move |_| ProviderPool::new(upstreams, breaker, pool_metrics));
-        let sessions = SessionRegistry::new(actix::Arbiter::current(), config.session_idle, metrics.clone());
+        let pool = ProviderPool::new(upstreams, config.breaker, metrics.clone());
+        let sessions = SessionRegistry::new(config.session_idle, metrics.clone());
         let router_tasks = tasks.clone();
         let router_metrics = metrics.clone();
         let router = Supervisor::start(move |_| router::RevisionRouter::new(router_tasks, router_metrics));
@@ -120,41 +122,35 @@ impl Engine {
 
     /// An upstream of `provider` for one attempt, preferring any not in `avoid` (those that just failed).
     pub async fn pick(&self, provider: &str, avoid: &[usize]) -> Result<usize, PoolRejection> {
-        self.metrics.hot.pool_backlog.inc();
-        let pick = pool::Pick { provider: provider.to_owned(), avoid: avoid.to_vec() };
-        self.pool.send(pick).await.unwrap_or(Err(PoolRejection::Overloaded))
+        self.pool.pick(provider, avoid)
     }
 
     pub async fn reserve(&self, workspace_id: &str, amount: Credits) -> Result<HoldId, LedgerError> {
         let started = Instant::now();
-        self.metrics.hot.ledger_backlog.inc();
-        let result = self
-            .ledger
-            .send(ledger::Reserve { workspace_id: workspace_id.to_owned(), amount })
-            .await
-            .unwrap_or(Err(LedgerError::Unavailable));
+        let result = self.ledger.reserve(workspace_id, amount);
         self.metrics.hot.reserve_seconds.observe(started.elapsed().as_secs_f64());
         result
     }
 
-    /// Settles and waits until the usage record is committed.
+    /// Settles and returns once the usage record is committed.
     pub async fn settle(&self, hold: HoldId, cost: Credits, record: UsageRecord) -> Result<Credits, LedgerError> {
         let started = Instant::now();
-        self.metrics.hot.ledger_backlog.inc();
-        let result =
-            self.ledger.send(ledger::Settle { hold, cost, record }).await.unwrap_or(Err(LedgerError::Unavailable));
+        let result = self.ledger.settle(hold, cost, record);
         self.metrics.hot.settle_seconds.observe(started.elapsed().as_secs_f64());
         result
     }
 
-    /// Settles without waiting (a client that left has no response to complete).
+    /// Settles a call whose client left (no response to complete).
     pub fn settle_detached(&self, hold: HoldId, cost: Credits, record: UsageRecord) {
-        self.metrics.hot.ledger_backlog.inc();
-        self.ledger.do_send(ledger::Settle { hold, cost, record });
+        let _ = self.ledger.settle(hold, cost, record);
     }
 
     pub fn release(&self, hold: HoldId, record: Option<UsageRecord>) {
-        self.metrics.hot.ledger_backlog.inc();
-        self.ledger.do_send(ledger::Release { hold, record });
+        self.ledger.release(hold, record);
+    }
+
+    /// A workspace's wallet as the ledger holds it now (balance, and what calls in flight hold).
+    pub fn wallet(&self, workspace_id: &str) -> Option<Wallet> {
+        self.ledger.wallet(workspace_id)
     }
 }

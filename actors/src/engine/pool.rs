@@ -1,11 +1,12 @@
 //! `ProviderPool`: per provider a cap on requests in flight, and per upstream (a base URL and key) a circuit
 //! breaker and an in-flight count. It decides which upstream a request uses (fewest in flight, open circuits
-//! skipped); the request's own task does the I/O and reports back, so no token passes through its mailbox.
+//! skipped); the request's own task does the I/O and reports back. The pool's state is behind one lock held for a
+//! few counter updates, so a pick runs on the request's own thread, whichever worker that is.
 
 use super::metrics::EngineMetrics;
-use super::supervise::guarded;
-use actix::{Actor, Addr, Context, Handler, Message, Supervised};
+use super::supervise::{guarded, lock};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +37,8 @@ impl Breaker {
 struct UpstreamHealth {
     in_flight: u32,
     breaker: Breaker,
+    /// `switchyard_circuit_state{provider, upstream}`, resolved once.
+    gauge: prometheus::IntGauge,
 }
 
 struct ProviderHealth {
@@ -53,14 +56,6 @@ pub enum PoolRejection {
     UnknownProvider,
 }
 
-#[derive(Message)]
-#[rtype(result = "Result<usize, PoolRejection>")]
-pub struct Pick {
-    pub provider: String,
-    /// Upstreams that just failed this request: another is preferred while one is usable.
-    pub avoid: Vec<usize>,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Success,
@@ -70,28 +65,15 @@ pub enum Outcome {
     Neutral,
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Report {
-    pub provider: String,
-    pub upstream: usize,
-    pub outcome: Outcome,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Crash;
-
-/// The circuit state of every upstream of a provider: 0 closed, 1 half-open, 2 open.
-#[derive(Message)]
-#[rtype(result = "Vec<i64>")]
-pub struct Circuits {
-    pub provider: String,
-}
-
-pub struct ProviderPool {
+struct PoolState {
     providers: HashMap<String, ProviderHealth>,
     breaker: BreakerConfig,
+}
+
+/// A handle on the pool (cheap to clone; every clone is the same pool).
+#[derive(Clone)]
+pub struct ProviderPool {
+    state: Arc<Mutex<PoolState>>,
     metrics: EngineMetrics,
 }
 
@@ -106,14 +88,50 @@ impl ProviderPool {
             .into_iter()
             .map(|(name, cap, upstreams)| {
                 let upstreams = (0..upstreams.max(1))
-                    .map(|_| UpstreamHealth { in_flight: 0, breaker: Breaker::Closed { failures: 0 } })
+                    .map(|i| UpstreamHealth {
+                        in_flight: 0,
+                        breaker: Breaker::Closed { failures: 0 },
+                        gauge: metrics.circuit_state.with_label_values(&[name.as_str(), &i.to_string()]),
+                    })
                     .collect();
                 (name, ProviderHealth { cap, in_flight: 0, upstreams })
             })
             .collect();
-        ProviderPool { providers, breaker, metrics }
+        ProviderPool { state: Arc::new(Mutex::new(PoolState { providers, breaker })), metrics }
     }
 
+    fn guarded<R>(&self, body: impl FnOnce(&mut PoolState) -> R) -> Option<R> {
+        guarded("pool", &self.state, &self.metrics.restarts, body, |_| ())
+    }
+
+    /// An upstream of `provider` for one attempt, preferring any not in `avoid` (those that just failed this
+    /// request).
+    pub fn pick(&self, provider: &str, avoid: &[usize]) -> Result<usize, PoolRejection> {
+        self.guarded(|state| state.pick(provider, avoid)).unwrap_or(Err(PoolRejection::Overloaded))
+    }
+
+    /// How an attempt on `upstream` went: frees its place and moves its circuit.
+    pub fn report(&self, provider: &str, upstream: usize, outcome: Outcome) {
+        let _ = self.guarded(|state| state.report(provider, upstream, outcome));
+    }
+
+    /// The circuit state of every upstream of a provider: 0 closed, 1 half-open, 2 open.
+    pub fn circuits(&self, provider: &str) -> Vec<i64> {
+        let state = lock(&self.state);
+        state
+            .providers
+            .get(provider)
+            .map(|h| h.upstreams.iter().map(|u| u.breaker.gauge()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Injects a panic (supervision tests): caught, counted, and the pool serves on.
+    pub fn crash(&self) {
+        let _ = self.guarded(|_| panic!("injected panic"));
+    }
+}
+
+impl PoolState {
     fn pick(&mut self, provider: &str, avoid: &[usize]) -> Result<usize, PoolRejection> {
         let health = self.providers.get_mut(provider).ok_or(PoolRejection::UnknownProvider)?;
         if health.in_flight >= health.cap {
@@ -145,16 +163,16 @@ impl ProviderPool {
         }
         upstream.in_flight += 1;
         health.in_flight += 1;
-        self.publish(provider, index);
+        upstream.gauge.set(upstream.breaker.gauge());
         Ok(index)
     }
 
-    fn report(&mut self, msg: &Report) {
-        let Some(health) = self.providers.get_mut(&msg.provider) else { return };
-        let Some(upstream) = health.upstreams.get_mut(msg.upstream) else { return };
+    fn report(&mut self, provider: &str, upstream: usize, outcome: Outcome) {
+        let Some(health) = self.providers.get_mut(provider) else { return };
+        let Some(upstream) = health.upstreams.get_mut(upstream) else { return };
         upstream.in_flight = upstream.in_flight.saturating_sub(1);
         health.in_flight = health.in_flight.saturating_sub(1);
-        upstream.breaker = match (msg.outcome, upstream.breaker) {
+        upstream.breaker = match (outcome, upstream.breaker) {
             (Outcome::Success, _) => Breaker::Closed { failures: 0 },
             (Outcome::Failure, Breaker::Closed { failures }) if failures + 1 >= self.breaker.failure_threshold => {
                 Breaker::Open { until: Instant::now() + self.breaker.open_for }
@@ -167,93 +185,33 @@ impl ProviderPool {
             (Outcome::Neutral, Breaker::HalfOpen { .. }) => Breaker::HalfOpen { probing: false },
             (Outcome::Neutral, other) => other,
         };
-        self.publish(&msg.provider, msg.upstream);
-    }
-
-    fn publish(&self, provider: &str, upstream: usize) {
-        if let Some(u) = self.providers.get(provider).and_then(|h| h.upstreams.get(upstream)) {
-            self.metrics.circuit_state.with_label_values(&[provider, &upstream.to_string()]).set(u.breaker.gauge());
-        }
-    }
-}
-
-impl Actor for ProviderPool {
-    type Context = Context<Self>;
-}
-
-impl Supervised for ProviderPool {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        tracing::warn!("provider pool restarting");
-    }
-}
-
-impl Handler<Pick> for ProviderPool {
-    type Result = Result<usize, PoolRejection>;
-
-    fn handle(&mut self, msg: Pick, ctx: &mut Context<Self>) -> Self::Result {
-        self.metrics.hot.pool_backlog.dec();
-        let restarts = self.metrics.restarts.clone();
-        guarded::<Self, _>("pool", ctx, &restarts, || self.pick(&msg.provider, &msg.avoid))
-            .unwrap_or(Err(PoolRejection::Overloaded))
-    }
-}
-
-impl Handler<Report> for ProviderPool {
-    type Result = ();
-
-    fn handle(&mut self, msg: Report, ctx: &mut Context<Self>) {
-        let restarts = self.metrics.restarts.clone();
-        let _ = guarded::<Self, _>("pool", ctx, &restarts, || self.report(&msg));
-    }
-}
-
-impl Handler<Circuits> for ProviderPool {
-    type Result = Vec<i64>;
-
-    fn handle(&mut self, msg: Circuits, _: &mut Context<Self>) -> Vec<i64> {
-        self.providers
-            .get(&msg.provider)
-            .map(|h| h.upstreams.iter().map(|u| u.breaker.gauge()).collect())
-            .unwrap_or_default()
-    }
-}
-
-impl Handler<Crash> for ProviderPool {
-    type Result = ();
-
-    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        let restarts = self.metrics.restarts.clone();
-        let _ = guarded::<Self, _>("pool", ctx, &restarts, || panic!("injected panic"));
+        upstream.gauge.set(upstream.breaker.gauge());
     }
 }
 
 /// A request's use of one upstream. Report how it went; if dropped unreported, it counts as neutral.
 pub struct Lease {
-    pool: Addr<ProviderPool>,
+    pool: ProviderPool,
     pub provider: String,
     pub upstream: usize,
     reported: bool,
 }
 
 impl Lease {
-    pub fn new(pool: Addr<ProviderPool>, provider: String, upstream: usize) -> Self {
+    pub fn new(pool: ProviderPool, provider: String, upstream: usize) -> Self {
         Lease { pool, provider, upstream, reported: false }
     }
 
     pub fn report(mut self, outcome: Outcome) {
         self.reported = true;
-        self.pool.do_send(Report { provider: self.provider.clone(), upstream: self.upstream, outcome });
+        self.pool.report(&self.provider, self.upstream, outcome);
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if !self.reported {
-            self.pool.do_send(Report {
-                provider: std::mem::take(&mut self.provider),
-                upstream: self.upstream,
-                outcome: Outcome::Neutral,
-            });
+            self.pool.report(&self.provider, self.upstream, Outcome::Neutral);
         }
     }
 }
@@ -261,21 +219,18 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix::Supervisor;
 
-    fn pool(upstreams: usize, cap: u32) -> Addr<ProviderPool> {
+    fn pool(upstreams: usize, cap: u32) -> ProviderPool {
         let breaker = BreakerConfig { failure_threshold: 3, open_for: Duration::from_millis(100) };
-        Supervisor::start(move |_| {
-            ProviderPool::new([("p".to_owned(), cap, upstreams)], breaker, EngineMetrics::unregistered())
-        })
+        ProviderPool::new([("p".to_owned(), cap, upstreams)], breaker, EngineMetrics::unregistered())
     }
 
-    async fn pick(pool: &Addr<ProviderPool>) -> Result<usize, PoolRejection> {
-        pool.send(Pick { provider: "p".into(), avoid: vec![] }).await.unwrap()
+    async fn pick(pool: &ProviderPool) -> Result<usize, PoolRejection> {
+        pool.pick("p", &[])
     }
 
-    fn report(pool: &Addr<ProviderPool>, upstream: usize, outcome: Outcome) {
-        pool.do_send(Report { provider: "p".into(), upstream, outcome });
+    fn report(pool: &ProviderPool, upstream: usize, outcome: Outcome) {
+        pool.report("p", upstream, outcome);
     }
 
     #[actix::test]
@@ -292,11 +247,11 @@ mod tests {
     #[actix::test]
     async fn a_retry_prefers_another_upstream() {
         let pool = pool(3, 100);
-        let avoided = pool.send(Pick { provider: "p".into(), avoid: vec![0, 1] }).await.unwrap().unwrap();
+        let avoided = pool.pick("p", &[0, 1]).unwrap();
         assert_eq!(avoided, 2);
         report(&pool, 2, Outcome::Neutral);
         // With every upstream avoided, one is still given.
-        assert!(pool.send(Pick { provider: "p".into(), avoid: vec![0, 1, 2] }).await.unwrap().is_ok());
+        assert!(pool.pick("p", &[0, 1, 2]).is_ok());
     }
 
     #[actix::test]
@@ -317,14 +272,14 @@ mod tests {
             report(&pool, u, Outcome::Failure);
         }
         assert_eq!(pick(&pool).await, Err(PoolRejection::CircuitOpen));
-        assert_eq!(pool.send(Circuits { provider: "p".into() }).await.unwrap(), vec![2]);
+        assert_eq!(pool.circuits("p"), vec![2]);
         tokio::time::sleep(Duration::from_millis(120)).await;
         // Half-open: one probe goes through, a second waits for its outcome.
         let probe = pick(&pool).await.unwrap();
         assert_eq!(pick(&pool).await, Err(PoolRejection::CircuitOpen));
         report(&pool, probe, Outcome::Success);
         assert!(pick(&pool).await.is_ok());
-        assert_eq!(pool.send(Circuits { provider: "p".into() }).await.unwrap(), vec![0]);
+        assert_eq!(pool.circuits("p"), vec![0]);
     }
 
     #[actix::test]
@@ -341,7 +296,7 @@ mod tests {
     #[actix::test]
     async fn a_panicking_pool_is_restarted() {
         let pool = pool(1, 100);
-        pool.do_send(Crash);
+        pool.crash();
         assert!(pick(&pool).await.is_ok());
     }
 }

@@ -3,7 +3,7 @@
 //! in a new snapshot: a weight change shifts traffic from the next run on.
 
 use super::metrics::EngineMetrics;
-use super::supervise::guarded;
+use super::supervise::guarded_actor;
 use crate::tasks::TaskSpec;
 use actix::{Actor, Context, Handler, Message, Supervised};
 use arc_swap::ArcSwap;
@@ -114,7 +114,7 @@ impl Handler<PutTask> for RevisionRouter {
 
     fn handle(&mut self, msg: PutTask, ctx: &mut Context<Self>) {
         let restarts = self.metrics.restarts.clone();
-        guarded::<Self, _>("revision_router", ctx, &restarts, || {
+        guarded_actor::<Self, _>("revision_router", ctx, &restarts, || {
             self.change(|tasks| {
                 tasks.insert((msg.workspace_id, msg.task.slug.clone()), Arc::new(msg.task));
             })
@@ -127,7 +127,7 @@ impl Handler<RemoveTask> for RevisionRouter {
 
     fn handle(&mut self, msg: RemoveTask, ctx: &mut Context<Self>) -> bool {
         let restarts = self.metrics.restarts.clone();
-        guarded::<Self, _>("revision_router", ctx, &restarts, || {
+        guarded_actor::<Self, _>("revision_router", ctx, &restarts, || {
             let mut existed = false;
             self.change(|tasks| existed = tasks.remove(&(msg.workspace_id, msg.slug)).is_some());
             existed

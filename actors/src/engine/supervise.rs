@@ -1,31 +1,63 @@
-//! Supervision helpers: a handler that panics stops its actor, and the actor's `Supervisor` restarts it.
+//! Supervision of the engine's shared state: an operation that panics is caught where it runs, counted as a restart
+//! of its part (`switchyard_actor_restarts_total{actor}`), logged, and its state repaired, so one bad request never
+//! takes a key's limits, the wallets or the provider pool down with it.
 
-use actix::{Actor, ActorContext, AsyncContext};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// Runs a handler body; if it panics, counts and logs it and stops the actor so its supervisor restarts it.
-pub fn guarded<A, R>(
+/// Locks `state`; a lock left poisoned (which `guarded` never does) is taken over as it is.
+pub fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `body` on the locked state. If it panics: counts and logs a restart of `part`, lets `repair` restore the
+/// state's invariants, and returns `None`.
+pub fn guarded<T, R>(
+    part: &'static str,
+    state: &Mutex<T>,
+    restarts: &prometheus::IntCounterVec,
+    body: impl FnOnce(&mut T) -> R,
+    repair: impl FnOnce(&mut T),
+) -> Option<R> {
+    let mut state = lock(state);
+    match catch_unwind(AssertUnwindSafe(|| body(&mut state))) {
+        Ok(value) => Some(value),
+        Err(panic) => {
+            let message = panic_message(&*panic);
+            tracing::error!(actor = part, %message, "engine part panicked; its state is repaired and it serves on");
+            restarts.with_label_values(&[part]).inc();
+            repair(&mut state);
+            None
+        }
+    }
+}
+
+/// Runs an actor's handler body; if it panics, counts and logs it and stops the actor so its supervisor restarts it.
+pub fn guarded_actor<A, R>(
     actor: &'static str,
     ctx: &mut A::Context,
     restarts: &prometheus::IntCounterVec,
     body: impl FnOnce() -> R,
 ) -> Option<R>
 where
-    A: Actor,
-    A::Context: ActorContext + AsyncContext<A>,
+    A: actix::Actor,
+    A::Context: actix::ActorContext + actix::AsyncContext<A>,
 {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(value) => Some(value),
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_owned());
-            tracing::error!(actor, %message, "actor panicked; its supervisor restarts it");
+            tracing::error!(actor, message = %panic_message(&*panic), "actor panicked; its supervisor restarts it");
             restarts.with_label_values(&[actor]).inc();
-            ctx.stop();
+            actix::ActorContext::stop(ctx);
             None
         }
     }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }

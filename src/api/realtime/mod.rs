@@ -21,7 +21,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use std::time::Duration;
 use switchyard_actors::catalogue::Modality;
-use switchyard_actors::engine::ledger::GetWallet;
 use switchyard_actors::providers::socket_base;
 use switchyard_actors::{Credits, ModelSpec};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -211,9 +210,7 @@ async fn afford(state: &AppState, principal: &Principal, most: Credits) -> Resul
 
 /// What the workspace's wallet has free (its balance less its holds).
 pub async fn wallet_available(state: &AppState, workspace_id: &str) -> Credits {
-    let wallet = GetWallet { workspace_id: workspace_id.to_owned() };
-    let wallet = state.engine().ledger.send(wallet).await.ok().flatten();
-    wallet.map_or(Credits::ZERO, |w| w.available())
+    state.engine().wallet(workspace_id).map_or(Credits::ZERO, |w| w.available())
 }
 
 /// A chat model as a voice agent: the session's speech-to-text and text-to-speech models are the configured ones.

@@ -4,15 +4,16 @@
 //! the importer then group-commits the journal into the store, where each record and its debit are one write.
 //! Holds live in memory only and the balance moves only at settlement, so a process that dies leaves no hold
 //! behind: on start every wallet's `reserved` is zero and its balance is what the committed usage left.
+//! The books sit behind one lock taken for a few integer updates, so reservations and settlements run on the
+//! request's own thread, whichever worker that is, exact under any concurrency.
 
 use super::journal::UsageJournal;
 use super::metrics::EngineMetrics;
-use super::supervise::guarded;
+use super::supervise::{guarded, lock};
 use crate::credits::Credits;
-use actix::{Actor, Context, Handler, Message, ResponseFuture, Supervised};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 mod writer;
@@ -106,56 +107,8 @@ pub enum LedgerError {
     Unavailable,
 }
 
-#[derive(Message)]
-#[rtype(result = "Result<HoldId, LedgerError>")]
-pub struct Reserve {
-    pub workspace_id: String,
-    pub amount: Credits,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct HoldId(pub u64);
-
-/// Charges `cost` (capped at the hold) with its usage record, frees the hold, and answers once committed.
-#[derive(Message)]
-#[rtype(result = "Result<Credits, LedgerError>")]
-pub struct Settle {
-    pub hold: HoldId,
-    pub cost: Credits,
-    pub record: UsageRecord,
-}
-
-/// Frees a hold with nothing charged (the call failed). A zero-credit record may still be kept for statistics.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Release {
-    pub hold: HoldId,
-    pub record: Option<UsageRecord>,
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<Credits, LedgerError>")]
-pub struct TopUp {
-    pub workspace_id: String,
-    pub amount: Credits,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct OpenWallet {
-    pub workspace_id: String,
-    pub balance: Credits,
-}
-
-#[derive(Message)]
-#[rtype(result = "Option<Wallet>")]
-pub struct GetWallet {
-    pub workspace_id: String,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Crash;
 
 struct Hold {
     workspace_id: String,
@@ -164,7 +117,7 @@ struct Hold {
 
 type Ack = oneshot::Sender<Result<(), String>>;
 
-/// The journal as the ledger (appending, on the engine's thread) and the importer (taking batches, on a thread of
+/// The journal as the ledger (appending, on the thread of the request it settles) and the importer (taking batches, on a thread of
 /// its own) share it. The importer polls rather than being woken, so a settlement never pays for a wake-up.
 #[derive(Clone)]
 pub struct Journal {
@@ -188,13 +141,71 @@ impl Journal {
     }
 }
 
-pub struct BillingLedger {
+/// What the lock guards: the wallets and the holds on them.
+struct Books {
     wallets: HashMap<String, Wallet>,
     holds: HashMap<u64, Hold>,
     next_hold: u64,
+}
+
+impl Books {
+    fn reserve(&mut self, workspace_id: &str, amount: Credits) -> Result<HoldId, LedgerError> {
+        let wallet =
+            self.wallets.get_mut(workspace_id).ok_or_else(|| LedgerError::UnknownWorkspace(workspace_id.to_owned()))?;
+        let amount = Credits(amount.0.max(0));
+        if wallet.available().0 < amount.0 {
+            return Err(LedgerError::Insufficient { available: wallet.available(), needed: amount });
+        }
+        wallet.reserved.0 += amount.0;
+        let id = self.next_hold;
+        self.next_hold += 1;
+        self.holds.insert(id, Hold { workspace_id: workspace_id.to_owned(), amount });
+        Ok(HoldId(id))
+    }
+
+    /// Frees a hold and charges `cost` (capped at the hold): the workspace and the charge.
+    fn settle(&mut self, hold: HoldId, cost: Credits) -> Result<(String, Credits), LedgerError> {
+        let hold = self.holds.remove(&hold.0).ok_or(LedgerError::UnknownHold(hold.0))?;
+        let charge = Credits(cost.0.clamp(0, hold.amount.0));
+        if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
+            wallet.reserved.0 -= hold.amount.0;
+            wallet.balance.0 -= charge.0;
+        }
+        Ok((hold.workspace_id, charge))
+    }
+
+    fn release(&mut self, hold: HoldId) -> Option<String> {
+        let hold = self.holds.remove(&hold.0)?;
+        if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
+            wallet.reserved.0 -= hold.amount.0;
+        }
+        Some(hold.workspace_id)
+    }
+
+    /// The invariant a repair restores: each wallet's `reserved` is the sum of its holds.
+    fn recount_reserved(&mut self) {
+        for wallet in self.wallets.values_mut() {
+            wallet.reserved = Credits::ZERO;
+        }
+        for hold in self.holds.values() {
+            if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
+                wallet.reserved.0 += hold.amount.0;
+            }
+        }
+    }
+}
+
+struct LedgerInner {
+    books: Mutex<Books>,
     journal: Journal,
     writer: mpsc::Sender<(LedgerWrite, Option<Ack>)>,
     metrics: EngineMetrics,
+}
+
+/// A handle on the ledger (cheap to clone; every clone is the same ledger).
+#[derive(Clone)]
+pub struct BillingLedger {
+    inner: Arc<LedgerInner>,
 }
 
 impl BillingLedger {
@@ -207,37 +218,29 @@ impl BillingLedger {
     ) -> Self {
         let wallets =
             wallets.into_iter().map(|(id, balance)| (id, Wallet { balance, reserved: Credits::ZERO })).collect();
-        BillingLedger { wallets, holds: HashMap::new(), next_hold: 1, journal, writer, metrics }
+        let books = Mutex::new(Books { wallets, holds: HashMap::new(), next_hold: 1 });
+        BillingLedger { inner: Arc::new(LedgerInner { books, journal, writer, metrics }) }
     }
 
-    fn reserve(&mut self, msg: Reserve) -> Result<HoldId, LedgerError> {
-        let wallet =
-            self.wallets.get_mut(&msg.workspace_id).ok_or(LedgerError::UnknownWorkspace(msg.workspace_id.clone()))?;
-        let amount = Credits(msg.amount.0.max(0));
-        if wallet.available().0 < amount.0 {
-            return Err(LedgerError::Insufficient { available: wallet.available(), needed: amount });
-        }
-        wallet.reserved.0 += amount.0;
-        let id = self.next_hold;
-        self.next_hold += 1;
-        self.holds.insert(id, Hold { workspace_id: msg.workspace_id, amount });
-        Ok(HoldId(id))
+    fn guarded<R>(&self, body: impl FnOnce(&mut Books) -> R) -> Option<R> {
+        guarded("ledger", &self.inner.books, &self.inner.metrics.restarts, body, Books::recount_reserved)
     }
 
-    /// Applies a settlement and commits it to the journal; if the journal refuses it, nothing changes.
-    fn settle(&mut self, msg: Settle) -> Result<Credits, LedgerError> {
-        let hold = self.holds.remove(&msg.hold.0).ok_or(LedgerError::UnknownHold(msg.hold.0))?;
-        let charge = Credits(msg.cost.0.clamp(0, hold.amount.0));
-        if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
-            wallet.reserved.0 -= hold.amount.0;
-            wallet.balance.0 -= charge.0;
-        }
-        let mut record = msg.record;
-        record.workspace_id = hold.workspace_id.clone();
+    /// Holds `amount` of the workspace's credits if its wallet can cover it.
+    pub fn reserve(&self, workspace_id: &str, amount: Credits) -> Result<HoldId, LedgerError> {
+        self.guarded(|books| books.reserve(workspace_id, amount)).unwrap_or(Err(LedgerError::Unavailable))
+    }
+
+    /// Charges `cost` (capped at the hold) with its usage record, frees the hold, and returns once the record is
+    /// committed to the journal; if the journal refuses it, nothing is charged.
+    pub fn settle(&self, hold: HoldId, cost: Credits, mut record: UsageRecord) -> Result<Credits, LedgerError> {
+        let (workspace_id, charge) =
+            self.guarded(|books| books.settle(hold, cost)).unwrap_or(Err(LedgerError::Unavailable))?;
+        record.workspace_id = workspace_id;
         record.credits_milli = charge.0;
-        if let Err(e) = self.journal.append(&record) {
+        if let Err(e) = self.inner.journal.append(&record) {
             // Not committed: undo, so memory matches what is durable.
-            if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
+            if let Some(wallet) = lock(&self.inner.books).wallets.get_mut(&record.workspace_id) {
                 wallet.balance.0 += charge.0;
             }
             tracing::error!(error = %e, "usage journal refused a record");
@@ -246,122 +249,50 @@ impl BillingLedger {
         Ok(charge)
     }
 
-    fn release(&mut self, hold: HoldId) -> Option<String> {
-        let hold = self.holds.remove(&hold.0)?;
-        if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
-            wallet.reserved.0 -= hold.amount.0;
-        }
-        Some(hold.workspace_id)
-    }
-
-    /// The invariant a restart restores: each wallet's `reserved` is the sum of its holds.
-    fn recount_reserved(&mut self) {
-        for wallet in self.wallets.values_mut() {
-            wallet.reserved = Credits::ZERO;
-        }
-        for hold in self.holds.values() {
-            if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
-                wallet.reserved.0 += hold.amount.0;
-            }
-        }
-    }
-
-    fn backlog_done(&self) {
-        self.metrics.hot.ledger_backlog.dec();
-    }
-}
-
-impl Actor for BillingLedger {
-    type Context = Context<Self>;
-}
-
-impl Supervised for BillingLedger {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        tracing::warn!("billing ledger restarting; recounting reservations from its holds");
-        self.recount_reserved();
-    }
-}
-
-impl Handler<Reserve> for BillingLedger {
-    type Result = Result<HoldId, LedgerError>;
-
-    fn handle(&mut self, msg: Reserve, ctx: &mut Context<Self>) -> Self::Result {
-        self.backlog_done();
-        let restarts = self.metrics.restarts.clone();
-        guarded::<Self, _>("ledger", ctx, &restarts, || self.reserve(msg)).unwrap_or(Err(LedgerError::Unavailable))
-    }
-}
-
-impl Handler<Settle> for BillingLedger {
-    type Result = Result<Credits, LedgerError>;
-
-    fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) -> Self::Result {
-        self.backlog_done();
-        let restarts = self.metrics.restarts.clone();
-        guarded::<Self, _>("ledger", ctx, &restarts, || self.settle(msg)).unwrap_or(Err(LedgerError::Unavailable))
-    }
-}
-
-impl Handler<Release> for BillingLedger {
-    type Result = ();
-
-    fn handle(&mut self, msg: Release, ctx: &mut Context<Self>) {
-        self.backlog_done();
-        let restarts = self.metrics.restarts.clone();
-        let workspace = guarded::<Self, _>("ledger", ctx, &restarts, || self.release(msg.hold)).flatten();
-        if let (Some(workspace_id), Some(mut record)) = (workspace, msg.record) {
+    /// Frees a hold with nothing charged (the call failed). A zero-credit record may still be kept for statistics.
+    pub fn release(&self, hold: HoldId, record: Option<UsageRecord>) {
+        let workspace = self.guarded(|books| books.release(hold)).flatten();
+        if let (Some(workspace_id), Some(mut record)) = (workspace, record) {
             record.workspace_id = workspace_id;
             record.credits_milli = 0;
-            if let Err(e) = self.journal.append(&record) {
+            if let Err(e) = self.inner.journal.append(&record) {
                 tracing::warn!(error = %e, "usage journal refused a zero-credit record");
             }
         }
     }
-}
 
-impl Handler<TopUp> for BillingLedger {
-    type Result = ResponseFuture<Result<Credits, LedgerError>>;
-
-    fn handle(&mut self, msg: TopUp, _: &mut Context<Self>) -> Self::Result {
-        let Some(wallet) = self.wallets.get_mut(&msg.workspace_id) else {
-            let id = msg.workspace_id;
-            return Box::pin(async move { Err(LedgerError::UnknownWorkspace(id)) });
+    /// Adds credits to a wallet; answers the new balance once the top-up is committed to the store.
+    pub async fn top_up(&self, workspace_id: &str, amount: Credits) -> Result<Credits, LedgerError> {
+        let balance = {
+            let mut books = lock(&self.inner.books);
+            let wallet = books
+                .wallets
+                .get_mut(workspace_id)
+                .ok_or_else(|| LedgerError::UnknownWorkspace(workspace_id.into()))?;
+            wallet.balance.0 += amount.0;
+            wallet.balance
         };
-        wallet.balance.0 += msg.amount.0;
-        let balance = wallet.balance;
-        let writer = self.writer.clone();
-        let write = LedgerWrite::TopUp { workspace_id: msg.workspace_id, amount: msg.amount };
-        Box::pin(async move {
-            let (ack, committed) = oneshot::channel();
-            writer.send((write, Some(ack))).await.map_err(|_| LedgerError::Store("the writer stopped".into()))?;
-            committed.await.unwrap_or_else(|_| Err("the writer stopped".into())).map_err(LedgerError::Store)?;
-            Ok(balance)
-        })
+        let write = LedgerWrite::TopUp { workspace_id: workspace_id.to_owned(), amount };
+        let (ack, committed) = oneshot::channel();
+        let writer = &self.inner.writer;
+        writer.send((write, Some(ack))).await.map_err(|_| LedgerError::Store("the writer stopped".into()))?;
+        committed.await.unwrap_or_else(|_| Err("the writer stopped".into())).map_err(LedgerError::Store)?;
+        Ok(balance)
     }
-}
 
-impl Handler<OpenWallet> for BillingLedger {
-    type Result = ();
-
-    fn handle(&mut self, msg: OpenWallet, _: &mut Context<Self>) {
-        self.wallets.entry(msg.workspace_id).or_insert(Wallet { balance: msg.balance, reserved: Credits::ZERO });
+    /// Opens a new workspace's wallet (a wallet already open is left as it is).
+    pub fn open_wallet(&self, workspace_id: &str, balance: Credits) {
+        let mut books = lock(&self.inner.books);
+        books.wallets.entry(workspace_id.to_owned()).or_insert(Wallet { balance, reserved: Credits::ZERO });
     }
-}
 
-impl Handler<GetWallet> for BillingLedger {
-    type Result = Option<Wallet>;
-
-    fn handle(&mut self, msg: GetWallet, _: &mut Context<Self>) -> Self::Result {
-        self.wallets.get(&msg.workspace_id).copied()
+    pub fn wallet(&self, workspace_id: &str) -> Option<Wallet> {
+        lock(&self.inner.books).wallets.get(workspace_id).copied()
     }
-}
 
-impl Handler<Crash> for BillingLedger {
-    type Result = ();
-
-    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        let restarts = self.metrics.restarts.clone();
-        let _ = guarded::<Self, _>("ledger", ctx, &restarts, || panic!("injected panic"));
+    /// Injects a panic (supervision tests): caught, counted, the reservations recounted, and the ledger serves on.
+    pub fn crash(&self) {
+        let _ = self.guarded(|_| panic!("injected panic"));
     }
 }
 

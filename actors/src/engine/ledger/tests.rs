@@ -1,7 +1,6 @@
 //! The ledger's tests: reservations, settlement, a failing store, restarts and top-ups, over an in-memory store.
 
 use super::*;
-use actix::{Addr, Supervisor};
 use std::sync::Mutex;
 
 #[derive(Default)]
@@ -26,7 +25,7 @@ impl LedgerStore for MemoryStore {
     }
 }
 
-fn ledger(store: Arc<MemoryStore>, balance: i64) -> Addr<BillingLedger> {
+fn ledger(store: Arc<MemoryStore>, balance: i64) -> BillingLedger {
     let dir = tempfile::tempdir().unwrap().keep();
     let journal = Journal::new(UsageJournal::open(&dir).unwrap());
     spawn_importer(
@@ -38,7 +37,7 @@ fn ledger(store: Arc<MemoryStore>, balance: i64) -> Addr<BillingLedger> {
     );
     let writer = spawn_writer(store, 1024);
     let metrics = EngineMetrics::unregistered();
-    Supervisor::start(move |_| BillingLedger::new([("ws".to_owned(), Credits(balance))], journal, writer, metrics))
+    BillingLedger::new([("ws".to_owned(), Credits(balance))], journal, writer, metrics)
 }
 
 /// Waits for the importer to hand `n` writes to the store.
@@ -52,18 +51,18 @@ async fn stored(store: &MemoryStore, n: usize) -> Vec<LedgerWrite> {
     store.writes.lock().unwrap().clone()
 }
 
-async fn wallet(ledger: &Addr<BillingLedger>) -> Wallet {
-    ledger.send(GetWallet { workspace_id: "ws".into() }).await.unwrap().unwrap()
+async fn wallet(ledger: &BillingLedger) -> Wallet {
+    ledger.wallet("ws").unwrap()
 }
 
 #[actix::test]
 async fn reserve_fails_when_balance_short() {
     let ledger = ledger(Arc::default(), 100);
-    let hold = ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(60) }).await.unwrap().unwrap();
-    let short = ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(41) }).await.unwrap();
+    let hold = ledger.reserve("ws", Credits(60)).unwrap();
+    let short = ledger.reserve("ws", Credits(41));
     assert!(matches!(short, Err(LedgerError::Insufficient { .. })));
-    ledger.send(Release { hold, record: None }).await.unwrap();
-    assert!(ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(100) }).await.unwrap().is_ok());
+    ledger.release(hold, None);
+    assert!(ledger.reserve("ws", Credits(100)).is_ok());
 }
 
 #[actix::test]
@@ -73,9 +72,9 @@ async fn exactly_k_of_4k_parallel_reservations_fit_and_nothing_stays_reserved() 
     let attempts = (0..28).map(|_| {
         let ledger = ledger.clone();
         async move {
-            let hold = ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(30) }).await.unwrap().ok()?;
+            let hold = ledger.reserve("ws", Credits(30)).ok()?;
             let record = UsageRecord { status: "ok".into(), ..Default::default() };
-            ledger.send(Settle { hold, cost: Credits(30), record }).await.unwrap().ok()
+            ledger.settle(hold, Credits(30), record).ok()
         }
     });
     let served = futures::future::join_all(attempts).await.into_iter().flatten().count();
@@ -89,15 +88,14 @@ async fn exactly_k_of_4k_parallel_reservations_fit_and_nothing_stays_reserved() 
 async fn settle_charges_at_most_the_hold_and_records_it() {
     let store = Arc::new(MemoryStore::default());
     let ledger = ledger(store.clone(), 1000);
-    let hold = ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(50) }).await.unwrap().unwrap();
-    let charged =
-        ledger.send(Settle { hold, cost: Credits(80), record: UsageRecord::default() }).await.unwrap().unwrap();
+    let hold = ledger.reserve("ws", Credits(50)).unwrap();
+    let charged = ledger.settle(hold, Credits(80), UsageRecord::default()).unwrap();
     assert_eq!(charged, Credits(50));
     assert_eq!(wallet(&ledger).await, Wallet { balance: Credits(950), reserved: Credits(0) });
     let first = stored(&store, 1).await[0].clone();
     assert!(matches!(&first, LedgerWrite::Usage(r) if r.credits_milli == 50 && r.workspace_id == "ws"));
     // A hold is settled once: a second settlement is refused.
-    let again = ledger.send(Settle { hold, cost: Credits(1), record: UsageRecord::default() }).await.unwrap();
+    let again = ledger.settle(hold, Credits(1), UsageRecord::default());
     assert_eq!(again, Err(LedgerError::UnknownHold(hold.0)));
 }
 
@@ -106,8 +104,8 @@ async fn a_store_that_fails_keeps_the_records_in_the_journal_until_it_recovers()
     let store = Arc::new(MemoryStore::default());
     store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
     let ledger = ledger(store.clone(), 100);
-    let hold = ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(10) }).await.unwrap().unwrap();
-    let result = ledger.send(Settle { hold, cost: Credits(10), record: UsageRecord::default() }).await.unwrap();
+    let hold = ledger.reserve("ws", Credits(10)).unwrap();
+    let result = ledger.settle(hold, Credits(10), UsageRecord::default());
     assert_eq!(result, Ok(Credits(10)));
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(store.writes.lock().unwrap().is_empty());
@@ -117,22 +115,54 @@ async fn a_store_that_fails_keeps_the_records_in_the_journal_until_it_recovers()
 }
 
 #[actix::test]
-async fn a_panicking_ledger_is_restarted_with_its_wallets() {
+async fn a_panicking_ledger_is_repaired_with_its_wallets_and_holds() {
     let ledger = ledger(Arc::default(), 100);
-    let _hold = ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(10) }).await.unwrap().unwrap();
-    ledger.do_send(Crash);
+    let _hold = ledger.reserve("ws", Credits(10)).unwrap();
+    ledger.crash();
     let wallet = wallet(&ledger).await;
     assert_eq!(wallet, Wallet { balance: Credits(100), reserved: Credits(10) });
-    assert!(ledger.send(Reserve { workspace_id: "ws".into(), amount: Credits(90) }).await.unwrap().is_ok());
+    assert!(ledger.reserve("ws", Credits(90)).is_ok());
 }
 
 #[actix::test]
 async fn unknown_workspaces_and_top_ups() {
     let store = Arc::new(MemoryStore::default());
     let ledger = ledger(store.clone(), 0);
-    let missing = ledger.send(Reserve { workspace_id: "nope".into(), amount: Credits(1) }).await.unwrap();
+    let missing = ledger.reserve("nope", Credits(1));
     assert!(matches!(missing, Err(LedgerError::UnknownWorkspace(_))));
-    let balance = ledger.send(TopUp { workspace_id: "ws".into(), amount: Credits(5) }).await.unwrap().unwrap();
+    let balance = ledger.top_up("ws", Credits(5)).await.unwrap();
     assert_eq!(balance, Credits(5));
     assert_eq!(stored(&store, 1).await.len(), 1);
+}
+
+#[actix::test]
+async fn reservations_from_many_threads_at_once_stay_exact() {
+    let store = Arc::new(MemoryStore::default());
+    let ledger = ledger(store.clone(), 1_000 * 7);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || {
+                let mut served = 0;
+                for _ in 0..500 {
+                    if let Ok(hold) = ledger.reserve("ws", Credits(10)) {
+                        let record = UsageRecord { status: "ok".into(), ..Default::default() };
+                        served += usize::from(ledger.settle(hold, Credits(7), record).is_ok());
+                    }
+                }
+                served
+            })
+        })
+        .collect();
+    let mut served: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    // Whatever is left is spent one call at a time, until a hold no longer fits.
+    while let Ok(hold) = ledger.reserve("ws", Credits(10)) {
+        served += usize::from(ledger.settle(hold, Credits(7), UsageRecord::default()).is_ok());
+    }
+    // Each call held 10 and was charged 7: every credit is accounted for, none spent twice, nothing left held.
+    let wallet = wallet(&ledger).await;
+    assert_eq!(wallet.reserved, Credits(0));
+    assert_eq!(wallet.balance, Credits(7_000 - 7 * i64::try_from(served).unwrap()));
+    assert!(wallet.balance.0 >= 0 && wallet.balance.0 < 10, "{wallet:?} after {served}");
+    assert_eq!(stored(&store, served).await.len(), served);
 }
