@@ -579,7 +579,7 @@ async fn the_journal_left_by_a_dead_process_is_imported_once_on_start() {
         credits_milli: 1234,
         ..Default::default()
     };
-    journal.append(&record).unwrap();
+    journal.append(record).unwrap();
     drop(journal);
     for _ in 0..2 {
         let (state, _) = AppState::build(config.clone(), catalogue.clone(), &none).await.unwrap();

@@ -15,7 +15,10 @@
 //!    (no coordinated omission);
 //! 3. the highest rate held with p99 under 5 ms (bounded doubling/bisection search);
 //! 4. streaming: time from sending to the first non-empty content delta, one connection (mock and gateway);
-//! 5. throughput: 64 connections sending back to back (closed loop, as `oha -c 64`), completed requests per second.
+//! 5. throughput: 64 connections sending back to back (closed loop, as `oha -c 64`), completed requests per second;
+//! 6. throughput by `server.workers` (`BENCH_SCALING=0` skips it);
+//! 7. a thousand paced streams open at once, straight to a pacing mock and through a gateway (tests/bench/paced.rs;
+//!    `BENCH_PACED=0` skips it).
 //!
 //! The ratios the gateway is judged by: added latency at one connection, p50 and p99 (gateway − direct) ÷ (bare
 //! hop − direct), aim ≤ 1.3×; highest throughput, gateway ÷ bare hop, aim ≥ 0.8×. Reported, not asserted.
@@ -31,6 +34,9 @@
 
 #[path = "support.rs"]
 mod support;
+
+#[path = "paced.rs"]
+mod paced;
 
 use bytes::{Buf, BytesMut};
 use std::fmt::Write as _;
@@ -199,6 +205,8 @@ struct Reply {
     body: Vec<u8>,
     /// When the first non-empty `"content":"…"` arrived (when watched).
     first_content: Option<Instant>,
+    /// The longest time between two chunks of a chunked body (when watched).
+    max_gap: Duration,
 }
 
 const CONTENT: &[u8] = br#""content":""#;
@@ -300,6 +308,7 @@ impl Conn {
         self.buf.advance(end + 4);
         if chunked {
             let mut seen = Vec::new();
+            let mut last_chunk: Option<Instant> = None;
             loop {
                 let line_end = self.until(b"\r\n").await?;
                 let size = {
@@ -321,6 +330,13 @@ impl Conn {
                 }
                 while self.buf.len() < size + 2 {
                     self.more().await?;
+                }
+                if watch {
+                    let now = Instant::now();
+                    if let Some(last) = last_chunk {
+                        reply.max_gap = reply.max_gap.max(now - last);
+                    }
+                    last_chunk = Some(now);
                 }
                 let looking = watch && reply.first_content.is_none();
                 if keep || looking {
@@ -1431,6 +1447,9 @@ fn run(dir: &Path) -> Result<String> {
                 let mut table = bench(targets, &setup).await?;
                 if std::env::var("BENCH_SCALING").map_or(true, |v| v != "0") {
                     table.push_str(&scaling(&mut children, dir, mock_addr, &setup).await?);
+                }
+                if std::env::var("BENCH_PACED").map_or(true, |v| v != "0") {
+                    table.push_str(&paced::paced(&mut children, dir, &setup, (mock_cpu, gateway_cpu)).await?);
                 }
                 Ok(table)
             } => result,

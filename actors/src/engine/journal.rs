@@ -36,13 +36,13 @@ impl UsageJournal {
         Ok(UsageJournal { dir: dir.to_owned(), active: 0, files, pending: Vec::new(), appended: 0, line: Vec::new() })
     }
 
-    /// Commits a record: one `write` of one line, done when this returns.
-    pub fn append(&mut self, record: &UsageRecord) -> io::Result<()> {
+    /// Commits a record: one `write` of one line, done when this returns. The record then waits for the importer.
+    pub fn append(&mut self, record: UsageRecord) -> io::Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, record).map_err(io::Error::other)?;
+        serde_json::to_writer(&mut self.line, &record).map_err(io::Error::other)?;
         self.line.push(b'\n');
         self.files[self.active].write_all(&self.line)?;
-        self.pending.push(record.clone());
+        self.pending.push(record);
         self.appended += 1;
         Ok(())
     }
@@ -129,11 +129,11 @@ mod tests {
     fn appended_records_survive_a_reopen_until_truncated() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = UsageJournal::open(dir.path()).unwrap();
-        journal.append(&record("a")).unwrap();
-        journal.append(&record("b")).unwrap();
+        journal.append(record("a")).unwrap();
+        journal.append(record("b")).unwrap();
         let (batch, file) = journal.take().unwrap();
         assert_eq!(batch.len(), 2);
-        journal.append(&record("c")).unwrap();
+        journal.append(record("c")).unwrap();
         drop(journal);
         let replayed: Vec<String> = UsageJournal::replay(dir.path()).unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(replayed, ["a", "b", "c"]);
@@ -147,7 +147,7 @@ mod tests {
     fn a_torn_last_line_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = UsageJournal::open(dir.path()).unwrap();
-        journal.append(&record("a")).unwrap();
+        journal.append(record("a")).unwrap();
         journal.files[0].write_all(b"{\"id\":\"tor").unwrap();
         let replayed = UsageJournal::replay(dir.path()).unwrap();
         assert_eq!(replayed.len(), 1);

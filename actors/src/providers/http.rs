@@ -1,4 +1,4 @@
-//! The HTTP side shared by HTTP providers: one pooled client, timeouts by phase, and status → error mapping.
+//! The HTTP side shared by HTTP providers: a pooled client per thread, timeouts by phase, and status → error mapping.
 
 use super::Timeouts;
 use crate::error::{ProviderError, TimeoutPhase};
@@ -15,13 +15,40 @@ pub(crate) struct Upstream {
     pub key: Option<String>,
     pub key_variable: String,
     pub timeouts: Timeouts,
-    pub client: reqwest::Client,
+    pub client: std::sync::Arc<HttpClient>,
     /// The URLs of the fixed paths called so far, parsed once (parsing a URL costs microseconds per request).
     pub endpoints: std::sync::RwLock<Vec<(&'static str, reqwest::Url)>>,
 }
 
-/// The one pooled client a provider's upstreams share.
-pub(crate) fn client(name: &str, timeouts: Timeouts) -> Result<reqwest::Client, String> {
+/// The pooled client a provider's upstreams share, one per thread that uses it. A connection is driven by the
+/// runtime of the thread that opened it, so a client shared by the HTTP workers would make every request of one
+/// worker over a connection another opened a hop between threads (a wake-up each way, and no gain from more
+/// workers); with a client per thread, a request and its upstream connections stay on one thread.
+pub(crate) struct HttpClient {
+    name: String,
+    timeouts: Timeouts,
+    first: reqwest::Client,
+    per_thread: thread_local::ThreadLocal<reqwest::Client>,
+}
+
+impl HttpClient {
+    pub fn new(name: &str, timeouts: Timeouts) -> Result<Self, String> {
+        let first = build(name, timeouts)?;
+        Ok(HttpClient { name: name.to_owned(), timeouts, first, per_thread: thread_local::ThreadLocal::new() })
+    }
+}
+
+impl std::ops::Deref for HttpClient {
+    type Target = reqwest::Client;
+
+    /// This thread's client (made on its first use; the settings built once already, so this cannot fail in
+    /// practice, and if it did the first client would serve).
+    fn deref(&self) -> &reqwest::Client {
+        self.per_thread.get_or(|| build(&self.name, self.timeouts).unwrap_or_else(|_| self.first.clone()))
+    }
+}
+
+fn build(name: &str, timeouts: Timeouts) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .connect_timeout(timeouts.connect)
@@ -39,7 +66,7 @@ impl Upstream {
         key: Option<String>,
         key_variable: &str,
         timeouts: Timeouts,
-        client: reqwest::Client,
+        client: std::sync::Arc<HttpClient>,
     ) -> Upstream {
         Upstream {
             name: name.to_owned(),

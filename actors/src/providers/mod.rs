@@ -365,7 +365,7 @@ impl ProviderSet {
                     let base_urls =
                         spec.resolve_base_url(env).ok_or_else(|| format!("provider `{name}` has no base URL"))?;
                     let key_variable = spec.api_key_env.clone().unwrap_or_default();
-                    let client = http::client(name, timeouts)?;
+                    let client = std::sync::Arc::new(http::HttpClient::new(name, timeouts)?);
                     // Several keys or base URLs, comma-separated, make several upstreams to balance over.
                     let keys: Vec<Option<String>> = match &key {
                         Some(keys) => keys

@@ -129,7 +129,7 @@ impl Journal {
         Journal { file: Arc::new(std::sync::Mutex::new(journal)) }
     }
 
-    fn append(&self, record: &UsageRecord) -> Result<(), String> {
+    fn append(&self, record: UsageRecord) -> Result<(), String> {
         let mut file = self.file.lock().map_err(|_| "the journal lock is poisoned".to_owned())?;
         file.append(record).map_err(|e| e.to_string())?;
         Ok(())
@@ -236,11 +236,11 @@ impl BillingLedger {
     pub fn settle(&self, hold: HoldId, cost: Credits, mut record: UsageRecord) -> Result<Credits, LedgerError> {
         let (workspace_id, charge) =
             self.guarded(|books| books.settle(hold, cost)).unwrap_or(Err(LedgerError::Unavailable))?;
-        record.workspace_id = workspace_id;
+        record.workspace_id = workspace_id.clone();
         record.credits_milli = charge.0;
-        if let Err(e) = self.inner.journal.append(&record) {
+        if let Err(e) = self.inner.journal.append(record) {
             // Not committed: undo, so memory matches what is durable.
-            if let Some(wallet) = lock(&self.inner.books).wallets.get_mut(&record.workspace_id) {
+            if let Some(wallet) = lock(&self.inner.books).wallets.get_mut(&workspace_id) {
                 wallet.balance.0 += charge.0;
             }
             tracing::error!(error = %e, "usage journal refused a record");
@@ -255,7 +255,7 @@ impl BillingLedger {
         if let (Some(workspace_id), Some(mut record)) = (workspace, record) {
             record.workspace_id = workspace_id;
             record.credits_milli = 0;
-            if let Err(e) = self.inner.journal.append(&record) {
+            if let Err(e) = self.inner.journal.append(record) {
                 tracing::warn!(error = %e, "usage journal refused a zero-credit record");
             }
         }
