@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use switchyard::config::{Config, LogFormat};
 use switchyard::state::AppState;
 
+/// mimalloc rather than glibc's malloc: a request makes a few hundred small allocations, and glibc's took about a
+/// tenth of the gateway's CPU (`perf` under load); mimalloc measured 6–10% less CPU per request at the same idle
+/// memory (built without transparent huge pages, which put 28 MiB more in the idle RSS).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "A self-hosted AI gateway")]
 struct Cli {
