@@ -139,7 +139,7 @@ pub async fn paced(
     );
     let _ = writeln!(
         o,
-        "| target | most open at once | 200 | ended `[DONE]` | errors | TTFT p50 / p99 / max (ms) | longest gap p50 / p99 / max (ms) | stalls (gap > {} ms) |",
+        "| target | most open at once | status 200 | ended `[DONE]` | errors | TTFT p50 / p99 / max (ms) | longest gap p50 / p99 / max (ms) | stalls (gap > {} ms) |",
         (knobs.interval + STALL_SLACK).as_millis()
     );
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
