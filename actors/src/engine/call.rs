@@ -351,7 +351,9 @@ impl Call {
         if self.counts_tokens {
             self.permit.record_tokens(measured.prompt_tokens + measured.completion_tokens);
         }
-        let mut record = self.record.clone();
+        // The call is over: its record leaves with the hold (only its id stays, for whoever still asks).
+        let mut record = std::mem::take(&mut self.record);
+        self.record.id.clone_from(&record.id);
         record.prompt_tokens = measured.prompt_tokens;
         record.completion_tokens = measured.completion_tokens;
         record.units = measured.units;
