@@ -7,12 +7,15 @@ use crate::api::errors::ApiError;
 use crate::metrics::StreamGauge;
 use crate::state::AppState;
 use actix_web::web;
-use bytes::Bytes;
-use futures::StreamExt;
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt, StreamExt};
 use std::convert::Infallible;
 use switchyard_actors::engine::call::Answered;
 use switchyard_actors::engine::pool::Outcome;
 use switchyard_actors::{ChatEvent, ChatStream, Credits, ProviderError, Usage};
+
+/// Frames already made wait for at most this much more before they are handed on together.
+const COALESCE_BYTES: usize = 16 * 1024;
 
 /// A stream's bill. However the stream ends, the call is settled once: for the whole answer when it finishes,
 /// for what was delivered when it breaks, and, if the client leaves (the stream is dropped), by `Drop`.
@@ -97,24 +100,38 @@ pub(super) fn sse_body(
         };
         let role = ChunkChoice { index: 0, delta: Delta { role: Some("assistant"), content: Some("") }, finish_reason: None };
         yield Ok(chunk(&[role], None, None));
+        let ended = || Err(ProviderError::Connection {
+            provider: model.clone(),
+            message: "stream ended without finishing".into(),
+        });
+        // Deltas the upstream has already sent are framed into one write (one syscall, not one each); a delta is
+        // never held back waiting for the next. The texts count as delivered when their frames are handed on.
+        let mut out = BytesMut::new();
+        let mut held: Vec<String> = Vec::new();
         let mut next = Some(Ok(first));
         loop {
             let event = match next.take() {
                 Some(event) => event,
-                None => match events.next().await {
-                    Some(event) => event,
-                    None => Err(ProviderError::Connection {
-                        provider: model.clone(),
-                        message: "stream ended without finishing".into(),
-                    }),
-                },
+                None => {
+                    if !out.is_empty() {
+                        held.drain(..).for_each(|text| billing.delivered(&text));
+                        yield Ok(out.split().freeze());
+                    }
+                    events.next().await.unwrap_or_else(ended)
+                }
             };
+            if !matches!(event, Ok(ChatEvent::Delta(_))) && !out.is_empty() {
+                held.drain(..).for_each(|text| billing.delivered(&text));
+                yield Ok(out.split().freeze());
+            }
             match event {
                 Ok(ChatEvent::Delta(text)) => {
                     let choice = ChunkChoice { index: 0, delta: Delta { role: None, content: Some(&text) }, finish_reason: None };
-                    let frame = chunk(&[choice], None, None);
-                    billing.delivered(&text);
-                    yield Ok(frame);
+                    out.extend_from_slice(&chunk(&[choice], None, None));
+                    held.push(text);
+                    if out.len() < COALESCE_BYTES {
+                        next = events.next().now_or_never().map(|ready| ready.unwrap_or_else(ended));
+                    }
                 }
                 Ok(ChatEvent::Finish { reason, usage }) => {
                     state.metrics.record_tokens(&model, &usage);
