@@ -263,7 +263,7 @@ pub async fn dispatch_with<A: Attempt>(
         let mut failed_upstreams: Vec<usize> = Vec::new();
         loop {
             attempts += 1;
-            let error = match engine.pick(&model.provider, &failed_upstreams).await {
+            let error = match engine.pick(&model.provider, &failed_upstreams) {
                 Err(rejection) => DispatchError::Pool { provider: model.provider.clone(), rejection },
                 Ok(upstream) => {
                     let lease = Lease::new(engine.pool.clone(), model.provider.clone(), upstream);

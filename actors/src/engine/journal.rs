@@ -14,6 +14,13 @@ use std::path::{Path, PathBuf};
 
 const FILES: [&str; 2] = ["usage.journal.0", "usage.journal.1"];
 
+/// A record the journal could not commit, handed back.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: io::Error,
+    pub record: UsageRecord,
+}
+
 pub struct UsageJournal {
     dir: PathBuf,
     active: usize,
@@ -36,12 +43,17 @@ impl UsageJournal {
         Ok(UsageJournal { dir: dir.to_owned(), active: 0, files, pending: Vec::new(), appended: 0, line: Vec::new() })
     }
 
-    /// Commits a record: one `write` of one line, done when this returns. The record then waits for the importer.
-    pub fn append(&mut self, record: UsageRecord) -> io::Result<()> {
+    /// Commits a record: one `write` of one line, done when this returns. The record then waits for the importer;
+    /// a refused record comes back with the error.
+    pub fn append(&mut self, record: UsageRecord) -> Result<(), Box<Refused>> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &record).map_err(io::Error::other)?;
-        self.line.push(b'\n');
-        self.files[self.active].write_all(&self.line)?;
+        let written = serde_json::to_writer(&mut self.line, &record).map_err(io::Error::other).and_then(|()| {
+            self.line.push(b'\n');
+            self.files[self.active].write_all(&self.line)
+        });
+        if let Err(error) = written {
+            return Err(Box::new(Refused { error, record }));
+        }
         self.pending.push(record);
         self.appended += 1;
         Ok(())

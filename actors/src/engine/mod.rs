@@ -121,11 +121,11 @@ impl Engine {
     }
 
     /// An upstream of `provider` for one attempt, preferring any not in `avoid` (those that just failed).
-    pub async fn pick(&self, provider: &str, avoid: &[usize]) -> Result<usize, PoolRejection> {
+    pub fn pick(&self, provider: &str, avoid: &[usize]) -> Result<usize, PoolRejection> {
         self.pool.pick(provider, avoid)
     }
 
-    pub async fn reserve(&self, workspace_id: &str, amount: Credits) -> Result<HoldId, LedgerError> {
+    pub fn reserve(&self, workspace_id: &str, amount: Credits) -> Result<HoldId, LedgerError> {
         let started = Instant::now();
         let result = self.ledger.reserve(workspace_id, amount);
         self.metrics.hot.reserve_seconds.observe(started.elapsed().as_secs_f64());
@@ -133,16 +133,11 @@ impl Engine {
     }
 
     /// Settles and returns once the usage record is committed.
-    pub async fn settle(&self, hold: HoldId, cost: Credits, record: UsageRecord) -> Result<Credits, LedgerError> {
+    pub fn settle(&self, hold: HoldId, cost: Credits, record: UsageRecord) -> Result<Credits, LedgerError> {
         let started = Instant::now();
         let result = self.ledger.settle(hold, cost, record);
         self.metrics.hot.settle_seconds.observe(started.elapsed().as_secs_f64());
         result
-    }
-
-    /// Settles a call whose client left (no response to complete).
-    pub fn settle_detached(&self, hold: HoldId, cost: Credits, record: UsageRecord) {
-        let _ = self.ledger.settle(hold, cost, record);
     }
 
     pub fn release(&self, hold: HoldId, record: Option<UsageRecord>) {

@@ -141,6 +141,7 @@ impl PoolState {
         for upstream in health.upstreams.iter_mut() {
             if matches!(upstream.breaker, Breaker::Open { until } if now >= until) {
                 upstream.breaker = Breaker::HalfOpen { probing: false };
+                upstream.gauge.set(upstream.breaker.gauge());
             }
         }
         let chosen = health
@@ -163,7 +164,6 @@ impl PoolState {
         }
         upstream.in_flight += 1;
         health.in_flight += 1;
-        upstream.gauge.set(upstream.breaker.gauge());
         Ok(index)
     }
 

@@ -141,12 +141,13 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let session = self.session.clone();
-        match self.registry.upgrade() {
+        let permit = &*self;
+        let state = &permit.session.state;
+        match permit.registry.upgrade() {
             Some(registry) => {
-                let _ = guarded("session", &session.state, &registry.metrics.restarts, |s| s.release(self), |_| ());
+                let _ = guarded("session", state, &registry.metrics.restarts, |s| s.release(permit), |_| ());
             }
-            None => lock(&session.state).release(self),
+            None => lock(state).release(permit),
         }
     }
 }
@@ -218,13 +219,13 @@ impl SessionRegistry {
     }
 
     /// Admits one request for `key` under `limits`, reserving `tokens`.
-    pub async fn admit(&self, key: &str, limits: Limits, tokens: u64) -> Result<Permit, Rejection> {
+    pub fn admit(&self, key: &str, limits: Limits, tokens: u64) -> Result<Permit, Rejection> {
         self.admit_as(key, limits, tokens, true)
     }
 
     /// Admits a call made inside a concurrency slot the caller already holds (a realtime session's response):
     /// it counts against the requests and tokens per minute, not again against the concurrency.
-    pub async fn admit_within(&self, key: &str, limits: Limits, tokens: u64) -> Result<Permit, Rejection> {
+    pub fn admit_within(&self, key: &str, limits: Limits, tokens: u64) -> Result<Permit, Rejection> {
         self.admit_as(key, limits, tokens, false)
     }
 
@@ -294,8 +295,7 @@ mod tests {
     #[actix::test]
     async fn admits_exactly_the_requests_per_minute_under_concurrency() {
         let sessions = registry(Duration::from_secs(60));
-        let attempts = (0..200).map(|_| sessions.admit("k", PLAN, 1));
-        let results = futures::future::join_all(attempts).await;
+        let results: Vec<_> = (0..200).map(|_| sessions.admit("k", PLAN, 1)).collect();
         let admitted = results.iter().filter(|r| r.is_ok()).count();
         assert_eq!(admitted, 50);
         assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, Rejection::Requests { .. })));
@@ -311,7 +311,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let (mut admitted, mut most_in_flight) = (0, 0);
                     for _ in 0..1_000 {
-                        if let Ok(permit) = futures::executor::block_on(sessions.admit("k", plan, 1)) {
+                        if let Ok(permit) = sessions.admit("k", plan, 1) {
                             admitted += 1;
                             let in_flight =
                                 futures::executor::block_on(sessions.inspect("k")).map_or(0, |c| c.in_flight);
@@ -333,22 +333,22 @@ mod tests {
     async fn concurrency_slots_come_back_when_permits_drop() {
         let sessions = registry(Duration::from_secs(60));
         let plan = Limits { concurrent_requests: 2, ..PLAN };
-        let a = sessions.admit("k", plan, 1).await.unwrap();
-        let _b = sessions.admit("k", plan, 1).await.unwrap();
-        assert!(matches!(sessions.admit("k", plan, 1).await, Err(Rejection::Concurrency { .. })));
+        let a = sessions.admit("k", plan, 1).unwrap();
+        let _b = sessions.admit("k", plan, 1).unwrap();
+        assert!(matches!(sessions.admit("k", plan, 1), Err(Rejection::Concurrency { .. })));
         drop(a);
-        assert!(sessions.admit("k", plan, 1).await.is_ok());
+        assert!(sessions.admit("k", plan, 1).is_ok());
     }
 
     #[actix::test]
     async fn token_reservations_are_corrected_after_use() {
         let sessions = registry(Duration::from_secs(60));
         let plan = Limits { tokens_per_minute: 100, ..PLAN };
-        let mut permit = sessions.admit("k", plan, 80).await.unwrap();
-        assert!(matches!(sessions.admit("k", plan, 30).await, Err(Rejection::Tokens { .. })));
+        let mut permit = sessions.admit("k", plan, 80).unwrap();
+        assert!(matches!(sessions.admit("k", plan, 30), Err(Rejection::Tokens { .. })));
         permit.record_tokens(10);
         drop(permit);
-        assert!(sessions.admit("k", plan, 80).await.is_ok());
+        assert!(sessions.admit("k", plan, 80).is_ok());
         assert_eq!(sessions.inspect("k").await.unwrap().tokens, 90);
     }
 
@@ -356,19 +356,19 @@ mod tests {
     async fn keys_are_limited_separately() {
         let sessions = registry(Duration::from_secs(60));
         let plan = Limits { requests_per_minute: 1, ..PLAN };
-        assert!(sessions.admit("a", plan, 1).await.is_ok());
-        assert!(sessions.admit("b", plan, 1).await.is_ok());
-        assert!(sessions.admit("a", plan, 1).await.is_err());
+        assert!(sessions.admit("a", plan, 1).is_ok());
+        assert!(sessions.admit("b", plan, 1).is_ok());
+        assert!(sessions.admit("a", plan, 1).is_err());
     }
 
     #[actix::test]
     async fn a_panicking_session_is_restarted_and_serves_again() {
         let metrics = EngineMetrics::unregistered();
         let sessions = SessionRegistry::new(Duration::from_secs(60), metrics.clone());
-        let _held = sessions.admit("k", PLAN, 1).await.unwrap();
+        let _held = sessions.admit("k", PLAN, 1).unwrap();
         sessions.crash("k");
         assert_eq!(metrics.restarts.with_label_values(&["session"]).get(), 1);
-        assert!(sessions.admit("k", PLAN, 1).await.is_ok());
+        assert!(sessions.admit("k", PLAN, 1).is_ok());
         // The counters survived the restart.
         assert_eq!(sessions.inspect("k").await.unwrap().requests, 2);
     }
@@ -376,10 +376,10 @@ mod tests {
     #[actix::test]
     async fn idle_sessions_retire_and_come_back_fresh() {
         let sessions = registry(Duration::from_millis(60));
-        drop(sessions.admit("k", PLAN, 1).await.unwrap());
+        drop(sessions.admit("k", PLAN, 1).unwrap());
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(sessions.is_empty());
-        assert!(sessions.admit("k", PLAN, 1).await.is_ok());
+        assert!(sessions.admit("k", PLAN, 1).is_ok());
         assert_eq!(sessions.len(), 1);
     }
 }

@@ -110,20 +110,15 @@ pub(super) fn sse_body(
         let mut held: Vec<String> = Vec::new();
         let mut next = Some(Ok(first));
         loop {
-            let event = match next.take() {
-                Some(event) => event,
-                None => {
-                    if !out.is_empty() {
-                        held.drain(..).for_each(|text| billing.delivered(&text));
-                        yield Ok(out.split().freeze());
-                    }
-                    events.next().await.unwrap_or_else(ended)
-                }
-            };
-            if !matches!(event, Ok(ChatEvent::Delta(_))) && !out.is_empty() {
+            // What is framed goes out before waiting, and before anything that is not a delta.
+            if !out.is_empty() && !matches!(next, Some(Ok(ChatEvent::Delta(_)))) {
                 held.drain(..).for_each(|text| billing.delivered(&text));
                 yield Ok(out.split().freeze());
             }
+            let event = match next.take() {
+                Some(event) => event,
+                None => events.next().await.unwrap_or_else(ended),
+            };
             match event {
                 Ok(ChatEvent::Delta(text)) => {
                     let choice = ChunkChoice { index: 0, delta: Delta { role: None, content: Some(&text) }, finish_reason: None };

@@ -7,7 +7,7 @@
 //! The books sit behind one lock taken for a few integer updates, so reservations and settlements run on the
 //! request's own thread, whichever worker that is, exact under any concurrency.
 
-use super::journal::UsageJournal;
+use super::journal::{Refused, UsageJournal};
 use super::metrics::EngineMetrics;
 use super::supervise::{guarded, lock};
 use crate::credits::Credits;
@@ -129,10 +129,12 @@ impl Journal {
         Journal { file: Arc::new(std::sync::Mutex::new(journal)) }
     }
 
-    fn append(&self, record: UsageRecord) -> Result<(), String> {
-        let mut file = self.file.lock().map_err(|_| "the journal lock is poisoned".to_owned())?;
-        file.append(record).map_err(|e| e.to_string())?;
-        Ok(())
+    /// Commits a record; a refused one comes back with why.
+    fn append(&self, record: UsageRecord) -> Result<(), Box<Refused>> {
+        let Ok(mut file) = self.file.lock() else {
+            return Err(Box::new(Refused { error: std::io::Error::other("the journal lock is poisoned"), record }));
+        };
+        file.append(record)
     }
 
     /// Records appended so far.
@@ -236,15 +238,16 @@ impl BillingLedger {
     pub fn settle(&self, hold: HoldId, cost: Credits, mut record: UsageRecord) -> Result<Credits, LedgerError> {
         let (workspace_id, charge) =
             self.guarded(|books| books.settle(hold, cost)).unwrap_or(Err(LedgerError::Unavailable))?;
-        record.workspace_id = workspace_id.clone();
+        record.workspace_id = workspace_id;
         record.credits_milli = charge.0;
-        if let Err(e) = self.inner.journal.append(record) {
+        if let Err(refused) = self.inner.journal.append(record) {
             // Not committed: undo, so memory matches what is durable.
-            if let Some(wallet) = lock(&self.inner.books).wallets.get_mut(&workspace_id) {
+            let Refused { error, record } = *refused;
+            if let Some(wallet) = lock(&self.inner.books).wallets.get_mut(&record.workspace_id) {
                 wallet.balance.0 += charge.0;
             }
-            tracing::error!(error = %e, "usage journal refused a record");
-            return Err(LedgerError::Store(e));
+            tracing::error!(%error, "usage journal refused a record");
+            return Err(LedgerError::Store(error.to_string()));
         }
         Ok(charge)
     }
@@ -255,8 +258,8 @@ impl BillingLedger {
         if let (Some(workspace_id), Some(mut record)) = (workspace, record) {
             record.workspace_id = workspace_id;
             record.credits_milli = 0;
-            if let Err(e) = self.inner.journal.append(record) {
-                tracing::warn!(error = %e, "usage journal refused a zero-credit record");
+            if let Err(refused) = self.inner.journal.append(record) {
+                tracing::warn!(error = %refused.error, "usage journal refused a zero-credit record");
             }
         }
     }
