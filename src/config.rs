@@ -54,6 +54,7 @@ pub struct UpstreamConfig {
     pub between_chunks_timeout_ms: u64,
     pub total_timeout_ms: u64,
     pub poll_interval_ms: u64,
+    pub max_response_bytes: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -216,6 +217,7 @@ impl Config {
             ("upstream.first_byte_timeout_ms", u.first_byte_timeout_ms),
             ("upstream.between_chunks_timeout_ms", u.between_chunks_timeout_ms),
             ("upstream.total_timeout_ms", u.total_timeout_ms),
+            ("upstream.max_response_bytes", u.max_response_bytes),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be greater than 0"));
@@ -245,6 +247,7 @@ impl Config {
             between_chunks: Duration::from_millis(u.between_chunks_timeout_ms),
             total: Duration::from_millis(u.total_timeout_ms),
             poll_interval: Duration::from_millis(u.poll_interval_ms.max(1)),
+            max_body_bytes: usize::try_from(u.max_response_bytes).unwrap_or(usize::MAX),
         }
     }
 

@@ -160,6 +160,22 @@ async fn keys_missing_wrong_and_revoked_get_401() {
     // X-API-Key works as well as Bearer.
     let response = gw.client.post(&url).header("x-api-key", &gw.key).json(&hello("sim-chat")).send().await.unwrap();
     assert_eq!(response.status(), 200);
+    // Two keys in one request (two Authorization or two X-API-Key headers): neither is used, even a valid one.
+    for name in ["authorization", "x-api-key"] {
+        let value = if name == "authorization" { format!("Bearer {}", gw.key) } else { gw.key.clone() };
+        let response = gw
+            .client
+            .post(&url)
+            .header(name, &value)
+            .header(name, &value)
+            .json(&hello("sim-chat"))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_api_key", "{name}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("More than one API key"), "{body}");
+    }
     // A key created by the admin API works until it is revoked.
     let workspace_id = gw.state.keys.resolve(&gw.key).unwrap().workspace_id;
     let created: Value = gw

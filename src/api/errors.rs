@@ -157,6 +157,17 @@ impl ApiError {
         )
     }
 
+    /// Two credential headers of one kind (a client adding its own to a library's, say): which was meant is
+    /// unknowable, so neither is used.
+    pub fn ambiguous_api_key() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            "invalid_api_key",
+            "More than one API key was sent (two `X-API-Key` or two `Authorization` headers): send exactly one",
+        )
+    }
+
     pub fn invalid_api_key() -> Self {
         ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -17,9 +17,17 @@ fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
     req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal("application state missing"))
 }
 
+/// The one key a request presents.
+fn the_key(req: &HttpRequest) -> Result<&str, ApiError> {
+    if auth::ambiguous_key(req) {
+        return Err(ApiError::ambiguous_api_key());
+    }
+    presented_key(req).ok_or_else(ApiError::missing_api_key)
+}
+
 fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let state = state(req)?;
-    let key = presented_key(req).ok_or_else(ApiError::missing_api_key)?;
+    let key = the_key(req)?;
     resolve(state, key)
 }
 
@@ -102,7 +110,7 @@ fn require_admin(req: &HttpRequest) -> Result<Admin, ApiError> {
     let Some(admin_hash) = state.admin_key else {
         return Err(ApiError::not_found("The admin API is off: set SWITCHYARD_ADMIN_KEY to turn it on"));
     };
-    let key = presented_key(req).ok_or_else(ApiError::missing_api_key)?;
+    let key = the_key(req)?;
     if bool::from(auth::hash_key(key).ct_eq(&admin_hash)) {
         return Ok(Admin);
     }

@@ -3,6 +3,7 @@
 
 #[path = "../mock/server.rs"]
 pub mod mock;
+pub mod pair;
 pub mod ws;
 
 use actix_web::{web, HttpServer};

@@ -70,6 +70,10 @@ pub enum Fault {
     MidStreamError {
         after_tokens: usize,
     },
+    /// The answer's text is this many bytes (one delta when streamed): a body far larger than asked for.
+    Oversized {
+        bytes: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -487,7 +491,10 @@ async fn handle(sh: Arc<Shared>, req: Request) -> Response {
     let cfg = *lock(&sh.config);
     lock(&sh.bodies).push(body.clone());
     let scripted = lock(&sh.scripted).pop_front();
-    let p = plan(&body, provider, &cfg, scripted);
+    let mut p = plan(&body, provider, &cfg, scripted);
+    if let Fault::Oversized { bytes } = fault {
+        p.deltas = vec!["x".repeat(bytes)];
+    }
     pause(cfg.ttft).await;
     if p.stream {
         return stream_reply(provider, &p, &fault, &extra, cfg.token_interval, seq);
@@ -693,6 +700,9 @@ pub fn parse_fault(v: &Value) -> Option<(Fault, Option<u32>)> {
         "cut_stream" => Fault::CutStream { after_tokens: after() },
         "malformed_chunk" => Fault::MalformedChunk { after_tokens: after() },
         "mid_stream_error" => Fault::MidStreamError { after_tokens: after() },
+        "oversized" => Fault::Oversized {
+            bytes: v.get("bytes").and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok()).unwrap_or(1 << 20),
+        },
         _ => return None,
     };
     let times = v.get("times").and_then(Value::as_u64).and_then(|t| u32::try_from(t).ok());

@@ -8,6 +8,9 @@ use futures::stream::{BoxStream, StreamExt};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// The most of an error answer's body that is read for its message.
+const ERROR_BODY_BYTES: usize = 64 << 10;
+
 /// One upstream endpoint of a provider, with its pooled client.
 pub(crate) struct Upstream {
     pub name: String,
@@ -119,7 +122,8 @@ impl Upstream {
             return Ok(response);
         }
         let retry_after = retry_after(response.headers());
-        let body = tokio::time::timeout_at(deadline, response.bytes()).await.ok().and_then(Result::ok);
+        let body =
+            tokio::time::timeout_at(deadline, self.read(response, ERROR_BODY_BYTES)).await.ok().and_then(Result::ok);
         let message = body
             .as_deref()
             .and_then(parse_message)
@@ -128,13 +132,40 @@ impl Upstream {
         Err(self.status_error(status.as_u16(), retry_after, message))
     }
 
-    /// Reads a whole body within the deadline.
+    /// Reads a whole body within the deadline and `max_body_bytes`.
     pub async fn body(&self, response: reqwest::Response, deadline: Instant) -> Result<Bytes, ProviderError> {
-        match tokio::time::timeout_at(deadline, response.bytes()).await {
+        match tokio::time::timeout_at(deadline, self.read(response, self.timeouts.max_body_bytes)).await {
             Err(_) => Err(self.timeout(TimeoutPhase::Total)),
-            Ok(Err(e)) => Err(self.transport_error(&e)),
-            Ok(Ok(body)) => Ok(body),
+            Ok(result) => result,
         }
+    }
+
+    /// Reads a whole body of at most `cap` bytes; a larger one is refused as soon as it shows (by its
+    /// `content-length`, or by what has arrived), not read to its end.
+    async fn read(&self, mut response: reqwest::Response, cap: usize) -> Result<Bytes, ProviderError> {
+        if response.content_length().is_some_and(|n| n > cap as u64) {
+            return Err(self.too_large(cap));
+        }
+        let mut next = async || response.chunk().await.map_err(|e| self.transport_error(&e));
+        let Some(first) = next().await? else { return Ok(Bytes::new()) };
+        let Some(second) = next().await? else {
+            return if first.len() > cap { Err(self.too_large(cap)) } else { Ok(first) };
+        };
+        let mut body = bytes::BytesMut::from(&first[..]);
+        let mut chunk = Some(second);
+        while let Some(piece) = chunk {
+            if body.len() + piece.len() > cap {
+                return Err(self.too_large(cap));
+            }
+            body.extend_from_slice(&piece);
+            chunk = next().await?;
+        }
+        Ok(body.freeze())
+    }
+
+    /// The error for an answer (or a stream event) past `cap` bytes.
+    pub fn too_large(&self, cap: usize) -> ProviderError {
+        self.protocol(format!("the upstream sent more than {cap} bytes in one answer"))
     }
 
     /// The body as a stream of chunks, each within the gap bound and all within the deadline.

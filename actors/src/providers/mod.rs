@@ -31,6 +31,9 @@ pub struct Timeouts {
     pub total: Duration,
     /// How often an asynchronous job (an image) is polled.
     pub poll_interval: Duration,
+    /// The most an upstream may send as one whole body or one stream event; more is a protocol error, never
+    /// memory without bound.
+    pub max_body_bytes: usize,
 }
 
 impl Default for Timeouts {
@@ -41,6 +44,7 @@ impl Default for Timeouts {
             between_chunks: Duration::from_secs(30),
             total: Duration::from_secs(600),
             poll_interval: Duration::from_millis(500),
+            max_body_bytes: 64 << 20,
         }
     }
 }

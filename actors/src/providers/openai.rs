@@ -61,7 +61,11 @@ impl ChatProvider for OpenAi {
     async fn chat_stream(&self, model: &ModelSpec, request: &ChatRequest) -> Result<ChatStream, ProviderError> {
         let deadline = self.upstream.deadline();
         let response = self.upstream.send(self.request(model, request, true), deadline, error_message).await?;
-        let events = sse::events(self.upstream.chunks(response, deadline), self.upstream.name.clone());
+        let events = sse::events(
+            self.upstream.chunks(response, deadline),
+            self.upstream.name.clone(),
+            self.upstream.timeouts.max_body_bytes,
+        );
         let state = StreamState {
             events,
             provider: self.upstream.name.clone(),

@@ -14,6 +14,8 @@ pub struct SseEvent {
 #[derive(Default)]
 pub struct SseDecoder {
     buffer: BytesMut,
+    /// How far the buffer is known to hold no boundary (a large event arriving in pieces is scanned once).
+    scanned: usize,
 }
 
 impl SseDecoder {
@@ -24,13 +26,24 @@ impl SseDecoder {
     /// The next complete event, if the buffer holds one. Events without data (comments, keep-alives) are skipped.
     pub fn next_event(&mut self) -> Option<SseEvent> {
         loop {
-            let (end, sep) = find_boundary(&self.buffer)?;
+            // A boundary may straddle what was scanned and what came since: step back over its first bytes.
+            let from = self.scanned.saturating_sub(3);
+            let Some((end, sep)) = find_boundary(&self.buffer[from..]).map(|(end, sep)| (from + end, sep)) else {
+                self.scanned = self.buffer.len();
+                return None;
+            };
+            self.scanned = 0;
             let block = self.buffer.split_to(end);
             self.buffer.advance(sep);
             if let Some(event) = parse_block(&block) {
                 return Some(event);
             }
         }
+    }
+
+    /// Bytes held that are not yet a whole event.
+    pub fn pending(&self) -> usize {
+        self.buffer.len()
     }
 
     /// Whether anything but whitespace is left over (an event cut off part way).
@@ -77,10 +90,12 @@ fn parse_block(block: &[u8]) -> Option<SseEvent> {
     has_data.then_some(event)
 }
 
-/// Turns a chunk stream into an event stream. A body that ends in the middle of an event is an error.
+/// Turns a chunk stream into an event stream. A body that ends in the middle of an event is an error, and so is
+/// an event larger than `max_event_bytes` (it is not held in memory beyond that).
 pub fn events(
     chunks: BoxStream<'static, Result<Bytes, ProviderError>>,
     provider: String,
+    max_event_bytes: usize,
 ) -> BoxStream<'static, Result<SseEvent, ProviderError>> {
     futures::stream::unfold(Some((chunks, SseDecoder::default())), move |state| {
         let provider = provider.clone();
@@ -91,7 +106,13 @@ pub fn events(
                     return Some((Ok(event), Some((chunks, decoder))));
                 }
                 match chunks.next().await {
-                    Some(Ok(chunk)) => decoder.push(&chunk),
+                    Some(Ok(chunk)) => {
+                        decoder.push(&chunk);
+                        if decoder.pending() > max_event_bytes {
+                            let message = format!("the upstream sent more than {max_event_bytes} bytes in one event");
+                            return Some((Err(ProviderError::Protocol { provider, message }), None));
+                        }
+                    }
                     Some(Err(e)) => return Some((Err(e), None)),
                     None if decoder.has_partial() => {
                         let message = "stream ended in the middle of an event".to_owned();
@@ -136,8 +157,27 @@ mod tests {
 
     #[test]
     fn handles_crlf_framing() {
-        let events = decode_all(b"data: one\r\n\r\ndata: two\r\n\r\n", 3);
-        assert_eq!(events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+        for split in [1, 2, 3, 5, 100] {
+            let events = decode_all(b"data: one\r\n\r\ndata: two\r\n\r\n", split);
+            assert_eq!(events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["one", "two"], "split {split}");
+        }
+    }
+
+    fn chunked(input: &'static [u8], split: usize) -> BoxStream<'static, Result<Bytes, ProviderError>> {
+        futures::stream::iter(input.chunks(split).map(|c| Ok(Bytes::from_static(c)))).boxed()
+    }
+
+    #[tokio::test]
+    async fn an_event_past_the_bound_is_an_error_not_memory() {
+        let big: &'static [u8] =
+            Box::leak(format!("data: {}\n\ndata: after\n\n", "x".repeat(5000)).into_bytes().into());
+        let got: Vec<_> = events(chunked(big, 64), "p".into(), 1000).collect().await;
+        assert_eq!(got.len(), 1);
+        assert!(matches!(&got[0], Err(ProviderError::Protocol { message, .. }) if message.contains("1000 bytes")));
+        // The same stream under a bound it fits: both events, whole.
+        let got: Vec<_> = events(chunked(big, 64), "p".into(), 10_000).collect().await;
+        let data: Vec<_> = got.into_iter().map(|e| e.map(|e| e.data.len())).collect::<Result<_, _>>().unwrap();
+        assert_eq!(data, [5000, 5]);
     }
 
     #[test]
