@@ -352,6 +352,11 @@ impl From<ProviderError> for ApiError {
             ProviderError::Rejected { status: 404, .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, ErrorType::UpstreamError, "provider_error", message)
             }
+            // The gateway counts a prompt's tokens from below, so a provider may still find it too long: the
+            // client gets the code the gateway's own check gives.
+            ProviderError::Rejected { message: ref upstream, .. } if too_long(upstream) => {
+                ApiError::bad("context_length_exceeded", message).with_param("messages")
+            }
             ProviderError::Rejected { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, "provider_rejected", message)
             }
@@ -366,6 +371,13 @@ impl From<ProviderError> for ApiError {
             }
         }
     }
+}
+
+/// Whether a provider's refusal says the prompt does not fit the model's context (OpenAI's and Mistral's
+/// "maximum context length", Anthropic's "prompt is too long").
+fn too_long(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("maximum context length") || message.contains("prompt is too long")
 }
 
 impl fmt::Display for ApiError {

@@ -74,6 +74,20 @@ pub enum Fault {
     Oversized {
         bytes: usize,
     },
+    /// Stream: after N deltas (N > 0) a pause of this long, then the rest.
+    StallAfter {
+        after_tokens: usize,
+        pause: Duration,
+    },
+    /// Stream: every delta, then a clean end of the body with no finishing chunk and no `[DONE]` (Anthropic: no
+    /// `message_delta`, no `message_stop`).
+    NoFinish,
+    /// The answer ends with the provider's content filter (`content_filter`; Anthropic: `refusal`).
+    ContentFilter,
+    /// 400 with the provider's own "prompt too long" error (OpenAI's `context_length_exceeded`).
+    ContextLength,
+    /// Every other request fails with 500, starting with the next.
+    Flap,
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +111,8 @@ struct Shared {
     fault: Mutex<(Fault, Option<u32>)>,
     calls: AtomicU64,
     seq: AtomicU64,
+    /// Requests met by `Fault::Flap` so far (even ones fail).
+    flaps: AtomicU64,
     conns: Connections,
     last: Mutex<Option<RecordedRequest>>,
     /// Replies to give, in order, before the generated ones (a test's script of what the "model" says).
@@ -111,6 +127,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     fn take_fault(&self) -> Fault {
+        let fault = self.take_set_fault();
+        if let Fault::Flap = fault {
+            let failing = self.flaps.fetch_add(1, Ordering::Relaxed).is_multiple_of(2);
+            return if failing { Fault::Status { status: 500, retry_after: None } } else { Fault::None };
+        }
+        fault
+    }
+
+    fn take_set_fault(&self) -> Fault {
         let mut f = lock(&self.fault);
         match f.1 {
             None => f.0.clone(),
@@ -144,6 +169,7 @@ impl MockServer {
             fault: Mutex::new((Fault::None, None)),
             calls: AtomicU64::new(0),
             seq: AtomicU64::new(0),
+            flaps: AtomicU64::new(0),
             conns: Connections::default(),
             last: Mutex::new(None),
             scripted: Mutex::new(std::collections::VecDeque::new()),
@@ -435,6 +461,16 @@ async fn handle(sh: Arc<Shared>, req: Request) -> Response {
     match fault {
         Fault::Reset => return Response::reset(),
         Fault::Stall(d) => pause(d).await,
+        Fault::ContextLength => {
+            let message = match provider {
+                Provider::OpenAi => "This model's maximum context length is 8192 tokens. However, your messages resulted in 9120 tokens. Please reduce the length of the messages.",
+                Provider::Anthropic => "prompt is too long: 210000 tokens > 200000 maximum",
+            };
+            let body = error_body(provider, 400, Some(message));
+            let body =
+                body.replace(r#""param":null,"code":null"#, r#""param":"messages","code":"context_length_exceeded""#);
+            return reply(400, body);
+        }
         Fault::Status { status, retry_after } => {
             let r = reply(status, error_body(provider, status, None));
             return match retry_after {
@@ -504,7 +540,7 @@ async fn handle(sh: Arc<Shared>, req: Request) -> Response {
     let (model, pt) = (esc(&p.model), p.prompt_tokens);
     let body = match provider {
         Provider::OpenAi => {
-            let fr = if p.cut == Some(None) { "length" } else { "stop" };
+            let fr = finish_reason(&p.cut, &fault);
             format!(
                 r#"{{"id":"chatcmpl-mock{seq:012}","object":"chat.completion","created":{},"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{},"refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"{fr}"}}],"usage":{{"prompt_tokens":{pt},"completion_tokens":{c},"total_tokens":{}}},"system_fingerprint":"fp_mock"}}"#,
                 now_secs(),
@@ -513,7 +549,7 @@ async fn handle(sh: Arc<Shared>, req: Request) -> Response {
             )
         }
         Provider::Anthropic => {
-            let (sr, ss) = anthropic_stop(&p.cut);
+            let (sr, ss) = anthropic_stop(&p.cut, &fault);
             format!(
                 r#"{{"id":"msg_mock{seq:012}","type":"message","role":"assistant","model":{model},"content":[{{"type":"text","text":{}}}],"stop_reason":"{sr}","stop_sequence":{ss},"usage":{{"input_tokens":{pt},"output_tokens":{c}}}}}"#,
                 esc(&text)
@@ -594,6 +630,11 @@ fn stream_reply(
         if i > 0 && !interval.is_zero() {
             ev.steps.push(Step::Pause(interval));
         }
+        if let Fault::StallAfter { after_tokens, pause } = *fault {
+            if i > 0 && i == after_tokens {
+                ev.steps.push(Step::Pause(pause));
+            }
+        }
         let t = esc(delta);
         match provider {
             Provider::OpenAi => ev.event(
@@ -608,9 +649,12 @@ fn stream_reply(
             ),
         }
     }
+    if let Fault::NoFinish = fault {
+        return head(ev.steps);
+    }
     match provider {
         Provider::OpenAi => {
-            let fr = if p.cut == Some(None) { "length" } else { "stop" };
+            let fr = finish_reason(&p.cut, fault);
             ev.event(None, format_args!(r#"{prefix}{{}},"logprobs":null,"finish_reason":"{fr}"}}]{usage_null}}}"#));
             if p.include_usage {
                 ev.event(
@@ -625,7 +669,7 @@ fn stream_reply(
             ev.event(None, "[DONE]");
         }
         Provider::Anthropic => {
-            let (sr, ss) = anthropic_stop(&p.cut);
+            let (sr, ss) = anthropic_stop(&p.cut, fault);
             ev.event(Some("content_block_stop"), r#"{"type":"content_block_stop","index":0}"#);
             ev.event(
                 Some("message_delta"),
@@ -658,8 +702,18 @@ fn control(sh: &Shared, what: &str, req: &Request) -> Response {
     }
 }
 
-fn anthropic_stop(cut: &Option<Option<String>>) -> (&'static str, String) {
+/// OpenAI's `finish_reason` for how the answer ended.
+fn finish_reason(cut: &Option<Option<String>>, fault: &Fault) -> &'static str {
+    match (fault, cut) {
+        (Fault::ContentFilter, _) => "content_filter",
+        (_, Some(None)) => "length",
+        _ => "stop",
+    }
+}
+
+fn anthropic_stop(cut: &Option<Option<String>>, fault: &Fault) -> (&'static str, String) {
     match cut {
+        _ if matches!(fault, Fault::ContentFilter) => ("refusal", "null".to_string()),
         None => ("end_turn", "null".to_string()),
         Some(None) => ("max_tokens", "null".to_string()),
         Some(Some(s)) => ("stop_sequence", esc(s)),
@@ -700,6 +754,14 @@ pub fn parse_fault(v: &Value) -> Option<(Fault, Option<u32>)> {
         "cut_stream" => Fault::CutStream { after_tokens: after() },
         "malformed_chunk" => Fault::MalformedChunk { after_tokens: after() },
         "mid_stream_error" => Fault::MidStreamError { after_tokens: after() },
+        "no_finish" => Fault::NoFinish,
+        "content_filter" => Fault::ContentFilter,
+        "context_length" => Fault::ContextLength,
+        "flap" => Fault::Flap,
+        "stall_after" => Fault::StallAfter {
+            after_tokens: after(),
+            pause: Duration::from_millis(v.get("ms").and_then(Value::as_u64).unwrap_or(5000)),
+        },
         "oversized" => Fault::Oversized {
             bytes: v.get("bytes").and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok()).unwrap_or(1 << 20),
         },
