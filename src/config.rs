@@ -264,6 +264,7 @@ impl Config {
                 base: Duration::from_millis(p.retry_base_ms),
                 max_backoff: Duration::from_millis(p.retry_max_backoff_ms),
                 max_retry_after: Duration::from_secs(p.max_retry_after_secs),
+                budget: Duration::from_millis(self.upstream.total_timeout_ms),
             },
             provider_max_in_flight: p.provider_max_in_flight.max(1),
             writer_capacity: 8192,

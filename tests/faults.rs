@@ -268,3 +268,45 @@ async fn a_flapping_provider_costs_a_retry_per_request_and_keeps_its_circuit_clo
     assert!(usage.iter().all(|(_, credits, status)| *credits > 0 && status == "ok"), "{usage:?}");
     gw.stop().await;
 }
+
+/// Row 10, whole answers: a body that stalls after its head is bounded by `between_chunks_timeout_ms` like a
+/// stream, not left to the total bound: 504 `provider_timeout` (here with nothing to fall back to), free.
+#[actix_web::test]
+async fn a_whole_answer_stalling_after_its_head_times_out_at_the_gap_bound() {
+    let (primary, _backup, gw, workspace, key) = pair(|c| {
+        c.upstream.between_chunks_timeout_ms = 300;
+        c.pool.max_retries = 0;
+    })
+    .await;
+    let pause = std::time::Duration::from_secs(30);
+    primary.set_fault(Fault::StallAfter { after_tokens: 0, pause }, None);
+    let started = std::time::Instant::now();
+    let response = task(&gw, &key, &chat("lonely", false)).await;
+    assert_eq!(error_code(response).await, (504, "provider_timeout".to_owned()));
+    assert!(started.elapsed() < pause / 2, "waited {:?}", started.elapsed());
+    let (credits, status) = record_after(&gw, &workspace, 0).await;
+    assert_eq!((credits, status.as_str()), (0, "error"));
+    gw.stop().await;
+}
+
+/// The request's budget (`upstream.total_timeout_ms`) spans every attempt, wait and fallback: an upstream that
+/// never answers costs the client the budget once, not once per attempt of every model of the chain.
+#[actix_web::test]
+async fn retries_and_fallbacks_share_one_time_budget() {
+    let (primary, backup, gw, _, key) = pair(|c| {
+        c.upstream.first_byte_timeout_ms = 400;
+        c.upstream.total_timeout_ms = 700;
+    })
+    .await;
+    let stall = Fault::Stall(std::time::Duration::from_secs(30));
+    primary.set_fault(stall.clone(), None);
+    backup.set_fault(stall, None);
+    for stream in [false, true] {
+        let started = std::time::Instant::now();
+        let response = task(&gw, &key, &chat("gpt", stream)).await;
+        assert_eq!(error_code(response).await, (504, "provider_timeout".to_owned()), "stream: {stream}");
+        // Three attempts on the primary and three on the fallback would take 2.4 s at 400 ms each.
+        assert!(started.elapsed() < std::time::Duration::from_millis(2000), "took {:?}", started.elapsed());
+    }
+    gw.stop().await;
+}

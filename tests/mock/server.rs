@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{find_header, Connections, Request, Response, Step};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -74,7 +74,8 @@ pub enum Fault {
     Oversized {
         bytes: usize,
     },
-    /// Stream: after N deltas (N > 0) a pause of this long, then the rest.
+    /// Stream: after N deltas (N > 0) a pause of this long, then the rest. Whole: the head and half the body, the
+    /// pause, then the rest.
     StallAfter {
         after_tokens: usize,
         pause: Duration,
@@ -556,6 +557,16 @@ async fn handle(sh: Arc<Shared>, req: Request) -> Response {
             )
         }
     };
+    if let Fault::StallAfter { pause, .. } = fault {
+        // The head and half the body, a pause, then the rest.
+        let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+        let steps = vec![
+            Step::Data(Bytes::copy_from_slice(first)),
+            Step::Pause(pause),
+            Step::Data(Bytes::copy_from_slice(rest)),
+        ];
+        return Response::chunked(200, "application/json", steps).with_headers(&extra);
+    }
     if let Fault::CutStream { .. } = fault {
         // The whole body's content-length, half the body, then the connection closes.
         let half = body.len() / 2;

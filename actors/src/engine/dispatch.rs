@@ -5,7 +5,7 @@ use super::pool::{Lease, Outcome, PoolRejection};
 use super::Engine;
 use crate::catalogue::{Catalogue, ModelSpec};
 use crate::chat::{ChatEvent, ChatRequest, ChatResponse, ChatStream};
-use crate::error::ProviderError;
+use crate::error::{ProviderError, TimeoutPhase};
 use crate::providers::{Provider, ProviderSet};
 use futures::StreamExt;
 use rand::Rng;
@@ -19,6 +19,9 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// A `Retry-After` longer than this moves on to the fallback instead of waiting.
     pub max_retry_after: Duration,
+    /// The most one request may spend upstream, every attempt, wait and fallback included; when it runs out the
+    /// request fails with a timeout instead of trying on.
+    pub budget: Duration,
 }
 
 impl RetryPolicy {
@@ -252,6 +255,9 @@ pub async fn dispatch_with<A: Attempt>(
     }
     chain.extend(primary.fallback.iter().filter_map(|name| catalogue.model(name)));
     let mut attempts = 0;
+    let ends = tokio::time::Instant::now() + engine.retry.budget;
+    let out_of_time =
+        |model: &ModelSpec| ProviderError::Timeout { provider: model.provider.clone(), phase: TimeoutPhase::Total };
     let mut first_error: Option<DispatchError> = None;
     let mut first_reason: Option<&'static str> = manual_fallback.then_some("manual");
     for model in chain {
@@ -267,7 +273,8 @@ pub async fn dispatch_with<A: Attempt>(
                 Err(rejection) => DispatchError::Pool { provider: model.provider.clone(), rejection },
                 Ok(upstream) => {
                     let lease = Lease::new(engine.pool.clone(), model.provider.clone(), upstream);
-                    match attempt.run(provider, upstream, model).await {
+                    let ran = tokio::time::timeout_at(ends, attempt.run(provider, upstream, model)).await;
+                    match ran.unwrap_or_else(|_| Err(out_of_time(model))) {
                         Ok(answer) => {
                             let fallback = first_reason.map(|reason| {
                                 engine.metrics.fallbacks.with_label_values(&[&primary.name, reason]).inc();
@@ -296,6 +303,10 @@ pub async fn dispatch_with<A: Attempt>(
             if let DispatchError::Provider(e @ ProviderError::Rejected { .. }) = &error {
                 return Err(Failed { error: DispatchError::Provider(e.clone()), attempts });
             }
+            // Out of time: no retry, no fallback, and the client is told it timed out.
+            if tokio::time::Instant::now() >= ends {
+                return Err(Failed { error: DispatchError::Provider(out_of_time(model)), attempts });
+            }
             let retry_after = match &error {
                 DispatchError::Provider(ProviderError::RateLimited { retry_after, .. }) => *retry_after,
                 _ => None,
@@ -308,6 +319,9 @@ pub async fn dispatch_with<A: Attempt>(
                 retry += 1;
                 engine.metrics.retries.with_label_values(&[&model.provider]).inc();
                 tracing::debug!(model = %model.name, retry, wait_ms = wait.as_millis() as u64, "retrying");
+                if tokio::time::Instant::now() + wait >= ends {
+                    return Err(Failed { error: DispatchError::Provider(out_of_time(model)), attempts });
+                }
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -336,6 +350,7 @@ mod tests {
             base: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
             max_retry_after: Duration::from_secs(5),
+            budget: Duration::from_secs(600),
         };
         for retry in 0..6 {
             let exp = Duration::from_millis(100 * (1 << retry)).min(Duration::from_secs(1));

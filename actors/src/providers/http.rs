@@ -122,8 +122,7 @@ impl Upstream {
             return Ok(response);
         }
         let retry_after = retry_after(response.headers());
-        let body =
-            tokio::time::timeout_at(deadline, self.read(response, ERROR_BODY_BYTES)).await.ok().and_then(Result::ok);
+        let body = self.read(response, ERROR_BODY_BYTES, deadline).await.ok();
         let message = body
             .as_deref()
             .and_then(parse_message)
@@ -134,19 +133,29 @@ impl Upstream {
 
     /// Reads a whole body within the deadline and `max_body_bytes`.
     pub async fn body(&self, response: reqwest::Response, deadline: Instant) -> Result<Bytes, ProviderError> {
-        match tokio::time::timeout_at(deadline, self.read(response, self.timeouts.max_body_bytes)).await {
-            Err(_) => Err(self.timeout(TimeoutPhase::Total)),
-            Ok(result) => result,
-        }
+        self.read(response, self.timeouts.max_body_bytes, deadline).await
     }
 
-    /// Reads a whole body of at most `cap` bytes; a larger one is refused as soon as it shows (by its
-    /// `content-length`, or by what has arrived), not read to its end.
-    async fn read(&self, mut response: reqwest::Response, cap: usize) -> Result<Bytes, ProviderError> {
+    /// Reads a whole body of at most `cap` bytes, each piece within the gap bound and all within `deadline`; a
+    /// larger one is refused as soon as it shows (by its `content-length`, or by what has arrived), not read to
+    /// its end.
+    async fn read(
+        &self,
+        mut response: reqwest::Response,
+        cap: usize,
+        deadline: Instant,
+    ) -> Result<Bytes, ProviderError> {
         if response.content_length().is_some_and(|n| n > cap as u64) {
             return Err(self.too_large(cap));
         }
-        let mut next = async || response.chunk().await.map_err(|e| self.transport_error(&e));
+        let gap = self.timeouts.between_chunks;
+        let mut next = async || {
+            let (limit, phase) = gap_or_deadline(gap, deadline);
+            match tokio::time::timeout_at(limit, response.chunk()).await {
+                Err(_) => Err(self.timeout(phase)),
+                Ok(chunk) => chunk.map_err(|e| self.transport_error(&e)),
+            }
+        };
         let Some(first) = next().await? else { return Ok(Bytes::new()) };
         let Some(second) = next().await? else {
             return if first.len() > cap { Err(self.too_large(cap)) } else { Ok(first) };
@@ -181,12 +190,7 @@ impl Upstream {
             let name = name.clone();
             async move {
                 let mut body = state?;
-                let next_gap = Instant::now() + gap;
-                let (limit, phase) = if next_gap < deadline {
-                    (next_gap, TimeoutPhase::BetweenChunks)
-                } else {
-                    (deadline, TimeoutPhase::Total)
-                };
+                let (limit, phase) = gap_or_deadline(gap, deadline);
                 match tokio::time::timeout_at(limit, body.next()).await {
                     Err(_) => Some((Err(ProviderError::Timeout { provider: name, phase }), None)),
                     Ok(None) => None,
@@ -261,6 +265,16 @@ impl Upstream {
             400..=499 => ProviderError::Rejected { provider, status, message },
             _ => ProviderError::Upstream { provider, status, message },
         }
+    }
+}
+
+/// When the next piece of a body is due: within the gap bound, unless the deadline comes first.
+fn gap_or_deadline(gap: Duration, deadline: Instant) -> (Instant, TimeoutPhase) {
+    let next_gap = Instant::now() + gap;
+    if next_gap < deadline {
+        (next_gap, TimeoutPhase::BetweenChunks)
+    } else {
+        (deadline, TimeoutPhase::Total)
     }
 }
 
