@@ -1,77 +1,13 @@
 //! Black-box tests: the real binary on port 0, driven from outside, including the official OpenAI Python SDK.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::process::{start, start_with, wallet, Running};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const ADMIN: &str = "blackbox-admin-key";
-
-struct Running {
-    child: Child,
-    url: String,
-    key: Option<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn command(data_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("SWITCHYARD_ADMIN_KEY", ADMIN)
-        .env("SWITCHYARD__LOG__LEVEL", "warn")
-        .env("SWITCHYARD__SIMULATOR__TOKENS_PER_SECOND", "40")
-        .env("SWITCHYARD__SERVER__SHUTDOWN_TIMEOUT_SECS", "10");
-    for variable in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MISTRAL_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"]
-    {
-        command.env_remove(variable);
-    }
-    command
-}
-
-/// Starts the gateway and reads its stdout up to the listening line (with the first-start key, if printed).
-fn start(data_dir: &Path) -> Running {
-    start_with(data_dir, &[])
-}
-
-fn start_with(data_dir: &Path, env: &[(&str, String)]) -> Running {
-    let mut command = command(data_dir);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
-    // Owned by the guard from here on, so the process is killed and reaped on every path.
-    let mut running = Running { child, url: String::new(), key: None };
-    let stdout = running.child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("gateway did not start");
-        if let Some(k) = line.strip_prefix("API key (shown once, keep it): ") {
-            running.key = Some(k.trim().to_owned());
-        }
-        if let Some(url) = line.strip_prefix("Switchyard listening on ") {
-            running.url = url.trim().to_owned();
-            return running;
-        }
-    }
-}
 
 fn chat(stream: bool) -> Value {
     json!({"model": "sim-chat", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 12, "stream": stream})
@@ -206,67 +142,6 @@ async fn run_script(python: &Path, name: &str, gateway: &Running) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// Load, then SIGKILL, then a restart: every response that reported a cost has its usage record, no hold is
-/// left, and the wallet adds up.
-#[tokio::test]
-async fn a_killed_gateway_loses_no_charge_and_leaves_no_hold() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut gateway = start(dir.path());
-    let key = gateway.key.clone().unwrap();
-    let client = reqwest::Client::new();
-    let url = format!("{}/api/v1/task", gateway.url);
-    let (initial, _) = wallet(&client, &gateway.url, &key).await;
-    let stop = Instant::now() + Duration::from_millis(1500);
-    let workers = (0..8).map(|i| {
-        let (client, url, key) = (client.clone(), url.clone(), key.clone());
-        tokio::spawn(async move {
-            let mut reported = Vec::new();
-            while Instant::now() < stop {
-                let body = json!({"model": "sim-chat", "messages": [{"role": "user", "content": format!("load {i}")}],
-                    "max_tokens": 4, "stream": false});
-                let Ok(response) = client.post(&url).bearer_auth(&key).json(&body).send().await else { break };
-                let Ok(body) = response.json::<Value>().await else { break };
-                if let (Some(id), Some(credits)) = (body["id"].as_str(), body["metadata"]["credits_charged"].as_f64()) {
-                    reported.push((id.to_owned(), (credits * 1000.0).round() as i64));
-                }
-            }
-            reported
-        })
-    });
-    let killer = async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        let status = Command::new("kill").args(["-KILL", &gateway.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-    };
-    let (results, ()) = tokio::join!(futures::future::join_all(workers), killer);
-    let _ = gateway.child.wait();
-    let reported: Vec<(String, i64)> = results.into_iter().flat_map(Result::unwrap).collect();
-    assert!(reported.len() > 5, "too little load before the kill: {}", reported.len());
-    let restarted = start(dir.path());
-    let (balance, reserved) = wallet(&client, &restarted.url, &key).await;
-    assert_eq!(reserved, 0, "a hold survived the crash");
-    let db =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}/switchyard.db?mode=ro", dir.path().display())).await.unwrap();
-    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, credits_milli FROM usage").fetch_all(&db).await.unwrap();
-    let recorded: std::collections::HashMap<String, i64> = rows.iter().cloned().collect();
-    for (id, credits) in &reported {
-        assert_eq!(
-            recorded.get(id),
-            Some(credits),
-            "response {id} reported {credits} but its usage record is missing or differs"
-        );
-    }
-    let spent: i64 = rows.iter().map(|r| r.1).sum();
-    assert_eq!(initial - balance, spent, "the wallet does not add up after the crash");
-}
-
-async fn wallet(client: &reqwest::Client, url: &str, key: &str) -> (i64, i64) {
-    let wallet: Value =
-        client.get(format!("{url}/api/billing/wallet")).bearer_auth(key).send().await.unwrap().json().await.unwrap();
-    let milli = |v: &Value| (v.as_f64().unwrap() * 1000.0).round() as i64;
-    (milli(&wallet["balance"]), milli(&wallet["reserved"]))
 }
 
 #[path = "mock/media.rs"]
@@ -433,9 +308,6 @@ async fn the_index_command_resumes_and_the_index_survives_a_kill() {
     assert_eq!(listed["data"][0]["points"], chunks, "{listed}");
 }
 
-#[path = "mock/server.rs"]
-mod chat_mock;
-
 /// A realtime voice session (claude-3-haiku, composed) with one response finished and a second under way when the
 /// gateway is SIGKILLed: after a restart on the same data, the finished response's parts are all recorded as they
 /// were reported, no hold is left, and the wallet is the credits less exactly what the records charge.
@@ -443,10 +315,10 @@ mod chat_mock;
 async fn a_gateway_killed_mid_voice_session_keeps_every_finished_response_and_no_hold() {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let chat = chat_mock::MockServer::start(chat_mock::MockConfig {
+    let chat = common::mock::MockServer::start(common::mock::MockConfig {
         reply_words: 200,
         token_interval: Duration::from_millis(20),
-        ..chat_mock::MockConfig::default()
+        ..common::mock::MockConfig::default()
     })
     .await
     .unwrap();

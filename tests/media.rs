@@ -3,36 +3,11 @@
 
 mod common;
 
-use common::{error_code, Gateway, ADMIN_KEY};
+use common::{error_code, wav, Gateway, ADMIN_KEY};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use tokio::io::AsyncWriteExt;
-
-/// A real WAV file: 16-bit mono PCM at 8 kHz, a 440 Hz tone.
-fn wav(samples: usize) -> Vec<u8> {
-    let data: Vec<u8> = (0..samples)
-        .flat_map(|i| {
-            let v = ((i as f64 * 440.0 * std::f64::consts::TAU / 8000.0).sin() * 8000.0) as i16;
-            v.to_le_bytes()
-        })
-        .collect();
-    let mut out = Vec::new();
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&8000u32.to_le_bytes());
-    out.extend_from_slice(&16000u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&data);
-    out
-}
 
 async fn gateway(tweak: impl FnOnce(&mut switchyard::config::Config)) -> Gateway {
     Gateway::start(HashMap::from([("SWITCHYARD_ADMIN_KEY".to_owned(), ADMIN_KEY.to_owned())]), tweak).await

@@ -4,6 +4,7 @@
 #[path = "../mock/server.rs"]
 pub mod mock;
 pub mod pair;
+pub mod process;
 pub mod ws;
 
 use actix_web::{web, HttpServer};
@@ -230,4 +231,29 @@ pub async fn error_code(response: reqwest::Response) -> (u16, String) {
     }
     assert!(body["error"].get("param").is_some(), "envelope lacks param: {body}");
     (status, code)
+}
+
+/// A real WAV file: 16-bit mono PCM at 8 kHz, a 440 Hz tone.
+pub fn wav(samples: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..samples)
+        .flat_map(|i| {
+            let v = ((i as f64 * 440.0 * std::f64::consts::TAU / 8000.0).sin() * 8000.0) as i16;
+            v.to_le_bytes()
+        })
+        .collect();
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&8000u32.to_le_bytes());
+    out.extend_from_slice(&16000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    out
 }

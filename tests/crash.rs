@@ -1,0 +1,162 @@
+//! Crash safety: the real binary under mixed load (whole answers, streams, uploads) is SIGKILLed at a random
+//! moment, then started again on the same data directory, several times over. After each restart: every charge a
+//! client was told of is recorded exactly, no hold outlives the crash, the wallet equals the credits less the
+//! recorded charges, and every upload is either whole and readable or not there at all.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::process::{kill, start, wallet};
+use common::wav;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// What a client was told: the id of a billed response and its charge (millicredits), or an upload completed.
+#[derive(Debug)]
+enum Told {
+    Charged(String, i64),
+    Uploaded(String, usize),
+    Nothing,
+}
+
+fn milli(v: &Value) -> Option<i64> {
+    v.as_f64().map(|c| (c * 1000.0).round() as i64)
+}
+
+async fn whole(client: &reqwest::Client, url: &str, key: &str, n: usize) -> Told {
+    let body = json!({"model": "sim-chat", "messages": [{"role": "user", "content": format!("whole {n}")}],
+        "max_tokens": 4});
+    let Ok(response) = client.post(format!("{url}/api/v1/task")).bearer_auth(key).json(&body).send().await else {
+        return Told::Nothing;
+    };
+    let Ok(body) = response.json::<Value>().await else { return Told::Nothing };
+    match (body["id"].as_str(), milli(&body["metadata"]["credits_charged"])) {
+        (Some(id), Some(credits)) => Told::Charged(id.to_owned(), credits),
+        _ => Told::Nothing,
+    }
+}
+
+/// A stream counts as told only once it ended with `[DONE]` after its metadata chunk.
+async fn stream(client: &reqwest::Client, url: &str, key: &str, n: usize) -> Told {
+    let body = json!({"model": "sim-chat", "messages": [{"role": "user", "content": format!("stream {n}")}],
+        "max_tokens": 6, "stream": true});
+    let Ok(response) = client.post(format!("{url}/api/v1/task")).bearer_auth(key).json(&body).send().await else {
+        return Told::Nothing;
+    };
+    let Ok(text) = response.text().await else { return Told::Nothing };
+    let data = common::sse_data(&text);
+    if data.last().map(String::as_str) != Some("[DONE]") || data.len() < 2 {
+        return Told::Nothing;
+    }
+    let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap_or_default();
+    match (last["id"].as_str(), milli(&last["metadata"]["credits_charged"])) {
+        (Some(id), Some(credits)) => Told::Charged(id.to_owned(), credits),
+        _ => Told::Nothing,
+    }
+}
+
+async fn upload(client: &reqwest::Client, url: &str, key: &str, n: usize) -> Told {
+    let audio = wav(4000 + n);
+    let init = json!({"filename": format!("t{n}.wav"), "content_type": "audio/wav", "bytes": audio.len()});
+    let Ok(response) = client.post(format!("{url}/api/media/upload/init")).bearer_auth(key).json(&init).send().await
+    else {
+        return Told::Nothing;
+    };
+    let Ok(ticket) = response.json::<Value>().await else { return Told::Nothing };
+    let (Some(id), Some(put_url)) = (ticket["upload_id"].as_str(), ticket["upload_url"].as_str()) else {
+        return Told::Nothing;
+    };
+    if !client.put(put_url).body(audio.clone()).send().await.is_ok_and(|r| r.status() == 200) {
+        return Told::Nothing;
+    }
+    let done = client.post(format!("{url}/api/media/upload/complete")).bearer_auth(key).json(&json!({"upload_id": id}));
+    let Ok(done) = done.send().await else { return Told::Nothing };
+    let Ok(done) = done.json::<Value>().await else { return Told::Nothing };
+    match done["media_ref"].as_str() {
+        Some(media) => Told::Uploaded(media.to_owned(), audio.len()),
+        None => Told::Nothing,
+    }
+}
+
+#[tokio::test]
+async fn killed_at_random_moments_under_mixed_load_the_books_and_the_uploads_stay_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut gateway = start(dir.path());
+    let key = gateway.key.clone().unwrap();
+    let (initial, _) = wallet(&client, &gateway.url, &key).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(18);
+    let mut charged: HashMap<String, i64> = HashMap::new();
+    let mut uploaded: Vec<(String, usize)> = Vec::new();
+    for round in 0..4 {
+        let url = gateway.url.clone();
+        let stop = Instant::now() + Duration::from_millis(rng.gen_range(300..900));
+        let workers = (0..6).map(|w| {
+            let (client, url, key) = (client.clone(), url.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut told = Vec::new();
+                let mut n = 0;
+                // Bounded: the gateway is killed at `stop`, after which every request fails fast.
+                while Instant::now() < stop + Duration::from_secs(2) && n < 10_000 {
+                    n += 1;
+                    let one = match w % 3 {
+                        0 => whole(&client, &url, &key, n).await,
+                        1 => stream(&client, &url, &key, n).await,
+                        _ => upload(&client, &url, &key, n).await,
+                    };
+                    let nothing = matches!(one, Told::Nothing);
+                    told.push(one);
+                    if nothing && Instant::now() >= stop {
+                        break;
+                    }
+                }
+                told
+            })
+        });
+        let killer = async {
+            tokio::time::sleep_until(stop.into()).await;
+            kill(&mut gateway);
+        };
+        let (results, ()) = tokio::join!(futures::future::join_all(workers), killer);
+        let mut told_this_round = 0;
+        for told in results.into_iter().flat_map(Result::unwrap) {
+            match told {
+                Told::Charged(id, credits) => {
+                    told_this_round += 1;
+                    charged.insert(id, credits);
+                }
+                Told::Uploaded(media, bytes) => {
+                    told_this_round += 1;
+                    uploaded.push((media, bytes));
+                }
+                Told::Nothing => {}
+            }
+        }
+        assert!(told_this_round > 3, "round {round}: too little load before the kill ({told_this_round})");
+
+        gateway = start(dir.path());
+        let (balance, reserved) = wallet(&client, &gateway.url, &key).await;
+        assert_eq!(reserved, 0, "round {round}: a hold outlived the crash");
+        let db = sqlx::SqlitePool::connect(&format!("sqlite://{}/switchyard.db?mode=ro", dir.path().display()))
+            .await
+            .unwrap();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, credits_milli FROM usage").fetch_all(&db).await.unwrap();
+        db.close().await;
+        let recorded: HashMap<String, i64> = rows.iter().cloned().collect();
+        for (id, credits) in &charged {
+            assert_eq!(recorded.get(id), Some(credits), "round {round}: {id} was reported charged {credits}");
+        }
+        let spent: i64 = rows.iter().map(|r| r.1).sum();
+        assert_eq!(initial - balance, spent, "round {round}: the wallet does not add up");
+        for (media, bytes) in &uploaded {
+            let response =
+                client.get(format!("{}/api/media/{media}", gateway.url)).bearer_auth(&key).send().await.unwrap();
+            assert_eq!(response.status(), 200, "round {round}: upload {media} lost");
+            assert_eq!(response.bytes().await.unwrap().len(), *bytes, "round {round}: upload {media} not whole");
+        }
+    }
+    kill(&mut gateway);
+}
