@@ -4,6 +4,7 @@
 mod common;
 
 use common::process::{start, start_with, wallet, Running};
+use common::python;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -106,14 +107,6 @@ fn check_config_accepts_the_defaults_and_names_unknown_keys() {
 }
 
 /// The Python interpreter that has the `openai` package: `make test` sets one up under `.cache/venv`.
-fn python() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("SWITCHYARD_TEST_PYTHON") {
-        return Some(PathBuf::from(path));
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/python");
-    venv.exists().then_some(venv)
-}
-
 #[tokio::test]
 async fn the_official_openai_python_sdk_works_unchanged() {
     let Some(python) = python() else {

@@ -24,6 +24,7 @@ pub struct Signed {
 #[utoipa::path(get, path = "/api/media/{media_ref}", tag = "media", params(Signed),
     responses((status = 200, description = "The bytes, with their content type"),
         (status = 206, description = "The byte range asked for"),
+        (status = 400, description = "invalid_field: a signed URL needs both `expires` and `sig`", body = ErrorBody),
         (status = 401, description = "missing_api_key (neither credentials nor a signature)", body = ErrorBody),
         (status = 403, description = "invalid_signature, expired_url", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 416, description = "range_not_satisfiable", body = ErrorBody)),

@@ -174,6 +174,7 @@ pub async fn list_models(
     responses(
         (status = 200, description = "One published model", body = MarketplaceModel),
         (status = 404, description = "not_found", body = ErrorBody),
+        Authenticated,
     ),
     security(("api_key" = []), ("bearer" = []))
 )]

@@ -88,6 +88,7 @@ pub async fn list_knowledge_bases(
         (status = 200, description = "The scope's data is gone", body = Object),
         (status = 400, description = "invalid_scope, unsupported_model", body = ErrorBody),
         (status = 404, description = "not_found: nothing indexed under that scope", body = ErrorBody),
+        Authenticated,
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
