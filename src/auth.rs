@@ -128,8 +128,6 @@ impl KeyCache {
     }
 }
 
-/// The credential a request presents: `X-API-Key: KEY` or `Authorization: Bearer KEY|TOKEN`, and on a WebSocket
-/// upgrade (where browsers cannot set headers) the `token` query parameter.
 /// Whether a credential header comes more than once (which one was meant cannot be told).
 pub fn ambiguous_key(req: &HttpRequest) -> bool {
     let headers = req.headers();
@@ -137,6 +135,8 @@ pub fn ambiguous_key(req: &HttpRequest) -> bool {
         || headers.get_all(actix_web::http::header::AUTHORIZATION).nth(1).is_some()
 }
 
+/// The credential a request presents: `X-API-Key: KEY` or `Authorization: Bearer KEY|TOKEN`, and on a WebSocket
+/// upgrade (where browsers cannot set headers) the `token` query parameter.
 pub fn presented_key(req: &HttpRequest) -> Option<&str> {
     if let Some(key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(key.trim()).filter(|k| !k.is_empty());

@@ -172,6 +172,7 @@ async fn keys_missing_wrong_and_revoked_get_401() {
             .send()
             .await
             .unwrap();
+        assert_eq!(response.status(), 401);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "invalid_api_key", "{name}: {body}");
         assert!(body["error"]["message"].as_str().unwrap().contains("More than one API key"), "{body}");

@@ -1,4 +1,4 @@
-//! The fault catalogue (README, "Faults"): one test per way a provider fails, checking what the client sees, what
+//! The fault catalogue (`tests/faults/README.md`): one test per way a provider fails, checking what the client sees, what
 //! is retried or falls back, and what is billed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -208,8 +208,11 @@ async fn a_providers_context_length_error_is_400_context_length_exceeded_and_fre
             mock.set_fault(Fault::ContextLength, Some(1));
             let mut body = chat("gpt", stream);
             body["use_fallback_model"] = fallback.into();
+            let calls = (primary.calls(), backup.calls());
             let response = task(&gw, &key, &body).await;
             assert_eq!(response.status(), 400);
+            // One call, no retry, no fallback: the request itself is at fault.
+            assert_eq!(primary.calls() + backup.calls(), calls.0 + calls.1 + 1);
             let error: Value = response.json().await.unwrap();
             assert_eq!(error["error"]["code"], "context_length_exceeded", "{error}");
             assert_eq!(error["error"]["param"], "messages");
@@ -308,5 +311,21 @@ async fn retries_and_fallbacks_share_one_time_budget() {
         // Three attempts on the primary and three on the fallback would take 2.4 s at 400 ms each.
         assert!(started.elapsed() < std::time::Duration::from_millis(2000), "took {:?}", started.elapsed());
     }
+    gw.stop().await;
+}
+
+/// A retry wait that would outlast the request's budget is not waited: the next model of the chain answers.
+#[actix_web::test]
+async fn a_retry_wait_past_the_budget_goes_to_the_fallback_instead() {
+    let (primary, _backup, gw, _, key) = pair(|c| {
+        c.upstream.total_timeout_ms = 2_000;
+        c.pool.max_retry_after_secs = 10;
+    })
+    .await;
+    primary.set_fault(Fault::Status { status: 429, retry_after: Some(3) }, Some(1));
+    let started = std::time::Instant::now();
+    let meta = metadata(task(&gw, &key, &chat("gpt", false)).await, false).await;
+    assert_eq!(meta["fallback"]["reason"], "rate_limited", "{meta}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "waited {:?}", started.elapsed());
     gw.stop().await;
 }

@@ -260,7 +260,7 @@ pub async fn dispatch_with<A: Attempt>(
         |model: &ModelSpec| ProviderError::Timeout { provider: model.provider.clone(), phase: TimeoutPhase::Total };
     let mut first_error: Option<DispatchError> = None;
     let mut first_reason: Option<&'static str> = manual_fallback.then_some("manual");
-    for model in chain {
+    'chain: for model in chain {
         let Some(provider) = providers.for_model(model) else { continue };
         if !attempt.serves(model) {
             continue;
@@ -269,11 +269,14 @@ pub async fn dispatch_with<A: Attempt>(
         let mut failed_upstreams: Vec<usize> = Vec::new();
         loop {
             attempts += 1;
+            // Whether the request's budget ran out during the attempt (not the upstream's fault).
+            let mut cut = false;
             let error = match engine.pick(&model.provider, &failed_upstreams) {
                 Err(rejection) => DispatchError::Pool { provider: model.provider.clone(), rejection },
                 Ok(upstream) => {
                     let lease = Lease::new(engine.pool.clone(), model.provider.clone(), upstream);
                     let ran = tokio::time::timeout_at(ends, attempt.run(provider, upstream, model)).await;
+                    cut = ran.is_err();
                     match ran.unwrap_or_else(|_| Err(out_of_time(model))) {
                         Ok(answer) => {
                             let fallback = first_reason.map(|reason| {
@@ -283,15 +286,16 @@ pub async fn dispatch_with<A: Attempt>(
                             return Ok(Served { model: model.clone(), answer, lease, fallback, attempts });
                         }
                         Err(e) => {
-                            let counts = matches!(
-                                e,
-                                ProviderError::RateLimited { .. }
-                                    | ProviderError::Upstream { .. }
-                                    | ProviderError::Connection { .. }
-                                    | ProviderError::Timeout { .. }
-                                    | ProviderError::Protocol { .. }
-                                    | ProviderError::BadCredentials { .. }
-                            );
+                            let counts = !cut
+                                && matches!(
+                                    e,
+                                    ProviderError::RateLimited { .. }
+                                        | ProviderError::Upstream { .. }
+                                        | ProviderError::Connection { .. }
+                                        | ProviderError::Timeout { .. }
+                                        | ProviderError::Protocol { .. }
+                                        | ProviderError::BadCredentials { .. }
+                                );
                             failed_upstreams.push(lease.upstream);
                             lease.report(if counts { Outcome::Failure } else { Outcome::Neutral });
                             DispatchError::Provider(e)
@@ -303,8 +307,8 @@ pub async fn dispatch_with<A: Attempt>(
             if let DispatchError::Provider(e @ ProviderError::Rejected { .. }) = &error {
                 return Err(Failed { error: DispatchError::Provider(e.clone()), attempts });
             }
-            // Out of time: no retry, no fallback, and the client is told it timed out.
-            if tokio::time::Instant::now() >= ends {
+            // The budget ran out during the attempt: no retry, no fallback, and the client is told it timed out.
+            if cut {
                 return Err(Failed { error: DispatchError::Provider(out_of_time(model)), attempts });
             }
             let retry_after = match &error {
@@ -314,14 +318,12 @@ pub async fn dispatch_with<A: Attempt>(
             let retryable = matches!(&error, DispatchError::Provider(e) if e.is_retryable())
                 && retry < engine.retry.max_retries
                 && retry_after.is_none_or(|ra| ra <= engine.retry.max_retry_after);
-            if retryable {
-                let wait = engine.retry.backoff(retry, retry_after);
+            // A wait that would outlast the budget is not waited: the next model of the chain is tried instead.
+            let wait = retryable.then(|| engine.retry.backoff(retry, retry_after));
+            if let Some(wait) = wait.filter(|w| tokio::time::Instant::now() + *w < ends) {
                 retry += 1;
                 engine.metrics.retries.with_label_values(&[&model.provider]).inc();
                 tracing::debug!(model = %model.name, retry, wait_ms = wait.as_millis() as u64, "retrying");
-                if tokio::time::Instant::now() + wait >= ends {
-                    return Err(Failed { error: DispatchError::Provider(out_of_time(model)), attempts });
-                }
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -329,6 +331,9 @@ pub async fn dispatch_with<A: Attempt>(
             tracing::debug!(model = %model.name, reason = reason(&error), "moving to the next model of the chain");
             // The primary's failure is the one to report when the whole chain fails: it is what the caller asked for.
             first_error.get_or_insert(error);
+            if tokio::time::Instant::now() >= ends {
+                break 'chain;
+            }
             break;
         }
     }

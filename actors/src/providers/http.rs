@@ -122,7 +122,7 @@ impl Upstream {
             return Ok(response);
         }
         let retry_after = retry_after(response.headers());
-        let body = self.read(response, ERROR_BODY_BYTES, deadline).await.ok();
+        let body = self.read_prefix(response, ERROR_BODY_BYTES, deadline).await;
         let message = body
             .as_deref()
             .and_then(parse_message)
@@ -172,7 +172,22 @@ impl Upstream {
         Ok(body.freeze())
     }
 
-    /// The error for an answer (or a stream event) past `cap` bytes.
+    /// The first `cap` bytes of a body (an error's, read for its message), within the gap bound and the deadline;
+    /// what arrived before a failure is kept.
+    async fn read_prefix(&self, mut response: reqwest::Response, cap: usize, deadline: Instant) -> Option<Bytes> {
+        let mut body = bytes::BytesMut::new();
+        while body.len() < cap {
+            let (limit, _) = gap_or_deadline(self.timeouts.between_chunks, deadline);
+            match tokio::time::timeout_at(limit, response.chunk()).await {
+                Ok(Ok(Some(piece))) => body.extend_from_slice(&piece[..piece.len().min(cap - body.len())]),
+                Ok(Ok(None)) => break,
+                _ => return (!body.is_empty()).then(|| body.freeze()),
+            }
+        }
+        Some(body.freeze())
+    }
+
+    /// The error for a whole answer past `cap` bytes.
     pub fn too_large(&self, cap: usize) -> ProviderError {
         self.protocol(format!("the upstream sent more than {cap} bytes in one answer"))
     }

@@ -105,14 +105,13 @@ pub fn events(
                 if let Some(event) = decoder.next_event() {
                     return Some((Ok(event), Some((chunks, decoder))));
                 }
+                // What is held now is one event still arriving.
+                if decoder.pending() > max_event_bytes {
+                    let message = format!("the upstream sent more than {max_event_bytes} bytes in one event");
+                    return Some((Err(ProviderError::Protocol { provider, message }), None));
+                }
                 match chunks.next().await {
-                    Some(Ok(chunk)) => {
-                        decoder.push(&chunk);
-                        if decoder.pending() > max_event_bytes {
-                            let message = format!("the upstream sent more than {max_event_bytes} bytes in one event");
-                            return Some((Err(ProviderError::Protocol { provider, message }), None));
-                        }
-                    }
+                    Some(Ok(chunk)) => decoder.push(&chunk),
                     Some(Err(e)) => return Some((Err(e), None)),
                     None if decoder.has_partial() => {
                         let message = "stream ended in the middle of an event".to_owned();
@@ -174,6 +173,10 @@ mod tests {
         let got: Vec<_> = events(chunked(big, 64), "p".into(), 1000).collect().await;
         assert_eq!(got.len(), 1);
         assert!(matches!(&got[0], Err(ProviderError::Protocol { message, .. }) if message.contains("1000 bytes")));
+        // Many small events in one chunk, together past the bound: each is whole and within it.
+        let burst: &'static [u8] = Box::leak("data: 0123456789\n\n".repeat(100).into_bytes().into());
+        let got: Vec<_> = events(chunked(burst, burst.len()), "p".into(), 100).collect().await;
+        assert_eq!(got.iter().filter(|e| e.is_ok()).count(), 100);
         // The same stream under a bound it fits: both events, whole.
         let got: Vec<_> = events(chunked(big, 64), "p".into(), 10_000).collect().await;
         let data: Vec<_> = got.into_iter().map(|e| e.map(|e| e.data.len())).collect::<Result<_, _>>().unwrap();

@@ -57,6 +57,9 @@ fn subprotocols(req: &HttpRequest) -> Vec<String> {
 
 /// The caller, from whichever place its client puts the credential.
 fn principal(state: &AppState, req: &HttpRequest, offered: &[String]) -> Result<Principal, ApiError> {
+    if crate::auth::ambiguous_key(req) {
+        return Err(ApiError::ambiguous_api_key());
+    }
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(|k| k.trim().to_owned());
     let from_header =
         presented_key(req).map(str::to_owned).or_else(|| header("api-key")).or_else(|| header("xi-api-key"));
