@@ -44,6 +44,11 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Origins (exact, e.g. `https://app.example.com`) whose pages may call the gateway; empty: no CORS headers.
     pub cors_allowed_origins: Vec<String>,
+    pub request_head_timeout_ms: u64,
+    pub keep_alive_secs: u64,
+    pub body_idle_secs: u64,
+    pub body_min_bytes_per_sec: u64,
+    pub client_stall_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -208,8 +213,15 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.server.max_body_bytes == 0 {
-            return Err("server.max_body_bytes must be greater than 0".into());
+        let server = &self.server;
+        for (name, value) in [
+            ("server.max_body_bytes", server.max_body_bytes as u64),
+            ("server.request_head_timeout_ms", server.request_head_timeout_ms),
+            ("server.body_idle_secs", server.body_idle_secs),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be greater than 0"));
+            }
         }
         let u = &self.upstream;
         for (name, value) in [

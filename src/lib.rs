@@ -58,9 +58,12 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(api::query_error))
         .configure(api::configure)
         .default_service(web::to(api::not_found))
-        .wrap_fn(|req, srv| {
+        .wrap_fn(|mut req, srv| {
             let started = Instant::now();
             let state = req.app_data::<web::Data<AppState>>().cloned();
+            if let Some(state) = &state {
+                api::pace::guard(&mut req, &state.config.server);
+            }
             let method = req.method().clone();
             let request_id = request_id(req.headers());
             let response = srv.call(req);

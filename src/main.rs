@@ -4,6 +4,7 @@ use actix_web::{web, HttpServer};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use switchyard::config::{Config, LogFormat};
 use switchyard::state::AppState;
 
@@ -173,6 +174,22 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// The listening socket, with a queue of 4,096 connections not yet accepted (the kernel caps it at `somaxconn`):
+/// the standard library's 128 drops connections when thousands arrive at once.
+fn bind(listen: &str) -> std::io::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addr = listen
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 #[allow(clippy::print_stdout)]
 fn serve(file: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf>) -> Result<(), String> {
     let mut config = Config::load(file.as_deref())?;
@@ -183,13 +200,18 @@ fn serve(file: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf
         config.server.data_dir = dir;
     }
     init_logging(&config);
+    // Every connection is an open file: the soft limit (often 1,024) goes up to the hard one, as Go's runtime does.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     let catalogue = config.catalogue()?;
     let system = actix_web::rt::System::new();
     system.block_on(async move {
         let env = |name: &str| std::env::var(name).ok();
         let (state, bootstrap) = AppState::build(config.clone(), catalogue, &env).await?;
-        let listener = std::net::TcpListener::bind(&config.server.listen)
-            .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+        let listener =
+            bind(&config.server.listen).map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
         let addr = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
         let url = if config.server.public_url.is_empty() {
             format!("http://{addr}")
@@ -221,11 +243,20 @@ fn serve(file: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf
             tracing::info!(models = %unavailable.join(", "), "models unavailable until their provider variable is set");
         }
         let data = web::Data::new(state);
+        let stall = Some(config.server.client_stall_secs).filter(|s| *s > 0).map(Duration::from_secs);
         let mut server = HttpServer::new(move || switchyard::app(data.clone()))
-            .on_connect(|connection, _| {
+            .on_connect(move |connection, _| {
                 if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
                     let _ = tcp.set_nodelay(true);
+                    if stall.is_some() {
+                        let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(stall);
+                    }
                 }
+            })
+            .client_request_timeout(Duration::from_millis(config.server.request_head_timeout_ms))
+            .keep_alive(match config.server.keep_alive_secs {
+                0 => actix_web::http::KeepAlive::Disabled,
+                secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
             })
             .shutdown_timeout(config.server.shutdown_timeout_secs)
             .listen(listener)

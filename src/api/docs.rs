@@ -54,6 +54,7 @@ impl IntoResponses for JsonBody {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         rows(&[
             ("400", "invalid_json, missing_field, invalid_field, unknown_field"),
+            ("408", "request_timeout: the body stopped coming"),
             ("413", "payload_too_large"),
             ("415", "unsupported_media_type"),
         ])

@@ -130,6 +130,25 @@ impl ApiError {
         )
     }
 
+    /// The request body stopped coming (`server.body_idle_secs`, `server.body_min_bytes_per_sec`).
+    pub fn request_timeout() -> Self {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorType::InvalidRequestError,
+            "request_timeout",
+            "The request body stopped coming: send it without long pauses",
+        )
+    }
+
+    /// A body that could not be read: 408 when the pace bound ended it, otherwise what `broke` makes of the error.
+    pub fn body_broke(e: &actix_web::error::PayloadError, broke: impl FnOnce(String) -> ApiError) -> Self {
+        if super::pace::is_timeout(e) {
+            ApiError::request_timeout()
+        } else {
+            broke(e.to_string())
+        }
+    }
+
     pub fn payload_too_large(limit: usize) -> Self {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

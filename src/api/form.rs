@@ -160,6 +160,15 @@ fn field_value(name: &str, text: String) -> Result<Value, ApiError> {
     })
 }
 
+/// A multipart reader's error: 408 when the body stopped coming, else a malformed body.
+fn multipart_error(e: actix_multipart::MultipartError) -> ApiError {
+    let malformed = |e: String| ApiError::invalid_json(format!("Malformed multipart body: {e}"));
+    match e {
+        actix_multipart::MultipartError::Payload(p) => ApiError::body_broke(&p, malformed),
+        e => malformed(e.to_string()),
+    }
+}
+
 /// Reads a `multipart/form-data` body: at most `MAX_PARTS` parts, text fields of at most `MAX_FIELD_BYTES`, one
 /// file of at most `max_file` bytes in a field named `audio`, `image` or `file`.
 pub async fn read_form(
@@ -173,7 +182,7 @@ pub async fn read_form(
     let mut parts = 0;
     let mut fingerprint = Sha256::new();
     while let Some(part) = multipart.next().await {
-        let mut part = part.map_err(|e| ApiError::invalid_json(format!("Malformed multipart body: {e}")))?;
+        let mut part = part.map_err(multipart_error)?;
         parts += 1;
         if parts > MAX_PARTS {
             return Err(ApiError::invalid_field(
@@ -195,7 +204,7 @@ pub async fn read_form(
         let limit = if is_file { max_file } else { MAX_FIELD_BYTES };
         let mut data = BytesMut::new();
         while let Some(chunk) = part.next().await {
-            let chunk = chunk.map_err(|e| ApiError::invalid_json(format!("Malformed multipart body: {e}")))?;
+            let chunk = chunk.map_err(multipart_error)?;
             if data.len() + chunk.len() > limit {
                 return Err(ApiError::payload_too_large(limit).with_param(name.as_str()));
             }

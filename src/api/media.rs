@@ -152,7 +152,11 @@ pub async fn put(
     let failure = loop {
         let chunk = match payload.next().await {
             None => break None,
-            Some(Err(e)) => break Some(ApiError::invalid_field("body", format!("The upload broke off: {e}"))),
+            Some(Err(e)) => {
+                break Some(ApiError::body_broke(&e, |e| {
+                    ApiError::invalid_field("body", format!("The upload broke off: {e}"))
+                }))
+            }
             Some(Ok(chunk)) => chunk,
         };
         received += chunk.len() as u64;

@@ -21,6 +21,7 @@ pub mod media;
 pub mod openai;
 pub mod openapi;
 pub mod ops;
+pub mod pace;
 pub mod principal;
 pub mod query;
 pub mod realtime;

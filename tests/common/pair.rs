@@ -48,6 +48,15 @@ max_output_tokens = 1000
 default_max_tokens = 50
 pricing = { prompt_per_1k = 5, completion_per_1k = 25 }
 
+# Answers as long as a test likes (tests/hostile.rs reads one of 200,000 words a byte a second).
+[models.long]
+provider = "openai"
+upstream = "gpt-long"
+context_window = 2000000
+max_output_tokens = 1000000
+default_max_tokens = 50
+pricing = { prompt_per_1k = 0.001, completion_per_1k = 0.001 }
+
 [models.lonely]
 provider = "openai"
 upstream = "gpt-4o-mini"

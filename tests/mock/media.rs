@@ -74,6 +74,10 @@ pub enum MediaFault {
     CutAudio {
         after_bytes: usize,
     },
+    /// Read the request, then reset the connection without a byte.
+    Reset,
+    /// Read the request, wait this long, then answer normally.
+    Stall(Duration),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -328,6 +332,11 @@ async fn handle(sh: &Shared, req: &Request) -> Response {
     }
 
     let fault = sh.take_fault();
+    match fault {
+        MediaFault::Reset => return Response::reset(),
+        MediaFault::Stall(pause) => tokio::time::sleep(pause).await,
+        _ => {}
+    }
     if let MediaFault::Status { status, retry_after } = fault {
         let mut r = error_resp(provider, status, None);
         if let Some(s) = retry_after {

@@ -180,7 +180,7 @@ async fn open(
     }
     let permit = crate::api::limits::admit(&state, &req, &principal).await?;
     principal.holds_slot = true;
-    let meter = Meter::begin(&state, &req, &principal, &model, kind.unit(), kind.block()).await?;
+    let mut meter = Meter::begin(&state, &req, &principal, &model, kind.unit(), kind.block()).await?;
     let provider = state.providers.for_model(&model).ok_or_else(|| ApiError::unsupported_model(&model.name))?;
     let (base, key) = provider.socket_target().ok_or_else(|| ApiError::unsupported_model(&model.name))?;
     let url = format!("{}{path}?{}", super::socket_base(&base), upstream_query(&req, &model));
@@ -190,9 +190,12 @@ async fn open(
             .map_err(|_| ApiError::internal("the provider key is not a valid header"))?;
         request.headers_mut().insert("xi-api-key", value);
     }
-    let (upstream, _) =
-        switchyard_actors::providers::connect_socket(request).await.map_err(|e| super::refused_upstream(&model, e))?;
-    let (response, session, stream) = upgrade(&req, body, &offered)?;
+    // A socket that never opens leaves a free `error` record (for error rates), not a free `ok` one.
+    let opened = match switchyard_actors::providers::connect_socket(request).await {
+        Ok((upstream, _)) => upgrade(&req, body, &offered).map(|accepted| (upstream, accepted)),
+        Err(e) => Err(super::refused_upstream(&model, e)),
+    };
+    let (upstream, (response, session, stream)) = opened.inspect_err(|_| meter.release("error"))?;
     let relay = Relay { state: state.clone(), meter, kind, _permit: permit };
     actix_web::rt::spawn(relay.run(session, stream.max_frame_size(MAX_FRAME), upstream));
     Ok(response)
