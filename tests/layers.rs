@@ -53,6 +53,7 @@ const API_LAYERS: &[(&str, u8)] = &[
     ("query", 2),
     ("docs", 1),
     ("errors", 1),
+    ("pace", 1),
     ("cors", 1),
 ];
 
