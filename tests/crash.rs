@@ -1,4 +1,5 @@
-//! Crash safety: the real binary under mixed load (whole answers, streams, uploads) is SIGKILLed at a random
+//! Crash safety: the real binary under mixed load (whole answers, streams, uploads, images made by submitting and
+//! polling a Black Forest Labs mock) is SIGKILLed at a random
 //! moment, then started again on the same data directory, several times over. After each restart: every charge a
 //! client was told of is recorded exactly, no hold outlives the crash, the wallet equals the credits less the
 //! recorded charges, and every upload a client completed reads back whole (a PUT cut off part way leaves nothing
@@ -7,7 +8,10 @@
 
 mod common;
 
-use common::process::{kill, start, wallet};
+#[path = "mock/media.rs"]
+mod media_mock;
+
+use common::process::{kill, start_with, wallet};
 use common::wav;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -81,10 +85,33 @@ async fn upload(client: &reqwest::Client, url: &str, key: &str, n: usize) -> Tol
     }
 }
 
+/// An image: submitted, polled until ready, fetched, stored and charged.
+async fn image(client: &reqwest::Client, url: &str, key: &str, n: usize) -> Told {
+    let body = json!({"model": "flux-1-schnell", "prompt": format!("image {n}"), "width": 256, "height": 256});
+    let Ok(response) = client.post(format!("{url}/api/v1/task")).bearer_auth(key).json(&body).send().await else {
+        return Told::Nothing;
+    };
+    let Ok(body) = response.json::<Value>().await else { return Told::Nothing };
+    match (body["id"].as_str(), milli(&body["metadata"]["credits_charged"])) {
+        (Some(id), Some(credits)) => Told::Charged(id.to_owned(), credits),
+        _ => Told::Nothing,
+    }
+}
+
 #[tokio::test]
 async fn killed_at_random_moments_under_mixed_load_the_books_and_the_uploads_stay_whole() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
+    // The image provider lives in this process, so it outlives every kill; each task is polled twice.
+    let bfl = media_mock::MediaMock::start().await.unwrap();
+    bfl.set_pending_polls(2);
+    let env = [
+        ("BFL_BASE_URL", bfl.url()),
+        ("BFL_API_KEY", "bfl-test".to_owned()),
+        ("SWITCHYARD__UPSTREAM__POLL_INTERVAL_MS", "20".to_owned()),
+        ("SWITCHYARD__BOOTSTRAP__CREDITS", "100000".to_owned()),
+    ];
+    let start = |dir: &std::path::Path| start_with(dir, &env);
     let mut gateway = start(dir.path());
     let key = gateway.key.clone().unwrap();
     let (initial, _) = wallet(&client, &gateway.url, &key).await;
@@ -94,7 +121,7 @@ async fn killed_at_random_moments_under_mixed_load_the_books_and_the_uploads_sta
     for round in 0..4 {
         let url = gateway.url.clone();
         let stop = Instant::now() + Duration::from_millis(rng.gen_range(300..900));
-        let workers = (0..6).map(|w| {
+        let workers = (0..8).map(|w| {
             let (client, url, key) = (client.clone(), url.clone(), key.clone());
             tokio::spawn(async move {
                 let mut told = Vec::new();
@@ -102,9 +129,10 @@ async fn killed_at_random_moments_under_mixed_load_the_books_and_the_uploads_sta
                 // Bounded: the gateway is killed at `stop`, after which every request fails fast.
                 while Instant::now() < stop + Duration::from_secs(2) && n < 10_000 {
                     n += 1;
-                    let one = match w % 3 {
+                    let one = match w % 4 {
                         0 => whole(&client, &url, &key, n).await,
                         1 => stream(&client, &url, &key, n).await,
+                        2 => image(&client, &url, &key, n).await,
                         _ => upload(&client, &url, &key, n).await,
                     };
                     let nothing = matches!(one, Told::Nothing);
@@ -160,5 +188,13 @@ async fn killed_at_random_moments_under_mixed_load_the_books_and_the_uploads_sta
             assert_eq!(response.bytes().await.unwrap().len(), *bytes, "round {round}: upload {media} not whole");
         }
     }
+    let db =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}/switchyard.db?mode=ro", dir.path().display())).await.unwrap();
+    let (images,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM usage WHERE model = 'flux-1-schnell' AND status = 'ok'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(images > 0 && bfl.calls("/v1/get_result") > 0, "images were made by polling ({images})");
     kill(&mut gateway);
 }
