@@ -163,7 +163,11 @@ struct Graph {
 fn graph(src: &Path) -> Graph {
     let mut files = Vec::new();
     rust_files(src, &mut files);
-    files.retain(|f| f.file_name().is_some_and(|n| n != "main.rs"));
+    // Property tests in their own files (`props.rs`, `*_props.rs`, `props_json.rs`) are test code, like the unit
+    // tests at a file's end: they drive a module through the faces above it.
+    let is_props =
+        |n: &std::ffi::OsStr| n.to_string_lossy().starts_with("props") || n.to_string_lossy().ends_with("_props.rs");
+    files.retain(|f| f.file_name().is_some_and(|n| n != "main.rs" && !is_props(n)));
     let modules: BTreeSet<String> = files.iter().map(|f| module_of(src, f)).collect();
     let mut edges = BTreeMap::new();
     let mut lines = BTreeMap::new();

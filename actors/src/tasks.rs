@@ -436,3 +436,7 @@ mod tests {
         assert!(task(vec![revision("a", 1), revision("a", 1)]).validate(&catalogue, true).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "tasks_props.rs"]
+mod props;

@@ -322,3 +322,7 @@ pub fn public_url(state: &AppState, req: &HttpRequest) -> String {
     let info = req.connection_info();
     format!("{}://{}", info.scheme(), info.host())
 }
+
+#[cfg(test)]
+#[path = "form_props.rs"]
+mod props;

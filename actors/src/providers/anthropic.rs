@@ -367,3 +367,7 @@ mod tests {
         assert!(matches!(serde_json::from_str(r#"{"type":"message_stop"}"#).unwrap(), WireEvent::MessageStop {}));
     }
 }
+
+#[cfg(test)]
+#[path = "anthropic_props.rs"]
+mod props;

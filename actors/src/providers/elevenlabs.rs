@@ -228,3 +228,7 @@ mod tests {
             .is_some_and(|m| m.contains("output_format") && m.contains("bad")));
     }
 }
+
+#[cfg(test)]
+#[path = "elevenlabs_props.rs"]
+mod props;

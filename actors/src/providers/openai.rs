@@ -271,3 +271,7 @@ struct WireErrorBody {
 struct WireError {
     message: Option<String>,
 }
+
+#[cfg(test)]
+#[path = "openai_props.rs"]
+mod props;

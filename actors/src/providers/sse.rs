@@ -191,3 +191,7 @@ mod tests {
         assert!(decoder.has_partial());
     }
 }
+
+#[cfg(test)]
+#[path = "sse_props.rs"]
+mod props;

@@ -335,3 +335,6 @@ pub async fn start(state: &AppState, req: &HttpRequest, call: ChatCall<'_>) -> R
         }
     }
 }
+
+#[cfg(test)]
+mod props;

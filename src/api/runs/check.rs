@@ -128,3 +128,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "check_props.rs"]
+mod props;
