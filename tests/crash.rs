@@ -1,5 +1,5 @@
 //! Crash safety: the real binary under mixed load (whole answers, streams, uploads, images made by submitting and
-//! polling a Black Forest Labs mock) is SIGKILLed at a random
+//! polling a Black Forest Labs mock, realtime sessions relayed to an OpenAI Realtime mock) is SIGKILLed at a random
 //! moment, then started again on the same data directory, several times over. After each restart: every charge a
 //! client was told of is recorded exactly, no hold outlives the crash, the wallet equals the credits less the
 //! recorded charges, and every upload a client completed reads back whole (a PUT cut off part way leaves nothing
@@ -10,6 +10,8 @@ mod common;
 
 #[path = "mock/media.rs"]
 mod media_mock;
+#[path = "mock/realtime.rs"]
+mod realtime_mock;
 
 use common::process::{kill, start_with, wallet};
 use common::wav;
@@ -23,6 +25,8 @@ use std::time::{Duration, Instant};
 enum Told {
     Charged(String, i64),
     Uploaded(String, usize),
+    /// A realtime response whose `response.done` reached the client (its record is written before it is sent on).
+    Spoke,
     Nothing,
 }
 
@@ -98,6 +102,42 @@ async fn image(client: &reqwest::Client, url: &str, key: &str, n: usize) -> Told
     }
 }
 
+/// A realtime session: one spoken turn and one response, to its `response.done`.
+async fn realtime(url: &str, key: &str) -> Told {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let socket_url = format!("{}/v1/realtime?model=gpt-realtime", url.replacen("http://", "ws://", 1));
+    let Ok(mut request) = socket_url.into_client_request() else { return Told::Nothing };
+    let Ok(bearer) = format!("Bearer {key}").parse() else { return Told::Nothing };
+    request.headers_mut().insert("authorization", bearer);
+    let Ok(Ok((mut socket, _))) =
+        tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(request)).await
+    else {
+        return Told::Nothing;
+    };
+    let audio = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, vec![1u8; 4800]);
+    for event in [
+        json!({"type": "input_audio_buffer.append", "audio": audio}),
+        json!({"type": "input_audio_buffer.commit"}),
+        json!({"type": "response.create"}),
+    ] {
+        if socket.send(Message::text(event.to_string())).await.is_err() {
+            return Told::Nothing;
+        }
+    }
+    loop {
+        let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_secs(5), socket.next()).await else {
+            return Told::Nothing;
+        };
+        let Message::Text(text) = frame else { continue };
+        let event: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+        if event["type"] == "response.done" {
+            let _ = socket.close(None).await;
+            return if event["response"]["status"] == "completed" { Told::Spoke } else { Told::Nothing };
+        }
+    }
+}
+
 #[tokio::test]
 async fn killed_at_random_moments_under_mixed_load_the_books_and_the_uploads_stay_whole() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,7 +145,10 @@ async fn killed_at_random_moments_under_mixed_load_the_books_and_the_uploads_sta
     // The image provider lives in this process, so it outlives every kill; each task is polled twice.
     let bfl = media_mock::MediaMock::start().await.unwrap();
     bfl.set_pending_polls(2);
+    let voice = realtime_mock::RealtimeMock::start().await.unwrap();
     let env = [
+        ("OPENAI_BASE_URL", voice.url()),
+        ("OPENAI_API_KEY", "sk-test".to_owned()),
         ("BFL_BASE_URL", bfl.url()),
         ("BFL_API_KEY", "bfl-test".to_owned()),
         ("SWITCHYARD__UPSTREAM__POLL_INTERVAL_MS", "20".to_owned()),
@@ -118,10 +161,11 @@ async fn killed_at_random_moments_under_mixed_load_the_books_and_the_uploads_sta
     let mut rng = rand::rngs::StdRng::seed_from_u64(18);
     let mut charged: HashMap<String, i64> = HashMap::new();
     let mut uploaded: Vec<(String, usize)> = Vec::new();
+    let mut spoke = 0i64;
     for round in 0..4 {
         let url = gateway.url.clone();
         let stop = Instant::now() + Duration::from_millis(rng.gen_range(300..900));
-        let workers = (0..8).map(|w| {
+        let workers = (0..10).map(|w| {
             let (client, url, key) = (client.clone(), url.clone(), key.clone());
             tokio::spawn(async move {
                 let mut told = Vec::new();
@@ -129,10 +173,11 @@ async fn killed_at_random_moments_under_mixed_load_the_books_and_the_uploads_sta
                 // Bounded: the gateway is killed at `stop`, after which every request fails fast.
                 while Instant::now() < stop + Duration::from_secs(2) && n < 10_000 {
                     n += 1;
-                    let one = match w % 4 {
+                    let one = match w % 5 {
                         0 => whole(&client, &url, &key, n).await,
                         1 => stream(&client, &url, &key, n).await,
                         2 => image(&client, &url, &key, n).await,
+                        3 => realtime(&url, &key).await,
                         _ => upload(&client, &url, &key, n).await,
                     };
                     let nothing = matches!(one, Told::Nothing);
@@ -160,6 +205,10 @@ async fn killed_at_random_moments_under_mixed_load_the_books_and_the_uploads_sta
                     told_this_round += 1;
                     uploaded.push((media, bytes));
                 }
+                Told::Spoke => {
+                    told_this_round += 1;
+                    spoke += 1;
+                }
                 Told::Nothing => {}
             }
         }
@@ -174,6 +223,12 @@ async fn killed_at_random_moments_under_mixed_load_the_books_and_the_uploads_sta
             .unwrap();
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT id, credits_milli FROM usage").fetch_all(&db).await.unwrap();
+        let (responses,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM usage WHERE model = 'gpt-realtime' AND status = 'ok'")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        assert!(responses >= spoke, "round {round}: {spoke} realtime responses done, {responses} recorded");
         db.close().await;
         let recorded: HashMap<String, i64> = rows.iter().cloned().collect();
         for (id, credits) in &charged {
@@ -196,5 +251,6 @@ async fn killed_at_random_moments_under_mixed_load_the_books_and_the_uploads_sta
             .await
             .unwrap();
     assert!(images > 0 && bfl.calls("/v1/get_result") > 0, "images were made by polling ({images})");
+    assert!(spoke > 0, "realtime responses were made");
     kill(&mut gateway);
 }
