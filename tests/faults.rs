@@ -49,6 +49,10 @@ async fn an_answer_past_the_size_bound_falls_back_and_is_never_held_whole() {
         assert_eq!(meta["fallback"]["reason"], "protocol", "{meta}");
         assert_eq!(meta["model"], "claude");
     }
+    // A whole answer past the bound with no Content-Length: refused as the bytes pass it, the same way.
+    primary.set_fault(Fault::OversizedChunked { bytes: 640 * 1024 }, Some(1));
+    let meta = metadata(task(&gw, &key, &chat("gpt", false)).await, false).await;
+    assert_eq!((meta["fallback"]["reason"].as_str(), meta["model"].as_str()), (Some("protocol"), Some("claude")));
     // Both past the bound: 502, nothing charged.
     let charged_before = gw.settled(&key).await;
     primary.set_fault(Fault::Oversized { bytes: 640 * 1024 }, None);
@@ -58,16 +62,16 @@ async fn an_answer_past_the_size_bound_falls_back_and_is_never_held_whole() {
         assert_eq!(error_code(response).await, (502, "provider_error".to_owned()), "stream: {stream}");
     }
     assert_eq!(gw.settled(&key).await, charged_before);
-    // Four answers and two failures, each with its record (the failures' for error rates, at no charge).
+    // Five answers and two failures, each with its record (the failures' for error rates, at no charge).
     let mut usage = gw.usage(&workspace).await;
     for _ in 0..200 {
-        if usage.len() >= 6 {
+        if usage.len() >= 7 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         usage = gw.usage(&workspace).await;
     }
-    assert_eq!(usage.len(), 6, "{usage:?}");
+    assert_eq!(usage.len(), 7, "{usage:?}");
     assert_eq!(usage.iter().filter(|(_, credits, status)| *credits == 0 && status == "error").count(), 2);
     gw.stop().await;
 }

@@ -74,6 +74,10 @@ pub enum Fault {
     Oversized {
         bytes: usize,
     },
+    /// As `Oversized`, a whole answer sent in 16 KiB chunks with no `content-length`: only what arrives tells.
+    OversizedChunked {
+        bytes: usize,
+    },
     /// Stream: after N deltas (N > 0) a pause of this long, then the rest. Whole: the head and half the body, the
     /// pause, then the rest.
     StallAfter {
@@ -190,8 +194,10 @@ impl MockServer {
     }
 
     /// Applies to the next `times` chat/messages requests (None = until changed).
+    /// Sets the fault for the next `times` requests (every one when `None`); a `Flap` starts afresh (failing first).
     pub fn set_fault(&self, fault: Fault, times: Option<u32>) {
         *lock(&self.shared.fault) = (fault, times);
+        self.shared.flaps.store(0, Ordering::SeqCst);
     }
 
     pub fn set_config(&self, config: MockConfig) {
@@ -529,7 +535,7 @@ async fn handle(sh: Arc<Shared>, req: Request) -> Response {
     lock(&sh.bodies).push(body.clone());
     let scripted = lock(&sh.scripted).pop_front();
     let mut p = plan(&body, provider, &cfg, scripted);
-    if let Fault::Oversized { bytes } = fault {
+    if let Fault::Oversized { bytes } | Fault::OversizedChunked { bytes } = fault {
         p.deltas = vec!["x".repeat(bytes)];
     }
     pause(cfg.ttft).await;
@@ -565,6 +571,10 @@ async fn handle(sh: Arc<Shared>, req: Request) -> Response {
             Step::Pause(pause),
             Step::Data(Bytes::copy_from_slice(rest)),
         ];
+        return Response::chunked(200, "application/json", steps).with_headers(&extra);
+    }
+    if let Fault::OversizedChunked { .. } = fault {
+        let steps = body.as_bytes().chunks(16 * 1024).map(|c| Step::Data(Bytes::copy_from_slice(c))).collect();
         return Response::chunked(200, "application/json", steps).with_headers(&extra);
     }
     if let Fault::CutStream { .. } = fault {
@@ -774,6 +784,9 @@ pub fn parse_fault(v: &Value) -> Option<(Fault, Option<u32>)> {
             pause: Duration::from_millis(v.get("ms").and_then(Value::as_u64).unwrap_or(5000)),
         },
         "oversized" => Fault::Oversized {
+            bytes: v.get("bytes").and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok()).unwrap_or(1 << 20),
+        },
+        "oversized_chunked" => Fault::OversizedChunked {
             bytes: v.get("bytes").and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok()).unwrap_or(1 << 20),
         },
         _ => return None,
