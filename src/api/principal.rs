@@ -17,12 +17,18 @@ fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
     req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal("application state missing"))
 }
 
-/// The one key a request presents.
-fn the_key(req: &HttpRequest) -> Result<&str, ApiError> {
+/// The key a request presents, if any; more than one (two `Authorization` or two `X-API-Key` headers) is refused,
+/// since which one was meant cannot be told. Every credential check starts here.
+pub fn presented(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
     if auth::ambiguous_key(req) {
         return Err(ApiError::ambiguous_api_key());
     }
-    presented_key(req).ok_or_else(ApiError::missing_api_key)
+    Ok(presented_key(req))
+}
+
+/// The one key a request presents.
+fn the_key(req: &HttpRequest) -> Result<&str, ApiError> {
+    presented(req)?.ok_or_else(ApiError::missing_api_key)
 }
 
 fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {

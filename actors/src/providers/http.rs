@@ -149,12 +149,9 @@ impl Upstream {
             return Err(self.too_large(cap));
         }
         let gap = self.timeouts.between_chunks;
-        let mut next = async || {
-            let (limit, phase) = gap_or_deadline(gap, deadline);
-            match tokio::time::timeout_at(limit, response.chunk()).await {
-                Err(_) => Err(self.timeout(phase)),
-                Ok(chunk) => chunk.map_err(|e| self.transport_error(&e)),
-            }
+        let mut next = async || match next_chunk(&mut response, gap, deadline).await {
+            Err(phase) => Err(self.timeout(phase)),
+            Ok(chunk) => chunk.map_err(|e| self.transport_error(&e)),
         };
         let Some(first) = next().await? else { return Ok(Bytes::new()) };
         let Some(second) = next().await? else {
@@ -177,8 +174,7 @@ impl Upstream {
     async fn read_prefix(&self, mut response: reqwest::Response, cap: usize, deadline: Instant) -> Option<Bytes> {
         let mut body = bytes::BytesMut::new();
         while body.len() < cap {
-            let (limit, _) = gap_or_deadline(self.timeouts.between_chunks, deadline);
-            match tokio::time::timeout_at(limit, response.chunk()).await {
+            match next_chunk(&mut response, self.timeouts.between_chunks, deadline).await {
                 Ok(Ok(Some(piece))) => body.extend_from_slice(&piece[..piece.len().min(cap - body.len())]),
                 Ok(Ok(None)) => break,
                 _ => return (!body.is_empty()).then(|| body.freeze()),
@@ -284,6 +280,16 @@ impl Upstream {
 }
 
 /// When the next piece of a body is due: within the gap bound, unless the deadline comes first.
+/// A body's next chunk, within the gap bound and the deadline: `Err` names the bound that ran out.
+async fn next_chunk(
+    response: &mut reqwest::Response,
+    gap: Duration,
+    deadline: Instant,
+) -> Result<reqwest::Result<Option<Bytes>>, TimeoutPhase> {
+    let (limit, phase) = gap_or_deadline(gap, deadline);
+    tokio::time::timeout_at(limit, response.chunk()).await.map_err(|_| phase)
+}
+
 fn gap_or_deadline(gap: Duration, deadline: Instant) -> (Instant, TimeoutPhase) {
     let next_gap = Instant::now() + gap;
     if next_gap < deadline {

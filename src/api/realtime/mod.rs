@@ -14,7 +14,7 @@ pub mod secrets;
 
 use super::errors::{ApiError, ErrorBody};
 use super::principal::resolve;
-use crate::auth::{presented_key, Principal};
+use crate::auth::Principal;
 use crate::state::AppState;
 use actix_web::http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -57,12 +57,11 @@ fn subprotocols(req: &HttpRequest) -> Vec<String> {
 
 /// The caller, from whichever place its client puts the credential.
 fn principal(state: &AppState, req: &HttpRequest, offered: &[String]) -> Result<Principal, ApiError> {
-    if crate::auth::ambiguous_key(req) {
-        return Err(ApiError::ambiguous_api_key());
-    }
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(|k| k.trim().to_owned());
-    let from_header =
-        presented_key(req).map(str::to_owned).or_else(|| header("api-key")).or_else(|| header("xi-api-key"));
+    let from_header = crate::api::principal::presented(req)?
+        .map(str::to_owned)
+        .or_else(|| header("api-key"))
+        .or_else(|| header("xi-api-key"));
     let from_protocol = || offered.iter().find_map(|p| p.strip_prefix(INSECURE_KEY)).map(str::to_owned);
     let credential = from_header.or_else(from_protocol).ok_or_else(ApiError::missing_api_key)?;
     resolve(state, &credential)
