@@ -25,10 +25,11 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## bench: the mock upstream and the gateway (release), measured side by side (HTTP, realtime sessions); then vector index and search
+## bench: the mock upstream and the gateway (release), measured side by side (HTTP, realtime sessions); the gateway's memory over 1M requests; then vector index and search
 bench: models
 	cargo bench --bench gateway
 	cargo bench --bench realtime
+	cargo bench --bench memory
 	cargo bench --bench vectors
 
 setup: setup-system $(VENV)/.installed models

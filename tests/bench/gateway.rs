@@ -38,7 +38,6 @@ mod support;
 #[path = "paced.rs"]
 mod paced;
 
-use bytes::{Buf, BytesMut};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -46,22 +45,18 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    child_command, cpu_ticks, env_or, loadavg, online_cpus, parse_url, repin, revision, rss_kib, spawn, tail,
-    ticks_per_second, wait_for, Children, Result,
+    child_command, cpu_ticks, env_or, has_content, interrupted, loadavg, online_cpus, parse_url, repin, request_bytes,
+    revision, rss_kib, spawn, start_gateway, tail, ticks_per_second, wait_for, Children, Conn, Result, REQUEST_TIMEOUT,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 const MOCK_BIN: &str = env!("CARGO_BIN_EXE_switchyard-mock");
-const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const FLOOR_BIN: &str = env!("CARGO_BIN_EXE_switchyard-floor");
 const BODY: &str = r#"{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":16}"#;
 const STREAM_BODY: &str =
     r#"{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"stream":true}"#;
 const P99_LIMIT: Duration = Duration::from_millis(5);
-/// No response may take longer; no run either.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// No run may take longer (no response may take longer than `REQUEST_TIMEOUT`).
 const RUN_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// Requests per block in the one-connection phases; blocks alternate between the targets (`block_order`), so slow
 /// drifts of the machine (the other tenant compiling) hit all alike. Blocks stay well under a second, so the idle
@@ -160,7 +155,7 @@ fn gateway_workers(cpus: usize) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The lean HTTP/1.1 client, the same for every target
+// Targets (the lean HTTP/1.1 client, the same for every target, is in support.rs)
 
 /// Indices into the targets (`run` builds them in this order).
 const DIRECT: usize = 0;
@@ -179,194 +174,6 @@ struct Target {
     stream: Option<Arc<[u8]>>,
     /// The serving process, whose CPU time the throughput phase reads.
     pid: Option<u32>,
-}
-
-fn request_bytes(path: &str, addr: SocketAddr, key: &str, body: &str) -> Arc<[u8]> {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-    .into()
-}
-
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-#[derive(Default)]
-struct Reply {
-    status: u16,
-    overhead_us: Option<u64>,
-    /// The server said `connection: close`: open a new connection before the next request.
-    close: bool,
-    body: Vec<u8>,
-    /// When the first non-empty `"content":"…"` arrived (when watched).
-    first_content: Option<Instant>,
-    /// The longest time between two chunks of a chunked body (when watched).
-    max_gap: Duration,
-}
-
-const CONTENT: &[u8] = br#""content":""#;
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Holds `"content":"` followed by something other than the closing quote.
-fn has_content(data: &[u8]) -> bool {
-    let mut from = 0;
-    while let Some(p) = find(&data[from..], CONTENT) {
-        let after = from + p + CONTENT.len();
-        match data.get(after) {
-            Some(b'"') => from = after,
-            Some(_) => return true,
-            None => return false,
-        }
-    }
-    false
-}
-
-fn invalid(msg: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_owned())
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        stream.set_nodelay(true)?;
-        Ok(Conn { stream, buf: BytesMut::with_capacity(32 * 1024) })
-    }
-
-    async fn more(&mut self) -> std::io::Result<()> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(32 * 1024);
-        }
-        match self.stream.read_buf(&mut self.buf).await? {
-            0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
-            _ => Ok(()),
-        }
-    }
-
-    /// Reads until `needle` is buffered; answers its offset.
-    async fn until(&mut self, needle: &[u8]) -> std::io::Result<usize> {
-        let mut from = 0;
-        loop {
-            if let Some(p) = find(&self.buf[from..], needle) {
-                return Ok(from + p);
-            }
-            if self.buf.len() > 256 * 1024 {
-                return Err(invalid("response head or chunk line too long"));
-            }
-            from = self.buf.len().saturating_sub(needle.len() - 1);
-            self.more().await?;
-        }
-    }
-
-    /// `exchange` within `REQUEST_TIMEOUT` (the connection is unusable after a timeout).
-    async fn timed_exchange(&mut self, request: &[u8], keep: bool, watch: bool) -> std::io::Result<Reply> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(request, keep, watch)).await {
-            Ok(result) => result,
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no complete response within 10 s")),
-        }
-    }
-
-    /// Sends one request and reads the whole response (Content-Length or chunked). `keep` keeps the body;
-    /// `watch` notes when the first non-empty content delta arrived.
-    async fn exchange(&mut self, request: &[u8], keep: bool, watch: bool) -> std::io::Result<Reply> {
-        self.stream.write_all(request).await?;
-        let end = self.until(b"\r\n\r\n").await?;
-        let mut reply = Reply::default();
-        let mut length = None;
-        let mut chunked = false;
-        {
-            let head = std::str::from_utf8(&self.buf[..end]).map_err(|_| invalid("head not UTF-8"))?;
-            let mut lines = head.split("\r\n");
-            let status_line = lines.next().unwrap_or("");
-            reply.status =
-                status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| invalid("bad status line"))?;
-            for line in lines {
-                let Some((name, value)) = line.split_once(':') else {
-                    continue;
-                };
-                let (name, value) = (name.trim(), value.trim());
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = Some(value.parse::<usize>().map_err(|_| invalid("bad content-length"))?);
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    chunked = value.to_ascii_lowercase().contains("chunked");
-                } else if name.eq_ignore_ascii_case("connection") {
-                    reply.close = value.eq_ignore_ascii_case("close");
-                } else if name.eq_ignore_ascii_case("x-switchyard-overhead-us") {
-                    reply.overhead_us = value.parse().ok();
-                }
-            }
-        }
-        self.buf.advance(end + 4);
-        if chunked {
-            let mut seen = Vec::new();
-            let mut last_chunk: Option<Instant> = None;
-            loop {
-                let line_end = self.until(b"\r\n").await?;
-                let size = {
-                    let line = std::str::from_utf8(&self.buf[..line_end]).map_err(|_| invalid("bad chunk line"))?;
-                    let hex = line.split(';').next().unwrap_or("").trim();
-                    usize::from_str_radix(hex, 16).map_err(|_| invalid("bad chunk size"))?
-                };
-                self.buf.advance(line_end + 2);
-                if size == 0 {
-                    // Trailers, up to the empty line.
-                    loop {
-                        let p = self.until(b"\r\n").await?;
-                        self.buf.advance(p + 2);
-                        if p == 0 {
-                            break;
-                        }
-                    }
-                    break;
-                }
-                while self.buf.len() < size + 2 {
-                    self.more().await?;
-                }
-                if watch {
-                    let now = Instant::now();
-                    if let Some(last) = last_chunk {
-                        reply.max_gap = reply.max_gap.max(now - last);
-                    }
-                    last_chunk = Some(now);
-                }
-                let looking = watch && reply.first_content.is_none();
-                if keep || looking {
-                    let from = seen.len().saturating_sub(CONTENT.len());
-                    seen.extend_from_slice(&self.buf[..size]);
-                    if looking && has_content(&seen[from..]) {
-                        reply.first_content = Some(Instant::now());
-                    }
-                }
-                self.buf.advance(size + 2);
-            }
-            if keep {
-                reply.body = seen;
-            }
-        } else {
-            let len = match length {
-                Some(n) => n,
-                None if reply.close => return Err(invalid("close-delimited body unsupported")),
-                None => 0,
-            };
-            while self.buf.len() < len {
-                self.more().await?;
-            }
-            if keep {
-                reply.body = self.buf[..len].to_vec();
-            }
-            self.buf.advance(len);
-        }
-        Ok(reply)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1197,17 +1004,6 @@ async fn bench(targets: Vec<Target>, setup: &Setup) -> Result<String> {
     Ok(o)
 }
 
-async fn interrupted() -> &'static str {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return "SIGINT";
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    }
-}
-
 fn main() -> ExitCode {
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
@@ -1234,39 +1030,6 @@ fn main() -> ExitCode {
     };
     drop(dir);
     code
-}
-
-/// Starts `switchyard serve` on a fresh data directory (`workers` HTTP workers, or the configured number), pinned
-/// to `cpu`; answers its address, its bootstrap key and its pid.
-fn start_gateway(
-    children: &mut Children,
-    data: &Path,
-    mock_addr: SocketAddr,
-    cpu: Option<&str>,
-    workers: Option<usize>,
-    log: &Path,
-) -> Result<(SocketAddr, String, Option<u32>)> {
-    std::fs::create_dir_all(data)?;
-    let mut gw = child_command(GATEWAY_BIN, cpu);
-    gw.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .env_remove("RUST_LOG")
-        .env("OPENAI_BASE_URL", format!("http://{mock_addr}/v1"))
-        .env("OPENAI_API_KEY", "x")
-        .env("SWITCHYARD__LOG__LEVEL", "warn")
-        .env("SWITCHYARD__BOOTSTRAP__REQUESTS_PER_MINUTE", "1000000000")
-        .env("SWITCHYARD__BOOTSTRAP__CONCURRENT_REQUESTS", "100000")
-        .env("SWITCHYARD__BOOTSTRAP__TOKENS_PER_MINUTE", "2000000000")
-        .env("SWITCHYARD__BOOTSTRAP__CREDITS", "1000000000");
-    if let Some(workers) = workers {
-        gw.env("SWITCHYARD__SERVER__WORKERS", workers.to_string());
-    }
-    let out = spawn(children, gw, log)?;
-    let pid = children.0.last().map(Child::id);
-    let key = wait_for(&out, "API key (shown once, keep it): ", "switchyard serve")?;
-    let addr = parse_url(&wait_for(&out, "Switchyard listening on ", "switchyard serve")?)?;
-    Ok((addr, key, pid))
 }
 
 /// Throughput by `server.workers`: gateways with 1, 2, … workers on the CPUs the load generator leaves (all on
