@@ -360,7 +360,8 @@ fn workspace_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Workspace> {
 
 /// One multi-row statement per chunk: a single round trip to SQLite's thread, atomic with the debits its trigger
 /// makes. A record already stored is skipped (and so is its debit): importing the journal again after a crash
-/// changes nothing twice.
+/// changes nothing twice. Only the full chunk's statement is kept prepared: each shorter count is another SQL text,
+/// and sqlx would keep up to 100 of them (about 2.5 KiB a row each) on the connection.
 async fn insert_usage(connection: &mut SqliteConnection, usage: &[UsageRecord]) -> Result<(), String> {
     for chunk in usage.chunks(USAGE_ROWS_PER_STATEMENT) {
         let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(USAGE_COLUMNS);
@@ -392,7 +393,8 @@ async fn insert_usage(connection: &mut SqliteConnection, usage: &[UsageRecord]) 
                 .push_bind(&r.user)
                 .push_bind(&r.session_id);
         });
-        insert.build().execute(&mut *connection).await.map_err(|e| e.to_string())?;
+        let full = chunk.len() == USAGE_ROWS_PER_STATEMENT;
+        insert.build().persistent(full).execute(&mut *connection).await.map_err(|e| e.to_string())?;
     }
     Ok(())
 }

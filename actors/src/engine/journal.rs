@@ -6,6 +6,10 @@
 //!
 //! Two files take turns: while one batch is imported from one, new records go to the other, so the file being
 //! truncated is never the one being written.
+//!
+//! The importer runs at the lowest priority, so a machine busy with other work can starve it for minutes. The
+//! records it has not taken wait in memory up to `HELD_MAX`; past that the journal lets go of them and the importer
+//! reads that file back a chunk at a time, so memory stays bounded however far behind it falls.
 
 use super::ledger::UsageRecord;
 use std::fs::{File, OpenOptions};
@@ -13,6 +17,16 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 const FILES: [&str; 2] = ["usage.journal.0", "usage.journal.1"];
+
+/// The most records held in memory for the importer (about 500 bytes each).
+pub const HELD_MAX: usize = 20_000;
+
+/// What the importer takes: the records, or the file to read them back from when there were too many to hold.
+#[derive(Debug)]
+pub enum Batch {
+    Held(Vec<UsageRecord>),
+    InFile,
+}
 
 /// A record the journal could not commit, handed back.
 #[derive(Debug)]
@@ -26,6 +40,8 @@ pub struct UsageJournal {
     active: usize,
     files: [File; 2],
     pending: Vec<UsageRecord>,
+    /// Past `HELD_MAX`: `pending` is let go and the active file holds the batch.
+    spilled: bool,
     /// Records appended since the journal opened; the importer reports how many it has stored.
     appended: u64,
     line: Vec<u8>,
@@ -40,7 +56,15 @@ impl UsageJournal {
     pub fn open(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let files = [open(dir, FILES[0])?, open(dir, FILES[1])?];
-        Ok(UsageJournal { dir: dir.to_owned(), active: 0, files, pending: Vec::new(), appended: 0, line: Vec::new() })
+        Ok(UsageJournal {
+            dir: dir.to_owned(),
+            active: 0,
+            files,
+            pending: Vec::new(),
+            spilled: false,
+            appended: 0,
+            line: Vec::new(),
+        })
     }
 
     /// Commits a record: one `write` of one line, done when this returns. The record then waits for the importer;
@@ -54,7 +78,13 @@ impl UsageJournal {
         if let Err(error) = written {
             return Err(Box::new(Refused { error, record }));
         }
-        self.pending.push(record);
+        if self.pending.len() >= HELD_MAX {
+            self.pending = Vec::new();
+            self.spilled = true;
+        }
+        if !self.spilled {
+            self.pending.push(record);
+        }
         self.appended += 1;
         Ok(())
     }
@@ -64,18 +94,23 @@ impl UsageJournal {
     }
 
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        self.spilled || !self.pending.is_empty()
     }
 
-    /// Hands the pending records to the importer and turns new appends to the other file. Answers the records and
-    /// the file they live in, to truncate once they are stored.
-    pub fn take(&mut self) -> Option<(Vec<UsageRecord>, usize)> {
-        if self.pending.is_empty() {
+    /// Hands the pending records to the importer and turns new appends to the other file. Answers the records (or
+    /// that they are to be read back) and the file they live in, to truncate once they are stored.
+    pub fn take(&mut self) -> Option<(Batch, usize)> {
+        if !self.has_pending() {
             return None;
         }
         let file = self.active;
         self.active = 1 - self.active;
-        Some((std::mem::take(&mut self.pending), file))
+        let batch = if std::mem::take(&mut self.spilled) {
+            Batch::InFile
+        } else {
+            Batch::Held(std::mem::take(&mut self.pending))
+        };
+        Some((batch, file))
     }
 
     /// Empties a file whose records are all stored.
@@ -99,19 +134,9 @@ impl UsageJournal {
     /// middle of a write, before the record was reported) is skipped.
     pub fn replay(dir: &Path) -> io::Result<Vec<UsageRecord>> {
         let mut records = Vec::new();
-        for name in FILES {
-            let path = dir.join(name);
-            let file = match File::open(&path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for line in BufReader::new(file).lines() {
-                let line = line?;
-                match serde_json::from_str::<UsageRecord>(&line) {
-                    Ok(record) => records.push(record),
-                    Err(e) => tracing::warn!(file = %path.display(), error = %e, "skipping a torn journal line"),
-                }
+        for file in 0..FILES.len() {
+            if let Some(mut reader) = FileChunks::open(dir, file)? {
+                records.extend(reader.next_chunk(usize::MAX)?);
             }
         }
         Ok(records)
@@ -126,6 +151,37 @@ impl UsageJournal {
             }
         }
         Ok(())
+    }
+}
+
+/// A journal file's records, read back a chunk at a time.
+pub struct FileChunks {
+    path: PathBuf,
+    lines: io::Lines<BufReader<File>>,
+}
+
+impl FileChunks {
+    /// The reader of journal file `file` in `dir`; `None` when there is no such file.
+    pub fn open(dir: &Path, file: usize) -> io::Result<Option<Self>> {
+        let path = dir.join(FILES[file]);
+        match File::open(&path) {
+            Ok(opened) => Ok(Some(FileChunks { path, lines: BufReader::new(opened).lines() })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Up to `most` records; none at the end. A torn line is skipped.
+    pub fn next_chunk(&mut self, most: usize) -> io::Result<Vec<UsageRecord>> {
+        let mut records = Vec::new();
+        while records.len() < most {
+            let Some(line) = self.lines.next() else { break };
+            match serde_json::from_str::<UsageRecord>(&line?) {
+                Ok(record) => records.push(record),
+                Err(e) => tracing::warn!(file = %self.path.display(), error = %e, "skipping a torn journal line"),
+            }
+        }
+        Ok(records)
     }
 }
 
@@ -144,7 +200,7 @@ mod tests {
         journal.append(record("a")).unwrap();
         journal.append(record("b")).unwrap();
         let (batch, file) = journal.take().unwrap();
-        assert_eq!(batch.len(), 2);
+        assert!(matches!(batch, Batch::Held(records) if records.len() == 2));
         journal.append(record("c")).unwrap();
         drop(journal);
         let replayed: Vec<String> = UsageJournal::replay(dir.path()).unwrap().into_iter().map(|r| r.id).collect();
@@ -165,5 +221,32 @@ mod tests {
         assert_eq!(replayed.len(), 1);
         UsageJournal::clear(dir.path()).unwrap();
         assert!(UsageJournal::replay(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn past_held_max_the_batch_is_read_back_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = UsageJournal::open(dir.path()).unwrap();
+        for i in 0..HELD_MAX + 3 {
+            journal.append(record(&i.to_string())).unwrap();
+        }
+        assert!(journal.pending.is_empty(), "what is held is let go");
+        let (batch, file) = journal.take().unwrap();
+        assert!(matches!(batch, Batch::InFile));
+        journal.append(record("next")).unwrap();
+        let mut reader = FileChunks::open(dir.path(), file).unwrap().unwrap();
+        let mut ids = Vec::new();
+        loop {
+            let chunk = reader.next_chunk(7_000).unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            assert!(chunk.len() <= 7_000);
+            ids.extend(chunk.into_iter().map(|r| r.id));
+        }
+        assert_eq!(ids.len(), HELD_MAX + 3);
+        assert_eq!(ids.last().map(String::as_str), Some((HELD_MAX + 2).to_string().as_str()));
+        let (batch, _) = journal.take().unwrap();
+        assert!(matches!(batch, Batch::Held(records) if records.len() == 1), "the next batch is held again");
     }
 }

@@ -115,6 +115,30 @@ async fn a_store_that_fails_keeps_the_records_in_the_journal_until_it_recovers()
 }
 
 #[actix::test]
+async fn an_importer_far_behind_reads_the_journal_back_and_stores_every_record_once() {
+    let store = Arc::new(MemoryStore::default());
+    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let count = crate::engine::journal::HELD_MAX + 50;
+    let ledger = ledger(store.clone(), count as i64);
+    for i in 0..count {
+        let hold = ledger.reserve("ws", Credits(1)).unwrap();
+        let record = UsageRecord { id: i.to_string(), status: "ok".into(), ..Default::default() };
+        assert_eq!(ledger.settle(hold, Credits(1), record), Ok(Credits(1)));
+    }
+    store.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let writes = stored(&store, count).await;
+    let ids: std::collections::HashSet<String> = writes
+        .iter()
+        .filter_map(|w| match w {
+            LedgerWrite::Usage(record) => Some(record.id.clone()),
+            LedgerWrite::TopUp { .. } => None,
+        })
+        .collect();
+    assert_eq!((writes.len(), ids.len()), (count, count));
+    assert_eq!(wallet(&ledger).await, Wallet { balance: Credits(0), reserved: Credits(0) });
+}
+
+#[actix::test]
 async fn a_panicking_ledger_is_repaired_with_its_wallets_and_holds() {
     let ledger = ledger(Arc::default(), 100);
     let _hold = ledger.reserve("ws", Credits(10)).unwrap();

@@ -1,8 +1,8 @@
 //! The ledger's two store tasks: the importer, which group-commits the usage journal into the store, and the
 //! writer, which group-commits the writes the ledger queues (top-ups).
 
-use super::{Ack, Journal, LedgerStore, LedgerWrite};
-use crate::engine::journal::UsageJournal;
+use super::{Ack, Journal, LedgerStore, LedgerWrite, UsageRecord};
+use crate::engine::journal::{Batch, FileChunks, UsageJournal};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -33,21 +33,22 @@ pub fn spawn_importer(
                 }
             }
             let batch = journal.file.lock().ok().and_then(|mut j| j.take());
-            let Some((records, file)) = batch else {
+            let Some((batch, file)) = batch else {
                 tick.tick().await;
                 continue;
             };
-            let count = records.len() as u64;
-            let writes: Vec<LedgerWrite> = records.into_iter().map(|r| LedgerWrite::Usage(Box::new(r))).collect();
-            loop {
-                match store.commit(writes.clone()).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::error!(error = %e, "usage import failed; retrying (the journal keeps the records)");
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let count = match batch {
+                Batch::Held(records) => import(&*store, records).await,
+                Batch::InFile => loop {
+                    match import_file(&*store, dir.as_deref(), file).await {
+                        Ok(count) => break count,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the usage journal back; retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
                     }
-                }
-            }
+                },
+            };
             if let Some(Err(e)) = dir.as_deref().map(|dir| UsageJournal::truncate_file(dir, file)) {
                 tracing::warn!(error = %e, "could not truncate the usage journal");
             }
@@ -56,6 +57,45 @@ pub fn spawn_importer(
         }
     });
     stored_rx
+}
+
+/// Records per commit: a starved importer catching up commits in pieces rather than one write of everything.
+const IMPORT_CHUNK: usize = 2_000;
+
+/// Commits records into the store, a chunk at a time, retrying each until it is stored (the journal keeps them
+/// meanwhile). Answers how many.
+async fn import(store: &dyn LedgerStore, mut records: Vec<UsageRecord>) -> u64 {
+    let count = records.len() as u64;
+    while !records.is_empty() {
+        let rest = records.split_off(records.len().min(IMPORT_CHUNK));
+        let writes: Vec<LedgerWrite> = records.into_iter().map(|r| LedgerWrite::Usage(Box::new(r))).collect();
+        loop {
+            match store.commit(writes.clone()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "usage import failed; retrying (the journal keeps the records)");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+        records = rest;
+    }
+    count
+}
+
+/// Commits the records of a journal file too long to have been held, read back a chunk at a time. Records already
+/// stored (a retry after a read error) are skipped by the store.
+async fn import_file(store: &dyn LedgerStore, dir: Option<&std::path::Path>, file: usize) -> std::io::Result<u64> {
+    let dir = dir.ok_or_else(|| std::io::Error::other("the journal's directory is unknown"))?;
+    let Some(mut reader) = FileChunks::open(dir, file)? else { return Ok(0) };
+    let mut count = 0;
+    loop {
+        let chunk = reader.next_chunk(IMPORT_CHUNK)?;
+        if chunk.is_empty() {
+            return Ok(count);
+        }
+        count += import(store, chunk).await;
+    }
 }
 
 /// The group-commit writer: takes whatever writes queued up while the previous commit ran and commits them as one
