@@ -31,6 +31,7 @@ pub struct Config {
     pub tasks: TasksConfig,
     pub bootstrap: BootstrapConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -176,6 +177,16 @@ pub struct BootstrapConfig {
     pub requests_per_minute: u32,
     pub concurrent_requests: u32,
     pub tokens_per_minute: u32,
+}
+
+/// How many values a metric label that callers choose may take (see the README's metrics section).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Workspaces named in `workspace` labels; the rest are counted as `_other`.
+    pub max_workspaces: usize,
+    /// Values of each other free label (reporting groups, tasks, revisions); the rest are `_other`.
+    pub max_label_values: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -40,6 +40,22 @@ fn request_id(headers: &actix_web::http::header::HeaderMap) -> HeaderValue {
 }
 
 /// The whole application around a state, so tests build it in process exactly as `serve` does.
+/// A request method as a metric label: the standard ones by name, any other a client makes up as `OTHER`, so a
+/// caller cannot add series.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 pub fn app(
     state: web::Data<AppState>,
 ) -> App<
@@ -94,7 +110,10 @@ pub fn app(
                     limits.write_headers(response.headers_mut());
                 }
                 let status = response.status();
-                state.metrics.requests.with_label_values(&[pattern, method.as_str(), status.as_str()]).inc();
+                state.metrics.requests.with_label_values(&[pattern, method_label(&method), status.as_str()]).inc();
+                if let Some(error) = response.response().error().and_then(|e| e.as_error::<api::errors::ApiError>()) {
+                    api::principal::count_error(&state, response.request(), error);
+                }
                 match histograms {
                     Some(h) => h.duration.observe(elapsed.as_secs_f64()),
                     None => state.metrics.request_duration.with_label_values(&[pattern]).observe(elapsed.as_secs_f64()),

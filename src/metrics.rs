@@ -1,7 +1,10 @@
 //! The Prometheus registry: request counts and durations, upstream time, gateway overhead, time to first token,
 //! tokens, streams in flight and upstream errors. Labels stay low-cardinality (route patterns, model names).
 
+mod operators;
+
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+pub use switchyard_actors::engine::metrics::LabelBounds;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -34,6 +37,7 @@ pub struct Metrics {
     pub realtime_audio_seconds: prometheus::CounterVec,
     pub realtime_responses: IntCounterVec,
     pub engine: switchyard_actors::engine::metrics::EngineMetrics,
+    pub operators: operators::Operators,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
@@ -41,7 +45,7 @@ const OVERHEAD_BUCKETS: &[f64] =
     &[0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_15, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.05];
 
 impl Metrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
+    pub fn new(bounds: LabelBounds) -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("switchyard".into()), None)?;
         let requests = IntCounterVec::new(
             Opts::new("http_requests_total", "HTTP requests by route, method and status"),
@@ -160,9 +164,11 @@ impl Metrics {
         for status in ["completed", "cancelled", "failed"] {
             realtime_responses.with_label_values(&[status]);
         }
-        let engine = switchyard_actors::engine::metrics::EngineMetrics::new(&registry)?;
+        let engine = switchyard_actors::engine::metrics::EngineMetrics::new(&registry, bounds)?;
+        let operators = operators::Operators::new(&registry)?;
         Ok(Metrics {
             engine,
+            operators,
             registry,
             requests,
             request_duration,
@@ -199,7 +205,9 @@ impl Metrics {
 
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        let mut families = self.registry.gather();
+        families.extend(self.operators.process.gather());
+        TextEncoder::new().encode(&families, &mut buffer)?;
         String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
 

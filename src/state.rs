@@ -65,7 +65,11 @@ impl AppState {
         for (id, expires_at) in revoked {
             sessions.revoke(&id, expires_at);
         }
-        let metrics = Metrics::new().map_err(|e| format!("cannot build metrics: {e}"))?;
+        let bounds = crate::metrics::LabelBounds {
+            workspaces: config.metrics.max_workspaces,
+            values: config.metrics.max_label_values,
+        };
+        let metrics = Metrics::new(bounds).map_err(|e| format!("cannot build metrics: {e}"))?;
         // Usage committed to the journal by an earlier process goes into the store before wallets are read.
         let journal_dir = config.server.data_dir.join("journal");
         let config_media_dir = config.server.data_dir.join("media");

@@ -443,9 +443,29 @@ async fn health_readiness_and_metrics() {
     let mut streamed = hello("sim-chat");
     streamed["stream"] = json!(true);
     let _ = gw.post("/api/v1/task").json(&streamed).send().await.unwrap().text().await.unwrap();
+    let refused = gw.client.post(format!("{}/api/v1/task", gw.url)).bearer_auth("sk-nobody").json(&hello("sim-chat"));
+    assert_eq!(refused.send().await.unwrap().status(), 401);
     let text = gw.client.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    let workspace = gw.state.keys.resolve(&gw.key).unwrap().workspace_id;
     for needle in [
         r#"switchyard_http_requests_total{method="POST",route="/api/v1/task",status="200"} 2"#,
+        r#"switchyard_api_errors_total{code="invalid_api_key",workspace="_none"} 1"#,
+        &format!(r#"switchyard_calls_total{{model="sim-chat",status="ok",workspace="{workspace}"}} 2"#),
+        &format!(
+            r#"switchyard_credits_charged_total{{model="sim-chat",reporting_group="",revision="",task="",workspace="{workspace}"}}"#
+        ),
+        &format!(r#"switchyard_credits_reserved_total{{model="sim-chat",workspace="{workspace}"}}"#),
+        &format!(r#"switchyard_credits_refunded_total{{model="sim-chat",workspace="{workspace}"}}"#),
+        &format!(r#"switchyard_wallet_balance_credits{{workspace="{workspace}"}}"#),
+        &format!(r#"switchyard_wallet_reserved_credits{{workspace="{workspace}"}} 0"#),
+        "switchyard_usage_journal_pending_records ",
+        "switchyard_media_store_bytes 0",
+        "switchyard_media_objects 0",
+        r#"switchyard_build_info{version=""#,
+        "\nprocess_cpu_seconds_total ",
+        "\nprocess_resident_memory_bytes ",
+        "\nprocess_open_fds ",
+        "\nprocess_max_fds ",
         "switchyard_gateway_overhead_seconds_bucket",
         "switchyard_upstream_duration_seconds_bucket",
         "switchyard_time_to_first_token_seconds_bucket{model=\"sim-chat\"",

@@ -171,8 +171,10 @@ async fn persistent_5xx_opens_the_circuit_and_the_fallback_serves() {
     assert_eq!(circuits, vec![2]);
     let metrics = gw.client.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"switchyard_circuit_state{provider="openai",upstream="0"} 2"#), "{metrics}");
-    assert!(metrics.contains(r#"switchyard_fallbacks_total{primary_model="gpt",reason="upstream"} 2"#));
-    assert!(metrics.contains(r#"switchyard_fallbacks_total{primary_model="gpt",reason="circuit_open"} 1"#));
+    assert!(metrics.contains(r#"switchyard_fallbacks_total{from_model="gpt",reason="upstream",to_model="claude"} 2"#));
+    assert!(
+        metrics.contains(r#"switchyard_fallbacks_total{from_model="gpt",reason="circuit_open",to_model="claude"} 1"#)
+    );
     gw.stop().await;
 }
 

@@ -18,6 +18,11 @@ impl Credits {
         self.0
     }
 
+    /// In credits, for metrics (not for money: a float is not exact).
+    pub fn as_f64(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+
     /// Parses a decimal such as `12`, `0.5` or `-3.125`; more than three decimals is an error, never rounded.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();

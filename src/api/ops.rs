@@ -39,6 +39,40 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    refresh(&state).await;
     let text = state.metrics.render().map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
+}
+
+/// The gauges read when Prometheus scrapes: wallets of the workspaces with labels of their own, the usage journal's
+/// backlog, the media store and the vector collections. One that cannot be read keeps its last value (and says so
+/// in the log).
+async fn refresh(state: &AppState) {
+    let engine = state.engine();
+    let operators = &state.metrics.operators;
+    for workspace in state.metrics.engine.money.workspaces.admitted() {
+        if let Some(wallet) = engine.ledger.wallet(&workspace) {
+            operators.wallet_balance.with_label_values(&[&workspace]).set(wallet.balance.as_f64());
+            operators.wallet_reserved.with_label_values(&[&workspace]).set(wallet.reserved.as_f64());
+        }
+    }
+    operators.journal_pending.set(i64::try_from(engine.usage_backlog()).unwrap_or(i64::MAX));
+    match state.store.media_totals().await {
+        Ok((objects, bytes)) => {
+            operators.media_objects.set(objects);
+            operators.media_bytes.set(bytes);
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the media totals"),
+    }
+    match state.vectors.points().await {
+        Ok(collections) => {
+            for (collection, points) in collections {
+                operators
+                    .vector_points
+                    .with_label_values(&[&collection])
+                    .set(i64::try_from(points).unwrap_or(i64::MAX));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count the vector points"),
+    }
 }

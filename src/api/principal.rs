@@ -26,6 +26,15 @@ pub fn presented(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
     Ok(presented_key(req))
 }
 
+/// Counts an error answer by its code and the caller's workspace (`_none` when the credential named none). Only
+/// error answers pay for finding the workspace.
+pub fn count_error(state: &AppState, req: &HttpRequest, error: &ApiError) {
+    let principal = presented(req).ok().flatten().and_then(|key| resolve(state, key).ok());
+    let money = &state.metrics.engine.money;
+    let workspace = principal.as_ref().map_or("_none", |p| money.workspaces.admit(&p.workspace_id));
+    state.metrics.operators.api_errors.with_label_values(&[workspace, error.code()]).inc();
+}
+
 /// The one key a request presents.
 fn the_key(req: &HttpRequest) -> Result<&str, ApiError> {
     presented(req)?.ok_or_else(ApiError::missing_api_key)

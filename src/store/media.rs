@@ -64,6 +64,13 @@ impl Store {
 
     /// Opens an upload of `bytes` bytes, valid until `expires_at`.
     /// The workspace a media object belongs to.
+    /// Media objects stored, and their bytes.
+    pub async fn media_totals(&self) -> StoreResult<(i64, i64)> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM media").fetch_one(&self.pool).await?;
+        Ok((row.try_get("n")?, row.try_get("b")?))
+    }
+
     pub async fn media_owner(&self, id: &str) -> StoreResult<Option<String>> {
         sqlx::query_scalar("SELECT workspace_id FROM media WHERE id = ?").bind(id).fetch_optional(&self.pool).await
     }

@@ -280,7 +280,7 @@ pub async fn dispatch_with<A: Attempt>(
                     match ran.unwrap_or_else(|_| Err(out_of_time(model))) {
                         Ok(answer) => {
                             let fallback = first_reason.map(|reason| {
-                                engine.metrics.fallbacks.with_label_values(&[&primary.name, reason]).inc();
+                                engine.metrics.fallbacks.with_label_values(&[&primary.name, &model.name, reason]).inc();
                                 FallbackUsed { reason: reason.to_owned(), primary_model: primary.name.clone() }
                             });
                             return Ok(Served { model: model.clone(), answer, lease, fallback, attempts });

@@ -120,6 +120,11 @@ impl Engine {
         let _ = tokio::time::timeout(Duration::from_secs(5), stored.wait_for(|n| *n >= target)).await;
     }
 
+    /// Usage records settled but not yet in the store.
+    pub fn usage_backlog(&self) -> u64 {
+        self.journal.appended().saturating_sub(*self.stored.borrow())
+    }
+
     /// An upstream of `provider` for one attempt, preferring any not in `avoid` (those that just failed).
     pub fn pick(&self, provider: &str, avoid: &[usize]) -> Result<usize, PoolRejection> {
         self.pool.pick(provider, avoid)

@@ -160,6 +160,8 @@ pub trait VectorStore: Send + Sync + 'static {
     fn tenants(&self, workspace_id: &str) -> BoxFuture<'static, StoreResult<Vec<(String, TenantInfo)>>>;
     /// Makes everything written durable (and, for the embedded store, builds indexes off the request path).
     fn flush(&self) -> BoxFuture<'static, StoreResult<()>>;
+    /// Every collection and the points it holds, all tenants together (for the operators' metrics).
+    fn points(&self) -> BoxFuture<'static, StoreResult<Vec<(String, u64)>>>;
 }
 
 /// An index call's points, ready for either backend: (point id, vector, payload) each, in the payload layout

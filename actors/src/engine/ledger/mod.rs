@@ -165,23 +165,23 @@ impl Books {
         Ok(HoldId(id))
     }
 
-    /// Frees a hold and charges `cost` (capped at the hold): the workspace and the charge.
-    fn settle(&mut self, hold: HoldId, cost: Credits) -> Result<(String, Credits), LedgerError> {
+    /// Frees a hold and charges `cost` (capped at the hold): the hold and the charge.
+    fn settle(&mut self, hold: HoldId, cost: Credits) -> Result<(Hold, Credits), LedgerError> {
         let hold = self.holds.remove(&hold.0).ok_or(LedgerError::UnknownHold(hold.0))?;
         let charge = Credits(cost.0.clamp(0, hold.amount.0));
         if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
             wallet.reserved.0 -= hold.amount.0;
             wallet.balance.0 -= charge.0;
         }
-        Ok((hold.workspace_id, charge))
+        Ok((hold, charge))
     }
 
-    fn release(&mut self, hold: HoldId) -> Option<String> {
+    fn release(&mut self, hold: HoldId) -> Option<Hold> {
         let hold = self.holds.remove(&hold.0)?;
         if let Some(wallet) = self.wallets.get_mut(&hold.workspace_id) {
             wallet.reserved.0 -= hold.amount.0;
         }
-        Some(hold.workspace_id)
+        Some(hold)
     }
 
     /// The invariant a repair restores: each wallet's `reserved` is the sum of its holds.
@@ -236,9 +236,9 @@ impl BillingLedger {
     /// Charges `cost` (capped at the hold) with its usage record, frees the hold, and returns once the record is
     /// committed to the journal; if the journal refuses it, nothing is charged.
     pub fn settle(&self, hold: HoldId, cost: Credits, mut record: UsageRecord) -> Result<Credits, LedgerError> {
-        let (workspace_id, charge) =
-            self.guarded(|books| books.settle(hold, cost)).unwrap_or(Err(LedgerError::Unavailable))?;
-        record.workspace_id = workspace_id;
+        let (hold, charge) = self.guarded(|books| books.settle(hold, cost)).unwrap_or(Err(LedgerError::Unavailable))?;
+        let counted = self.inner.metrics.money.hold_end(&hold.workspace_id, &record);
+        record.workspace_id = hold.workspace_id;
         record.credits_milli = charge.0;
         if let Err(refused) = self.inner.journal.append(record) {
             // Not committed: undo, so memory matches what is durable.
@@ -249,18 +249,23 @@ impl BillingLedger {
             tracing::error!(%error, "usage journal refused a record");
             return Err(LedgerError::Store(error.to_string()));
         }
+        counted.count(hold.amount, charge);
         Ok(charge)
     }
 
     /// Frees a hold with nothing charged (the call failed). A zero-credit record may still be kept for statistics.
     pub fn release(&self, hold: HoldId, record: Option<UsageRecord>) {
-        let workspace = self.guarded(|books| books.release(hold)).flatten();
-        if let (Some(workspace_id), Some(mut record)) = (workspace, record) {
-            record.workspace_id = workspace_id;
-            record.credits_milli = 0;
-            if let Err(refused) = self.inner.journal.append(record) {
-                tracing::warn!(error = %refused.error, "usage journal refused a zero-credit record");
-            }
+        let Some(hold) = self.guarded(|books| books.release(hold)).flatten() else { return };
+        let Some(mut record) = record else {
+            let unrecorded = UsageRecord { status: "released".into(), ..Default::default() };
+            self.inner.metrics.money.hold_end(&hold.workspace_id, &unrecorded).count(hold.amount, Credits::ZERO);
+            return;
+        };
+        self.inner.metrics.money.hold_end(&hold.workspace_id, &record).count(hold.amount, Credits::ZERO);
+        record.workspace_id = hold.workspace_id;
+        record.credits_milli = 0;
+        if let Err(refused) = self.inner.journal.append(record) {
+            tracing::warn!(error = %refused.error, "usage journal refused a zero-credit record");
         }
     }
 

@@ -232,7 +232,7 @@ impl VectorStore for EdgeStore {
         let shard = self.shard(collection, false);
         let filter = tenant_filter(tenant);
         blocking(move || match shard? {
-            Some(shard) => shard.count(filter),
+            Some(shard) => shard.count(Some(filter)),
             None => Ok(0),
         })
     }
@@ -242,7 +242,7 @@ impl VectorStore for EdgeStore {
         let filter = tenant_filter(tenant);
         blocking(move || match shard? {
             Some(shard) => {
-                let before = shard.count(filter.clone())?;
+                let before = shard.count(Some(filter.clone()))?;
                 if before > 0 {
                     shard.update(UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter)))?;
                     shard.flush()?;
@@ -264,6 +264,18 @@ impl VectorStore for EdgeStore {
                 }
             }
             out.sort_by(|a, b| (&a.0, &a.1.tenant).cmp(&(&b.0, &b.1.tenant)));
+            Ok(out)
+        })
+    }
+
+    fn points(&self) -> BoxFuture<'static, StoreResult<Vec<(String, u64)>>> {
+        let shards = self.all_shards();
+        blocking(move || {
+            let mut out = Vec::with_capacity(shards.len());
+            for (collection, shard) in shards {
+                out.push((collection, shard.count(None)?));
+            }
+            out.sort();
             Ok(out)
         })
     }

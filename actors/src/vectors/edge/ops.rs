@@ -129,7 +129,7 @@ pub(super) fn tenants_blocking(shard: &Shard, workspace_id: &str) -> StoreResult
         if let Some(must) = first_chunks.must.as_mut() {
             must.push(integer("chunk", 0));
         }
-        let documents = shard.count(first_chunks)?;
+        let documents = shard.count(Some(first_chunks))?;
         let newest = {
             let _shared = shard.gate.read().map_err(|_| "vector store lock poisoned".to_string())?;
             shard

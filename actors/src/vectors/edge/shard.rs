@@ -84,10 +84,11 @@ impl Shard {
             .map_err(|e| format!("vector store read failed: {e}"))
     }
 
-    pub(super) fn count(&self, filter: Filter) -> StoreResult<u64> {
+    /// Points matching `filter` (every point with `None`).
+    pub(super) fn count(&self, filter: Option<Filter>) -> StoreResult<u64> {
         let _shared = self.gate.read().map_err(|_| "vector store lock poisoned".to_string())?;
         self.engine
-            .count(CountRequest { filter: Some(filter), exact: true })
+            .count(CountRequest { filter, exact: true })
             .map(|n| n as u64)
             .map_err(|e| format!("vector count failed: {e}"))
     }

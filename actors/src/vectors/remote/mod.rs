@@ -328,20 +328,40 @@ impl Inner {
         Ok(out)
     }
 
-    async fn tenants(&self, workspace_id: &str) -> StoreResult<Vec<(String, TenantInfo)>> {
-        let collections = self
+    /// The Qdrant collections under the prefix, as (Qdrant's name, the collection's).
+    async fn collections(&self) -> StoreResult<Vec<(String, String)>> {
+        let listed = self
             .client
             .list_collections()
             .await
             .map_err(|e| format!("cannot list the Qdrant collections: {}", describe(&e)))?;
+        Ok(listed
+            .collections
+            .into_iter()
+            .filter_map(|description| {
+                let collection = description.name.strip_prefix(&self.prefix)?.to_string();
+                valid_collection(&collection).then_some((description.name, collection))
+            })
+            .collect())
+    }
+
+    /// Every collection under the prefix and its points.
+    async fn points(&self) -> StoreResult<Vec<(String, u64)>> {
         let mut out = Vec::new();
-        for description in collections.collections {
-            let Some(collection) = description.name.strip_prefix(&self.prefix) else { continue };
-            if !valid_collection(collection) {
-                continue;
+        for (name, collection) in self.collections().await? {
+            if let Some(points) = self.count_matching(&name, Filter::default()).await? {
+                out.push((collection, points));
             }
-            for info in self.tenants_in(&description.name, workspace_id).await? {
-                out.push((collection.to_string(), info));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn tenants(&self, workspace_id: &str) -> StoreResult<Vec<(String, TenantInfo)>> {
+        let mut out = Vec::new();
+        for (name, collection) in self.collections().await? {
+            for info in self.tenants_in(&name, workspace_id).await? {
+                out.push((collection.clone(), info));
             }
         }
         out.sort_by(|a, b| (&a.0, &a.1.tenant).cmp(&(&b.0, &b.1.tenant)));
@@ -385,6 +405,11 @@ impl VectorStore for QdrantStore {
     fn tenants(&self, workspace_id: &str) -> BoxFuture<'static, StoreResult<Vec<(String, TenantInfo)>>> {
         let (inner, workspace_id) = (self.inner.clone(), workspace_id.to_string());
         Box::pin(async move { inner.tenants(&workspace_id).await })
+    }
+
+    fn points(&self) -> BoxFuture<'static, StoreResult<Vec<(String, u64)>>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.points().await })
     }
 
     /// Every write already waited for the server to apply it.
