@@ -2,11 +2,13 @@
 SHELL := /bin/bash
 CACHE := .cache
 VENV := $(CACHE)/venv
+PLOT_VENV := $(CACHE)/plot-venv
 LISTEN ?= 127.0.0.1:8080
 DATA_DIR ?= ./data
+MINUTES ?= 4
 CARGO_TEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest run --workspace --no-fail-fast" || echo "cargo test --workspace --no-fail-fast")
 
-.PHONY: run build test lint bench setup setup-system models clean-data
+.PHONY: run build test lint bench setup setup-system models clean-data dashboards-png
 
 ## run: build (release) and start the gateway on the embedded default, printing the URL and the first API key
 run: build models
@@ -31,6 +33,17 @@ bench: models
 	cargo bench --bench realtime
 	cargo bench --bench memory
 	cargo bench --bench vectors
+
+## dashboards-png: a picture of each Grafana dashboard from a real run (release mock and gateway, Prometheus, MINUTES=4 of traffic) into docs/dashboards/
+dashboards-png: setup-system models $(PLOT_VENV)/.installed
+	cargo build --release --bin switchyard --bin switchyard-mock
+	$(PLOT_VENV)/bin/python grafana/render_dashboards.py --minutes $(MINUTES)
+
+# matplotlib for the pictures, in a venv of its own (not the tests').
+$(PLOT_VENV)/.installed:
+	python3 -m venv $(PLOT_VENV)
+	$(PLOT_VENV)/bin/pip install --quiet --disable-pip-version-check matplotlib
+	touch $@
 
 setup: setup-system $(VENV)/.installed models
 

@@ -1,0 +1,1 @@
+"""The parts of grafana/render_dashboards.py."""
