@@ -17,10 +17,10 @@ run: build models
 build:
 	cargo build --release --bin switchyard
 
-## test: install what the tests need, then the whole suite (unit, in-process HTTP, black-box, OpenAI SDK)
+## test: install what the tests need, then the whole suite (unit, in-process HTTP, black-box, OpenAI SDK) beside a throwaway PostgreSQL and Redis
 test: setup
 	cargo build --workspace --all-targets
-	SWITCHYARD_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO_TEST)
+	SWITCHYARD_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python bash .ci/with-backends $(CARGO_TEST)
 
 ## lint: formatting and clippy, as CI checks them
 lint:

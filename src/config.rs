@@ -18,6 +18,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    pub database: DatabaseConfig,
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
     pub pool: PoolConfig,
@@ -50,6 +51,13 @@ pub struct ServerConfig {
     pub body_idle_secs: u64,
     pub body_min_bytes_per_sec: u64,
     pub client_stall_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Empty: SQLite in the data directory. `postgres://…`: a PostgreSQL server.
+    pub url: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]

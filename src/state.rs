@@ -55,7 +55,7 @@ impl AppState {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(Self, Option<Bootstrap>), String> {
         let providers = ProviderSet::new(&catalogue, env, config.timeouts(), config.simulator())?;
-        let store = Store::open(&config.server.data_dir).await?;
+        let store = Store::connect(Some(&config.database.url), &config.server.data_dir).await?;
         let bootstrap =
             bootstrap(&store, &config).await.map_err(|e| format!("cannot create the default workspace: {e}"))?;
         let keys = KeyCache::load(&store).await.map_err(|e| format!("cannot load API keys: {e}"))?;

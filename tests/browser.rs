@@ -170,7 +170,7 @@ async fn a_browser_page_on_another_origin_streams_chat_shows_an_image_and_plays_
     let users: Vec<Option<String>> =
         sqlx::query_scalar("SELECT user FROM usage WHERE workspace_id = ? ORDER BY created_at")
             .bind(workspace.as_str())
-            .fetch_all(gw.state.store.pool())
+            .fetch_all(gw.state.store.sqlite_pool().unwrap())
             .await
             .unwrap();
     assert_eq!(users.len(), 3, "chat, image and speech: {users:?}");

@@ -518,7 +518,8 @@ async fn the_journal_left_by_a_dead_process_is_imported_once_on_start() {
         let (state, _) = AppState::build(config.clone(), catalogue.clone(), &none).await.unwrap();
         let balances = state.store.balances().await.unwrap();
         assert_eq!(balances[0].1.milli(), before.milli() - 1234);
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT id FROM usage").fetch_all(state.store.pool()).await.unwrap();
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM usage").fetch_all(state.store.sqlite_pool().unwrap()).await.unwrap();
         assert_eq!(rows, vec![("task_from_the_journal".to_owned(),)]);
     }
 }

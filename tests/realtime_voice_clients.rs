@@ -43,7 +43,7 @@ async fn records(gw: &Gateway, workspace: &str) -> Vec<(String, i64, String)> {
     gw.state.engine().flush_usage().await;
     sqlx::query_as("SELECT model, credits_milli, status FROM usage WHERE workspace_id = ? ORDER BY created_at")
         .bind(workspace)
-        .fetch_all(gw.state.store.pool())
+        .fetch_all(gw.state.store.sqlite_pool().unwrap())
         .await
         .unwrap()
 }

@@ -83,7 +83,7 @@ fn b64(answer: &Value) -> Vec<u8> {
 async fn media_count(gw: &Gateway, workspace: &str) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE workspace_id = ?")
         .bind(workspace)
-        .fetch_one(gw.state.store.pool())
+        .fetch_one(gw.state.store.sqlite_pool().unwrap())
         .await
         .unwrap()
 }
@@ -93,7 +93,7 @@ async fn usage_statuses(gw: &Gateway, workspace: &str) -> Vec<(String, i64, u64)
     let rows: Vec<(String, i64, i64)> =
         sqlx::query_as("SELECT status, credits_milli, units FROM usage WHERE workspace_id = ? ORDER BY created_at")
             .bind(workspace)
-            .fetch_all(gw.state.store.pool())
+            .fetch_all(gw.state.store.sqlite_pool().unwrap())
             .await
             .unwrap();
     rows.into_iter().map(|(s, c, u)| (s, c, u as u64)).collect()
@@ -145,7 +145,7 @@ async fn text_to_speech_is_streamed_stored_and_charged_per_character() {
     assert_eq!(usage, vec![("ok".to_owned(), cost, characters as u64)]);
     let bytes: i64 = sqlx::query_scalar("SELECT output_bytes FROM usage WHERE workspace_id = ?")
         .bind(&workspace)
-        .fetch_one(gw.state.store.pool())
+        .fetch_one(gw.state.store.sqlite_pool().unwrap())
         .await
         .unwrap();
     assert_eq!(bytes, audio.len() as i64, "the record carries the output size");

@@ -29,13 +29,16 @@ async fn an_older_data_directory_is_migrated_in_place_once() {
     }
     for _ in 0..2 {
         let store = Store::open(dir.path()).await.unwrap();
-        let row =
-            sqlx::query("SELECT id, modality, pixels, output_bytes FROM usage").fetch_one(store.pool()).await.unwrap();
+        let row = sqlx::query("SELECT id, modality, pixels, output_bytes FROM usage")
+            .fetch_one(store.sqlite_pool().unwrap())
+            .await
+            .unwrap();
         assert_eq!(row.get::<String, _>("id"), "old");
         assert_eq!(row.get::<Option<String>, _>("modality"), None);
         assert_eq!((row.get::<i64, _>("pixels"), row.get::<i64, _>("output_bytes")), (0, 20));
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(store.pool()).await.unwrap();
+        let version: i64 =
+            sqlx::query_scalar("PRAGMA user_version").fetch_one(store.sqlite_pool().unwrap()).await.unwrap();
         assert_eq!(version, 2);
-        store.pool().close().await;
+        store.close().await;
     }
 }

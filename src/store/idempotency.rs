@@ -1,7 +1,6 @@
 //! Idempotency keys: a request's claim on its key, and the response kept for replay.
 
-use super::{Store, StoreResult};
-use sqlx::Row;
+use super::{Cols, Store, StoreResult};
 
 /// A response kept for replay (status 0: the first request is still running).
 pub struct KeptResponse {
@@ -23,43 +22,42 @@ impl Store {
         now: i64,
         expired_before: i64,
     ) -> StoreResult<bool> {
-        sqlx::query("DELETE FROM idempotency WHERE workspace_id = ? AND key = ? AND created_at < ?")
+        let claimed = on_pool!(self, pool => {
+            sqlx::query("DELETE FROM idempotency WHERE workspace_id = $1 AND key = $2 AND created_at < $3")
+                .bind(workspace_id)
+                .bind(key)
+                .bind(expired_before)
+                .execute(pool)
+                .await?;
+            sqlx::query(
+                "INSERT INTO idempotency (workspace_id, key, body_hash, status, content_type, headers, body, \
+                 created_at) VALUES ($1, $2, $3, 0, '', '', $4, $5) ON CONFLICT DO NOTHING",
+            )
             .bind(workspace_id)
             .bind(key)
-            .bind(expired_before)
-            .execute(&self.pool)
-            .await?;
-        let claimed = sqlx::query(
-            "INSERT INTO idempotency (workspace_id, key, body_hash, status, content_type, headers, body, created_at) \
-             VALUES (?, ?, ?, 0, '', '', x'', ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(workspace_id)
-        .bind(key)
-        .bind(digest)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+            .bind(digest)
+            .bind(Vec::<u8>::new())
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
         Ok(claimed == 1)
     }
 
     /// What the key holds: the first request's hash, and its response once kept.
     pub async fn idempotent_response(&self, workspace_id: &str, key: &str) -> StoreResult<Option<KeptResponse>> {
-        let row = sqlx::query(
-            "SELECT body_hash, status, content_type, headers, body FROM idempotency WHERE workspace_id = ? AND key = ?",
-        )
-        .bind(workspace_id)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(KeptResponse {
-            body_hash: row.try_get("body_hash")?,
-            status: row.try_get("status")?,
-            content_type: row.try_get("content_type")?,
-            headers: row.try_get("headers")?,
-            body: row.try_get("body")?,
-        }))
+        on_pool!(self, pool => {
+            let row = sqlx::query(
+                "SELECT body_hash, status, content_type, headers, body FROM idempotency \
+                 WHERE workspace_id = $1 AND key = $2",
+            )
+            .bind(workspace_id)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| kept_from_row(&r)).transpose()
+        })
     }
 
     /// Keeps a finished response under its key.
@@ -72,27 +70,42 @@ impl Store {
         headers: String,
         body: Vec<u8>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE idempotency SET status = ?, content_type = ?, headers = ?, body = ? WHERE workspace_id = ? AND key = ?",
-        )
-        .bind(i64::from(status))
-        .bind(content_type)
-        .bind(headers)
-        .bind(body)
-        .bind(workspace_id)
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE idempotency SET status = $1, content_type = $2, headers = $3, body = $4 \
+                 WHERE workspace_id = $5 AND key = $6",
+            )
+            .bind(i64::from(status))
+            .bind(&content_type)
+            .bind(&headers)
+            .bind(&body)
+            .bind(workspace_id)
+            .bind(key)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     /// Frees a key whose request is still marked running (it failed without a charge).
     pub async fn release_idempotency(&self, workspace_id: &str, key: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM idempotency WHERE workspace_id = ? AND key = ? AND status = 0")
-            .bind(workspace_id)
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM idempotency WHERE workspace_id = $1 AND key = $2 AND status = 0")
+                .bind(workspace_id)
+                .bind(key)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
     }
+}
+
+fn kept_from_row(r: &impl Cols) -> StoreResult<KeptResponse> {
+    Ok(KeptResponse {
+        body_hash: r.bytes("body_hash")?,
+        status: r.int("status")?,
+        content_type: r.text("content_type")?,
+        headers: r.text("headers")?,
+        body: r.bytes("body")?,
+    })
 }

@@ -1,146 +1,27 @@
-//! Persistence of workspaces and API keys in SQLite (WAL) through sqlx, the same code path PostgreSQL will take.
+//! Persistence of workspaces, keys, tasks, usage, media rows, idempotency and sessions, through sqlx on one of two
+//! engines: SQLite in the data directory (WAL; the default) or a PostgreSQL server (`database.url`). Every query
+//! is one text for both, run by [`on_pool!`] on whichever pool is open: `$n` placeholders, `ON CONFLICT`, sums
+//! cast to BIGINT, integers read as i64. Where the engines truly differ (the day of a timestamp, upkeep, the
+//! schema's history) the code says so by engine.
 
 use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Row, SqliteConnection, SqlitePool};
+use sqlx::{ConnectOptions, PgPool, Row, SqliteConnection, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use switchyard_actors::engine::ledger::{LedgerStore, LedgerWrite, UsageRecord};
 use switchyard_actors::Credits;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS workspaces (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    credits_milli INTEGER NOT NULL,
-    requests_per_minute INTEGER NOT NULL,
-    concurrent_requests INTEGER NOT NULL,
-    tokens_per_minute INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
-    name TEXT NOT NULL,
-    key_hash BLOB NOT NULL UNIQUE,
-    prefix TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    revoked_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS api_keys_workspace ON api_keys(workspace_id);
-CREATE TABLE IF NOT EXISTS usage (
-    id TEXT PRIMARY KEY,
-    created_at INTEGER NOT NULL,
-    workspace_id TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    model TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    reporting_group TEXT,
-    task TEXT,
-    revision TEXT,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    units INTEGER NOT NULL,
-    credits_milli INTEGER NOT NULL,
-    latency_ms INTEGER NOT NULL,
-    ttft_ms INTEGER,
-    status TEXT NOT NULL,
-    fallback_used INTEGER NOT NULL,
-    fallback_reason TEXT,
-    primary_model TEXT,
-    attempts INTEGER NOT NULL,
-    output_bytes INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS usage_workspace_time ON usage(workspace_id, created_at);
--- The debit and its usage record are one write: a record cannot exist without its charge, nor the reverse.
-CREATE TRIGGER IF NOT EXISTS usage_debit AFTER INSERT ON usage WHEN NEW.credits_milli <> 0
-BEGIN
-    UPDATE workspaces SET credits_milli = credits_milli - NEW.credits_milli WHERE id = NEW.workspace_id;
-END;
-CREATE TABLE IF NOT EXISTS uploads (
-    id TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    content_type TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    -- pending (no data yet), uploaded (checked, staged), completed (published as media_ref)
-    status TEXT NOT NULL,
-    sha256 TEXT,
-    -- the blob of the last complete PUT
-    object TEXT,
-    media_ref TEXT
-);
-CREATE TABLE IF NOT EXISTS media (
-    id TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    content_type TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    object TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS idempotency (
-    workspace_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    body_hash BLOB NOT NULL,
-    status INTEGER NOT NULL,
-    content_type TEXT NOT NULL,
-    headers TEXT NOT NULL,
-    body BLOB NOT NULL,
-    created_at INTEGER NOT NULL,
-    PRIMARY KEY (workspace_id, key)
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    workspace_id TEXT NOT NULL,
-    slug TEXT NOT NULL,
-    definition TEXT,
-    updated_at INTEGER NOT NULL,
-    PRIMARY KEY (workspace_id, slug)
-);
-"#;
-
-/// Changes to the schema after [`SCHEMA`], in order: a database at `PRAGMA user_version` n has had the first n.
-const MIGRATIONS: &[&str] = &[
-    // 1: what a usage record's units are (by modality), and the pixels of the images made.
-    "ALTER TABLE usage ADD COLUMN modality TEXT; ALTER TABLE usage ADD COLUMN pixels INTEGER NOT NULL DEFAULT 0;",
-    // 2: browser sessions (tokens minted by a key), the user and session of a usage record, a key's models.
-    "CREATE TABLE sessions (id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL, key_id TEXT NOT NULL, user TEXT, \
-     models TEXT, max_credits_milli INTEGER, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, \
-     revoked_at INTEGER); \
-     CREATE INDEX sessions_workspace ON sessions(workspace_id); \
-     ALTER TABLE usage ADD COLUMN user TEXT; ALTER TABLE usage ADD COLUMN session_id TEXT; \
-     CREATE INDEX usage_session ON usage(session_id) WHERE session_id IS NOT NULL; \
-     ALTER TABLE api_keys ADD COLUMN models TEXT;",
-];
-
 /// Usage columns, in the order `insert_usage` binds them.
-const USAGE_COLUMNS: &str =
-    "INSERT OR IGNORE INTO usage (id, created_at, workspace_id, key_id, model, provider, endpoint, \
+const USAGE_COLUMNS: &str = "INSERT INTO usage (id, created_at, workspace_id, key_id, model, provider, endpoint, \
     reporting_group, task, revision, prompt_tokens, completion_tokens, units, credits_milli, latency_ms, ttft_ms, \
-    status, fallback_used, fallback_reason, primary_model, attempts, output_bytes, modality, pixels, user, \
+    status, fallback_used, fallback_reason, primary_model, attempts, output_bytes, modality, pixels, \"user\", \
     session_id) ";
 
-/// Rows per statement: 26 parameters each, well under SQLite's limit of 32,766.
+/// Rows per statement: 26 parameters each, well under SQLite's limit of 32,766 (and PostgreSQL's 65,535).
 const USAGE_ROWS_PER_STATEMENT: usize = 500;
-
-/// Applies the migrations a database has not had yet, each with its version bump in one transaction.
-async fn migrate(pool: &SqlitePool) -> Result<(), String> {
-    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(pool)
-        .await
-        .map_err(|e| format!("cannot read the schema version: {e}"))?;
-    for (done, migration) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
-        let mut tx = pool.begin().await.map_err(|e| format!("migration {}: {e}", done + 1))?;
-        let sql = format!("{migration} PRAGMA user_version = {};", done + 1);
-        sqlx::raw_sql(&sql).execute(&mut *tx).await.map_err(|e| format!("migration {}: {e}", done + 1))?;
-        tx.commit().await.map_err(|e| format!("migration {}: {e}", done + 1))?;
-    }
-    Ok(())
-}
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -163,18 +44,110 @@ pub struct Workspace {
     pub created_at: i64,
 }
 
+/// The open pool: one engine or the other.
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever engine it is: the body is written once and
+/// compiled for each.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// What the readers take from a row of either engine.
+pub(crate) trait Cols {
+    fn text(&self, column: &str) -> StoreResult<String>;
+    fn text_opt(&self, column: &str) -> StoreResult<Option<String>>;
+    fn int(&self, column: &str) -> StoreResult<i64>;
+    fn int_opt(&self, column: &str) -> StoreResult<Option<i64>>;
+    fn bytes(&self, column: &str) -> StoreResult<Vec<u8>>;
+    fn flag(&self, column: &str) -> StoreResult<bool>;
+}
+
+macro_rules! cols_for {
+    ($($row:ty),*) => {$(
+        impl Cols for $row {
+            fn text(&self, column: &str) -> StoreResult<String> { self.try_get(column) }
+            fn text_opt(&self, column: &str) -> StoreResult<Option<String>> { self.try_get(column) }
+            fn int(&self, column: &str) -> StoreResult<i64> { self.try_get(column) }
+            fn int_opt(&self, column: &str) -> StoreResult<Option<i64>> { self.try_get(column) }
+            fn bytes(&self, column: &str) -> StoreResult<Vec<u8>> { self.try_get(column) }
+            fn flag(&self, column: &str) -> StoreResult<bool> { self.try_get(column) }
+        }
+    )*};
+}
+cols_for!(sqlx::sqlite::SqliteRow, sqlx::postgres::PgRow);
+
+/// One multi-row statement per chunk of records, on `$connection` (either engine's): a single round trip, atomic
+/// with the debits its trigger makes. A record already stored is skipped (and so is its debit): importing the
+/// journal again after a crash, or two gateways importing the same record, changes nothing twice. Only the full
+/// chunk's statement is kept prepared: each shorter count is another SQL text, and sqlx would keep up to 100 of
+/// them (about 2.5 KiB a row each) on the connection.
+macro_rules! insert_usage {
+    ($connection:expr, $usage:expr) => {{
+        let mut result: Result<(), String> = Ok(());
+        for chunk in $usage.chunks(USAGE_ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::new(USAGE_COLUMNS);
+            insert.push_values(chunk, |mut row, r: &UsageRecord| {
+                row.push_bind(&r.id)
+                    .push_bind(r.created_at)
+                    .push_bind(&r.workspace_id)
+                    .push_bind(&r.key_id)
+                    .push_bind(&r.model)
+                    .push_bind(&r.provider)
+                    .push_bind(&r.endpoint)
+                    .push_bind(&r.reporting_group)
+                    .push_bind(&r.task)
+                    .push_bind(&r.revision)
+                    .push_bind(to_i64(r.prompt_tokens))
+                    .push_bind(to_i64(r.completion_tokens))
+                    .push_bind(to_i64(r.units))
+                    .push_bind(r.credits_milli)
+                    .push_bind(to_i64(r.latency_ms))
+                    .push_bind(r.ttft_ms.map(to_i64))
+                    .push_bind(&r.status)
+                    .push_bind(r.fallback_used)
+                    .push_bind(&r.fallback_reason)
+                    .push_bind(&r.primary_model)
+                    .push_bind(i64::from(r.attempts))
+                    .push_bind(to_i64(r.output_bytes))
+                    .push_bind(&r.modality)
+                    .push_bind(to_i64(r.pixels))
+                    .push_bind(&r.user)
+                    .push_bind(&r.session_id);
+            });
+            insert.push(" ON CONFLICT DO NOTHING");
+            let full = chunk.len() == USAGE_ROWS_PER_STATEMENT;
+            if let Err(e) = insert.build().persistent(full).execute($connection).await {
+                result = Err(e.to_string());
+                break;
+            }
+        }
+        result
+    }};
+}
+
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    /// The usage importer's own connection, opened from the importer's thread on first use so that SQLite's
+    pub(crate) pool: Pool,
+    /// SQLite's usage importer's own connection, opened from the importer's thread on first use so that SQLite's
     /// thread behind it inherits the importer's background scheduling class.
     writer: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
-    options: SqliteConnectOptions,
+    options: Option<SqliteConnectOptions>,
 }
 
 mod idempotency;
 mod keys;
 mod media;
+pub mod schema;
 mod sessions;
 mod usage;
 
@@ -187,6 +160,20 @@ pub use usage::{RunRecord, UsageKey, UsageTotals};
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
 impl Store {
+    /// Opens the store `url` names (`postgres://…`), or, with none, `switchyard.db` in the data directory.
+    pub async fn connect(url: Option<&str>, data_dir: &Path) -> Result<Self, String> {
+        match url.map(str::trim).filter(|u| !u.is_empty()) {
+            None => Self::open(data_dir).await,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Self::open_postgres(url).await
+            }
+            Some(url) if url.starts_with("sqlite:") => Err(format!(
+                "database.url `{url}`: SQLite is the default, in the data directory; leave database.url empty"
+            )),
+            Some(url) => Err(format!("database.url `{}`: only postgres:// URLs are supported", redact(url))),
+        }
+    }
+
     /// Opens (creating if needed) `switchyard.db` in the data directory, in WAL mode.
     pub async fn open(data_dir: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(data_dir)
@@ -208,19 +195,59 @@ impl Store {
             .connect_with(options.clone())
             .await
             .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(|e| format!("cannot create schema: {e}"))?;
-        migrate(&pool).await?;
-        Ok(Store { pool, writer: Arc::new(tokio::sync::Mutex::new(None)), options })
+        schema::migrate_sqlite(&pool).await?;
+        Ok(Store { pool: Pool::Sqlite(pool), writer: Arc::new(tokio::sync::Mutex::new(None)), options: Some(options) })
+    }
+
+    /// Connects to PostgreSQL and brings its schema up to date.
+    async fn open_postgres(url: &str) -> Result<Self, String> {
+        let shown = redact(url);
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| format!("database.url `{shown}` is not valid: {e}"))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| format!("cannot connect to PostgreSQL at `{shown}`: {e}"))?;
+        schema::migrate_postgres(&pool).await?;
+        Ok(Store { pool: Pool::Postgres(pool), writer: Arc::new(tokio::sync::Mutex::new(None)), options: None })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn engine(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The SQLite pool, when that is the engine (tests read rows with it).
+    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.pool {
+            Pool::Sqlite(pool) => Some(pool),
+            Pool::Postgres(_) => None,
+        }
+    }
+
+    /// Closes the pool's connections.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
     }
 
     /// Stores usage records left in the journal by an earlier process.
     pub async fn import_usage(&self, records: Vec<UsageRecord>) -> Result<(), String> {
-        let mut connection = self.pool.acquire().await.map_err(|e| e.to_string())?;
-        insert_usage(&mut connection, &records).await
+        on_pool!(self, pool => {
+            let mut connection = pool.acquire().await.map_err(|e| e.to_string())?;
+            insert_usage!(&mut *connection, &records)
+        })
     }
 
-    /// Moves the write-ahead log into the database, without blocking writers.
+    /// SQLite: moves the write-ahead log into the database, without blocking writers. PostgreSQL keeps its own.
     async fn checkpoint(&self) -> Result<(), String> {
+        if self.options.is_none() {
+            return Ok(());
+        }
         let mut writer = self.writer().await?;
         let connection = writer.as_mut().ok_or("no writer connection")?;
         sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(connection).await.map(|_| ()).map_err(|e| e.to_string())
@@ -229,7 +256,8 @@ impl Store {
     async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Option<SqliteConnection>>, String> {
         let mut writer = self.writer.lock().await;
         if writer.is_none() {
-            *writer = Some(self.options.connect().await.map_err(|e| format!("cannot open the usage writer: {e}"))?);
+            let options = self.options.as_ref().ok_or("the usage writer is SQLite's")?;
+            *writer = Some(options.connect().await.map_err(|e| format!("cannot open the usage writer: {e}"))?);
         }
         Ok(writer)
     }
@@ -237,30 +265,36 @@ impl Store {
     /// Tasks changed through the admin API: (workspace id or "" for shared, slug, definition as JSON). A `None`
     /// definition is a deletion, kept so that a task from `config/tasks/` stays deleted across restarts.
     pub async fn tasks(&self) -> StoreResult<Vec<(String, String, Option<String>)>> {
-        let rows = sqlx::query("SELECT workspace_id, slug, definition FROM tasks").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("workspace_id")?, r.try_get("slug")?, r.try_get("definition")?))).collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query("SELECT workspace_id, slug, definition FROM tasks").fetch_all(pool).await?;
+            rows.iter().map(|r| Ok((r.text("workspace_id")?, r.text("slug")?, r.text_opt("definition")?))).collect()
+        })
     }
 
     /// Stores a task's definition (`None`: deleted).
     pub async fn put_task(&self, workspace_id: &str, slug: &str, definition: Option<&str>) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO tasks (workspace_id, slug, definition, updated_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (workspace_id, slug) DO UPDATE SET definition = excluded.definition, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(workspace_id)
-        .bind(slug)
-        .bind(definition)
-        .bind(crate::clock::now_unix())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO tasks (workspace_id, slug, definition, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (workspace_id, slug) DO UPDATE SET definition = excluded.definition, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(workspace_id)
+            .bind(slug)
+            .bind(definition)
+            .bind(crate::clock::now_unix())
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     /// Every workspace's committed balance, for the ledger at start.
     pub async fn balances(&self) -> StoreResult<Vec<(String, Credits)>> {
-        let rows = sqlx::query("SELECT id, credits_milli FROM workspaces").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("id")?, Credits::from_milli(r.try_get("credits_milli")?)))).collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query("SELECT id, credits_milli FROM workspaces").fetch_all(pool).await?;
+            rows.iter().map(|r| Ok((r.text("id")?, Credits::from_milli(r.int("credits_milli")?)))).collect()
+        })
     }
 
     async fn commit_batch(&self, batch: Vec<LedgerWrite>) -> Result<(), String> {
@@ -273,70 +307,95 @@ impl Store {
             }
         }
         if !usage.is_empty() {
-            let mut writer = self.writer().await?;
-            let connection = writer.as_mut().ok_or("no writer connection")?;
-            insert_usage(connection, &usage).await?;
+            match &self.pool {
+                Pool::Sqlite(_) => {
+                    let mut writer = self.writer().await?;
+                    let connection = writer.as_mut().ok_or("no writer connection")?;
+                    insert_usage!(&mut *connection, &usage)?;
+                }
+                Pool::Postgres(pool) => {
+                    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+                    insert_usage!(&mut *tx, &usage)?;
+                    tx.commit().await.map_err(|e| e.to_string())?;
+                }
+            }
         }
         // Top-ups are rare and an operator waits for them: they take the pool, not the background writer.
         for (workspace_id, amount) in top_ups {
-            sqlx::query("UPDATE workspaces SET credits_milli = credits_milli + ? WHERE id = ?")
-                .bind(amount.milli())
-                .bind(workspace_id)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| e.to_string())?;
+            on_pool!(self, pool => {
+                sqlx::query("UPDATE workspaces SET credits_milli = credits_milli + $1 WHERE id = $2")
+                    .bind(amount.milli())
+                    .bind(workspace_id)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())?
+            });
         }
         Ok(())
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
     }
 
     pub async fn workspace_count(&self) -> StoreResult<i64> {
-        sqlx::query("SELECT COUNT(*) FROM workspaces").fetch_one(&self.pool).await?.try_get(0)
+        on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM workspaces").fetch_one(pool).await)
     }
 
     pub async fn insert_workspace(&self, w: &Workspace) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO workspaces (id, name, credits_milli, requests_per_minute, concurrent_requests, \
-             tokens_per_minute, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&w.id)
-        .bind(&w.name)
-        .bind(w.credits.milli())
-        .bind(i64::from(w.plan.requests_per_minute))
-        .bind(i64::from(w.plan.concurrent_requests))
-        .bind(i64::from(w.plan.tokens_per_minute))
-        .bind(w.created_at)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO workspaces (id, name, credits_milli, requests_per_minute, concurrent_requests, \
+                 tokens_per_minute, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&w.id)
+            .bind(&w.name)
+            .bind(w.credits.milli())
+            .bind(i64::from(w.plan.requests_per_minute))
+            .bind(i64::from(w.plan.concurrent_requests))
+            .bind(i64::from(w.plan.tokens_per_minute))
+            .bind(w.created_at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     pub async fn workspace(&self, id: &str) -> StoreResult<Option<Workspace>> {
-        let row = sqlx::query(
-            "SELECT id, name, credits_milli, requests_per_minute, concurrent_requests, tokens_per_minute, \
-             created_at FROM workspaces WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| workspace_from_row(&r)).transpose()
+        on_pool!(self, pool => {
+            let row = sqlx::query(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| workspace_from_row(&r)).transpose()
+        })
     }
 
     pub async fn workspaces(&self) -> StoreResult<Vec<Workspace>> {
-        let rows = sqlx::query(
-            "SELECT id, name, credits_milli, requests_per_minute, concurrent_requests, tokens_per_minute, \
-             created_at FROM workspaces",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(workspace_from_row).collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id"))
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(workspace_from_row).collect()
+        })
+    }
+}
+
+const WORKSPACE_COLUMNS: &str =
+    "id, name, credits_milli, requests_per_minute, concurrent_requests, tokens_per_minute, created_at";
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`: a URL as logs and errors may show it.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -344,59 +403,18 @@ fn to_u32(value: i64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
 
-fn workspace_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Workspace> {
+fn workspace_from_row(row: &impl Cols) -> StoreResult<Workspace> {
     Ok(Workspace {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        credits: Credits::from_milli(row.try_get("credits_milli")?),
+        id: row.text("id")?,
+        name: row.text("name")?,
+        credits: Credits::from_milli(row.int("credits_milli")?),
         plan: Plan {
-            requests_per_minute: to_u32(row.try_get("requests_per_minute")?),
-            concurrent_requests: to_u32(row.try_get("concurrent_requests")?),
-            tokens_per_minute: to_u32(row.try_get("tokens_per_minute")?),
+            requests_per_minute: to_u32(row.int("requests_per_minute")?),
+            concurrent_requests: to_u32(row.int("concurrent_requests")?),
+            tokens_per_minute: to_u32(row.int("tokens_per_minute")?),
         },
-        created_at: row.try_get("created_at")?,
+        created_at: row.int("created_at")?,
     })
-}
-
-/// One multi-row statement per chunk: a single round trip to SQLite's thread, atomic with the debits its trigger
-/// makes. A record already stored is skipped (and so is its debit): importing the journal again after a crash
-/// changes nothing twice. Only the full chunk's statement is kept prepared: each shorter count is another SQL text,
-/// and sqlx would keep up to 100 of them (about 2.5 KiB a row each) on the connection.
-async fn insert_usage(connection: &mut SqliteConnection, usage: &[UsageRecord]) -> Result<(), String> {
-    for chunk in usage.chunks(USAGE_ROWS_PER_STATEMENT) {
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(USAGE_COLUMNS);
-        insert.push_values(chunk, |mut row, r| {
-            row.push_bind(&r.id)
-                .push_bind(r.created_at)
-                .push_bind(&r.workspace_id)
-                .push_bind(&r.key_id)
-                .push_bind(&r.model)
-                .push_bind(&r.provider)
-                .push_bind(&r.endpoint)
-                .push_bind(&r.reporting_group)
-                .push_bind(&r.task)
-                .push_bind(&r.revision)
-                .push_bind(to_i64(r.prompt_tokens))
-                .push_bind(to_i64(r.completion_tokens))
-                .push_bind(to_i64(r.units))
-                .push_bind(r.credits_milli)
-                .push_bind(to_i64(r.latency_ms))
-                .push_bind(r.ttft_ms.map(to_i64))
-                .push_bind(&r.status)
-                .push_bind(r.fallback_used)
-                .push_bind(&r.fallback_reason)
-                .push_bind(&r.primary_model)
-                .push_bind(i64::from(r.attempts))
-                .push_bind(to_i64(r.output_bytes))
-                .push_bind(&r.modality)
-                .push_bind(to_i64(r.pixels))
-                .push_bind(&r.user)
-                .push_bind(&r.session_id);
-        });
-        let full = chunk.len() == USAGE_ROWS_PER_STATEMENT;
-        insert.build().persistent(full).execute(&mut *connection).await.map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 impl LedgerStore for Store {

@@ -1,8 +1,7 @@
 //! Browser sessions: the tokens a key minted (for revocation, and for a token's spend after a restart). Tokens
 //! are checked without these rows; only minting, revoking and a session's first use after a start read them.
 
-use super::{Store, StoreResult};
-use sqlx::Row;
+use super::{Cols, Store, StoreResult};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionRow {
@@ -20,54 +19,63 @@ pub struct SessionRow {
 
 impl Store {
     pub async fn insert_session(&self, s: &SessionRow) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO sessions (id, workspace_id, key_id, user, models, max_credits_milli, created_at, expires_at, \
-             revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&s.id)
-        .bind(&s.workspace_id)
-        .bind(&s.key_id)
-        .bind(&s.user)
-        .bind(s.models.as_ref().map(|m| serde_json::to_string(m).unwrap_or_default()))
-        .bind(s.max_credits_milli)
-        .bind(s.created_at)
-        .bind(s.expires_at)
-        .bind(s.revoked_at)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO sessions (id, workspace_id, key_id, \"user\", models, max_credits_milli, created_at, \
+                 expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&s.id)
+            .bind(&s.workspace_id)
+            .bind(&s.key_id)
+            .bind(&s.user)
+            .bind(s.models.as_ref().map(|m| serde_json::to_string(m).unwrap_or_default()))
+            .bind(s.max_credits_milli)
+            .bind(s.created_at)
+            .bind(s.expires_at)
+            .bind(s.revoked_at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     /// Revokes a session of `workspace_id`: answers its expiry, or `None` when the workspace has no such session.
     pub async fn revoke_session(&self, workspace_id: &str, id: &str, now: i64) -> StoreResult<Option<i64>> {
-        sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND workspace_id = ?")
-            .bind(now)
-            .bind(id)
-            .bind(workspace_id)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query_scalar("SELECT expires_at FROM sessions WHERE id = ? AND workspace_id = ?")
-            .bind(id)
-            .bind(workspace_id)
-            .fetch_optional(&self.pool)
-            .await
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND workspace_id = $3")
+                .bind(now)
+                .bind(id)
+                .bind(workspace_id)
+                .execute(pool)
+                .await?;
+            sqlx::query_scalar("SELECT expires_at FROM sessions WHERE id = $1 AND workspace_id = $2")
+                .bind(id)
+                .bind(workspace_id)
+                .fetch_optional(pool)
+                .await
+        })
     }
 
     /// Revoked sessions not yet expired at `now`: (id, expires_at).
     pub async fn revoked_sessions(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT id, expires_at FROM sessions WHERE revoked_at IS NOT NULL AND expires_at > ?")
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("expires_at")?))).collect()
+        on_pool!(self, pool => {
+            let rows =
+                sqlx::query("SELECT id, expires_at FROM sessions WHERE revoked_at IS NOT NULL AND expires_at > $1")
+                    .bind(now)
+                    .fetch_all(pool)
+                    .await?;
+            rows.iter().map(|r| Ok((r.text("id")?, r.int("expires_at")?))).collect()
+        })
     }
 
     /// What a session's usage records have charged, in millicredits.
     pub async fn session_spent(&self, id: &str) -> StoreResult<i64> {
-        let spent: Option<i64> = sqlx::query_scalar("SELECT SUM(credits_milli) FROM usage WHERE session_id = ?")
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
+        let spent: Option<i64> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT CAST(SUM(credits_milli) AS BIGINT) FROM usage WHERE session_id = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await?
+        });
         Ok(spent.unwrap_or(0))
     }
 }

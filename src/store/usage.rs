@@ -1,7 +1,6 @@
 //! Reading the usage records back: a workspace's totals by group, and a task's runs for its A/B figures.
 
-use super::{Store, StoreResult};
-use sqlx::Row;
+use super::{Cols, Pool, Store, StoreResult};
 use switchyard_actors::Credits;
 
 /// What a summary groups by: one of these fixed columns or expressions, never caller text.
@@ -34,16 +33,20 @@ impl UsageKey {
         })
     }
 
-    fn expression(self) -> &'static str {
+    /// The column or expression, as `pool`'s engine writes it.
+    fn expression(self, pool: &Pool) -> &'static str {
         match self {
             UsageKey::Model => "model",
             UsageKey::ReportingGroup => "reporting_group",
             UsageKey::ApiKey => "key_id",
-            UsageKey::Day => "strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')",
+            UsageKey::Day => match pool {
+                Pool::Sqlite(_) => "strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')",
+                Pool::Postgres(_) => "to_char(to_timestamp(created_at / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+            },
             UsageKey::Task => "task",
             UsageKey::Revision => "revision",
             UsageKey::Modality => "modality",
-            UsageKey::User => "user",
+            UsageKey::User => "\"user\"",
             UsageKey::Session => "session_id",
         }
     }
@@ -118,8 +121,14 @@ pub struct RunRecord {
     pub credits_milli: i64,
 }
 
+/// A sum of either engine as an i64 (PostgreSQL sums BIGINTs into NUMERIC).
+fn sum(expression: &str, name: &str) -> String {
+    format!("CAST(SUM({expression}) AS BIGINT) AS {name}")
+}
+
 impl Store {
-    /// A workspace's usage from `from_ms` (inclusive) to `to_ms` (exclusive), by `key`, in key order.
+    /// A workspace's usage from `from_ms` (inclusive) to `to_ms` (exclusive), by `key`, in key order (no key
+    /// first).
     pub async fn usage_summary(
         &self,
         workspace_id: &str,
@@ -127,45 +136,46 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> StoreResult<Vec<UsageTotals>> {
+        let sums = [
+            sum("CASE WHEN status = 'error' THEN 1 ELSE 0 END", "errors"),
+            sum("CASE WHEN fallback_used THEN 1 ELSE 0 END", "fallbacks"),
+            sum("prompt_tokens", "prompt"),
+            sum("completion_tokens", "completion"),
+            sum("credits_milli", "credits"),
+            sum("CASE WHEN modality = 'speech' THEN units ELSE 0 END", "characters"),
+            sum("CASE WHEN modality IN ('speech_to_speech', 'transcription') THEN units ELSE 0 END", "audio_ms"),
+            sum("CASE WHEN modality = 'image' THEN units ELSE 0 END", "images"),
+            sum("pixels", "pixels"),
+            sum("CASE WHEN modality = 'embedding' THEN units ELSE 0 END", "inputs"),
+            sum("output_bytes", "output_bytes"),
+            sum("latency_ms", "processing_ms"),
+        ]
+        .join(", ");
         let sql = format!(
-            "SELECT {} AS grp, COUNT(*) AS requests, SUM(status = 'error') AS errors, SUM(fallback_used) AS fallbacks, \
-             SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion, SUM(credits_milli) AS credits, \
-             SUM(CASE WHEN modality = 'speech' THEN units ELSE 0 END) AS characters, \
-             SUM(CASE WHEN modality IN ('speech_to_speech', 'transcription') THEN units ELSE 0 END) AS audio_ms, \
-             SUM(CASE WHEN modality = 'image' THEN units ELSE 0 END) AS images, SUM(pixels) AS pixels, \
-             SUM(CASE WHEN modality = 'embedding' THEN units ELSE 0 END) AS inputs, \
-             SUM(output_bytes) AS output_bytes, SUM(latency_ms) AS processing_ms \
-             FROM usage WHERE workspace_id = ? AND created_at >= ? AND created_at < ? GROUP BY grp ORDER BY grp",
-            key.expression()
+            "SELECT {} AS grp, COUNT(*) AS requests, {sums} FROM usage \
+             WHERE workspace_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY grp",
+            key.expression(&self.pool)
         );
-        let rows = sqlx::query(&sql).bind(workspace_id).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
-        let sum = |row: &sqlx::sqlite::SqliteRow, name: &str| -> StoreResult<i64> {
-            Ok(row.try_get::<Option<i64>, _>(name)?.unwrap_or(0))
-        };
-        rows.iter()
-            .map(|row| {
-                let (prompt_tokens, completion_tokens) = (sum(row, "prompt")?, sum(row, "completion")?);
-                let audio_ms = sum(row, "audio_ms")?;
-                Ok(UsageTotals {
-                    key: row.try_get("grp")?,
-                    requests: row.try_get("requests")?,
-                    errors: sum(row, "errors")?,
-                    fallbacks: sum(row, "fallbacks")?,
-                    prompt_tokens,
-                    completion_tokens,
-                    total_tokens: prompt_tokens + completion_tokens,
-                    characters: sum(row, "characters")?,
-                    audio_seconds: audio_ms as f64 / 1000.0,
-                    images: sum(row, "images")?,
-                    pixels: sum(row, "pixels")?,
-                    embedding_inputs: sum(row, "inputs")?,
-                    output_bytes: sum(row, "output_bytes")?,
-                    processing_ms: sum(row, "processing_ms")?,
-                    credits: Credits(sum(row, "credits")?),
-                    audio_ms,
-                })
-            })
-            .collect()
+        let mut totals = on_pool!(self, pool => {
+            let rows = sqlx::query(&sql).bind(workspace_id).bind(from_ms).bind(to_ms).fetch_all(pool).await?;
+            rows.iter().map(totals_from_row).collect::<StoreResult<Vec<_>>>()?
+        });
+        // Sorted here, not by the engine: PostgreSQL's text order follows the database's locale.
+        totals.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(totals)
+    }
+
+    /// A workspace's records as (id, credits charged in millicredits, status), oldest first.
+    pub async fn usage_rows(&self, workspace_id: &str) -> StoreResult<Vec<(String, i64, String)>> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT id, credits_milli, status FROM usage WHERE workspace_id = $1 ORDER BY created_at, id",
+            )
+            .bind(workspace_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| Ok((r.text("id")?, r.int("credits_milli")?, r.text("status")?))).collect()
+        })
     }
 
     /// The usage records of task `task` of a workspace from `from_ms` (inclusive) to `to_ms` (exclusive).
@@ -176,29 +186,56 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> StoreResult<Vec<RunRecord>> {
-        let rows = sqlx::query(
-            "SELECT revision, endpoint, status, fallback_used, latency_ms, prompt_tokens, completion_tokens, \
-             credits_milli FROM usage WHERE workspace_id = ? AND task = ? AND created_at >= ? AND created_at < ?",
-        )
-        .bind(workspace_id)
-        .bind(task)
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(RunRecord {
-                    revision: row.try_get("revision")?,
-                    endpoint: row.try_get("endpoint")?,
-                    status: row.try_get("status")?,
-                    fallback_used: row.try_get("fallback_used")?,
-                    latency_ms: row.try_get("latency_ms")?,
-                    prompt_tokens: row.try_get("prompt_tokens")?,
-                    completion_tokens: row.try_get("completion_tokens")?,
-                    credits_milli: row.try_get("credits_milli")?,
-                })
-            })
-            .collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT revision, endpoint, status, fallback_used, latency_ms, prompt_tokens, completion_tokens, \
+                 credits_milli FROM usage WHERE workspace_id = $1 AND task = $2 AND created_at >= $3 \
+                 AND created_at < $4",
+            )
+            .bind(workspace_id)
+            .bind(task)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(run_from_row).collect()
+        })
     }
+}
+
+fn totals_from_row(row: &impl Cols) -> StoreResult<UsageTotals> {
+    let sum = |name: &str| -> StoreResult<i64> { Ok(row.int_opt(name)?.unwrap_or(0)) };
+    let (prompt_tokens, completion_tokens) = (sum("prompt")?, sum("completion")?);
+    let audio_ms = sum("audio_ms")?;
+    Ok(UsageTotals {
+        key: row.text_opt("grp")?,
+        requests: row.int("requests")?,
+        errors: sum("errors")?,
+        fallbacks: sum("fallbacks")?,
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+        characters: sum("characters")?,
+        audio_seconds: audio_ms as f64 / 1000.0,
+        images: sum("images")?,
+        pixels: sum("pixels")?,
+        embedding_inputs: sum("inputs")?,
+        output_bytes: sum("output_bytes")?,
+        processing_ms: sum("processing_ms")?,
+        credits: Credits(sum("credits")?),
+        audio_ms,
+    })
+}
+
+fn run_from_row(row: &impl Cols) -> StoreResult<RunRecord> {
+    Ok(RunRecord {
+        revision: row.text_opt("revision")?,
+        endpoint: row.text("endpoint")?,
+        status: row.text("status")?,
+        fallback_used: row.flag("fallback_used")?,
+        latency_ms: row.int("latency_ms")?,
+        prompt_tokens: row.int("prompt_tokens")?,
+        completion_tokens: row.int("completion_tokens")?,
+        credits_milli: row.int("credits_milli")?,
+    })
 }

@@ -1,6 +1,7 @@
 //! Shared test harness: a gateway served in process on 127.0.0.1 port 0, wired to a mock upstream.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod backends;
 #[path = "../mock/server.rs"]
 pub mod mock;
 pub mod pair;
@@ -72,6 +73,22 @@ pub fn mock_env(mock: &mock::MockServer) -> HashMap<String, String> {
 
 impl Gateway {
     pub async fn start(env: HashMap<String, String>, tweak: impl FnOnce(&mut Config)) -> Gateway {
+        let (gateway, bootstrap) = Gateway::serve(env, tweak).await;
+        Gateway { key: bootstrap.expect("a fresh data dir bootstraps a key").api_key, ..gateway }
+    }
+
+    /// A gateway over a store that already has its workspaces (a database another gateway made): no key of its
+    /// own (`key` is empty).
+    pub async fn start_existing(env: HashMap<String, String>, tweak: impl FnOnce(&mut Config)) -> Gateway {
+        let (gateway, bootstrap) = Gateway::serve(env, tweak).await;
+        assert!(bootstrap.is_none(), "the store already had workspaces");
+        gateway
+    }
+
+    async fn serve(
+        env: HashMap<String, String>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> (Gateway, Option<switchyard::state::Bootstrap>) {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config();
         config.server.data_dir = dir.path().to_path_buf();
@@ -79,7 +96,6 @@ impl Gateway {
         let catalogue = config.catalogue().unwrap();
         let lookup = move |name: &str| env.get(name).cloned();
         let (state, bootstrap) = AppState::build(config, catalogue, &lookup).await.unwrap();
-        let key = bootstrap.expect("a fresh data dir bootstraps a key").api_key;
         let state = web::Data::new(state);
         let data = state.clone();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -93,7 +109,8 @@ impl Gateway {
             .run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
-        Gateway { url: format!("http://{addr}"), key, state, client: reqwest::Client::new(), handle, _dir: dir }
+        let url = format!("http://{addr}");
+        (Gateway { url, key: String::new(), state, client: reqwest::Client::new(), handle, _dir: dir }, bootstrap)
     }
 
     /// A gateway over a catalogue of the test's own.
@@ -168,28 +185,14 @@ impl Gateway {
 
     /// The committed usage records of a workspace: (id, credits in millicredits, status).
     pub async fn usage(&self, workspace: &str) -> Vec<(String, i64, String)> {
-        use sqlx::Row;
         self.state.engine().flush_usage().await;
-        sqlx::query("SELECT id, credits_milli, status FROM usage WHERE workspace_id = ? ORDER BY created_at")
-            .bind(workspace)
-            .fetch_all(self.state.store.pool())
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get("id"), r.get("credits_milli"), r.get("status")))
-            .collect()
+        self.state.store.usage_rows(workspace).await.unwrap()
     }
 
     /// The committed balance in the store, in millicredits.
     pub async fn stored_balance(&self, workspace: &str) -> i64 {
-        use sqlx::Row;
         self.state.engine().flush_usage().await;
-        sqlx::query("SELECT credits_milli FROM workspaces WHERE id = ?")
-            .bind(workspace)
-            .fetch_one(self.state.store.pool())
-            .await
-            .unwrap()
-            .get(0)
+        self.state.store.workspace(workspace).await.unwrap().expect("the workspace is stored").credits.milli()
     }
 
     /// A gateway with every provider pointed at `mock`.

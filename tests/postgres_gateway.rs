@@ -1,0 +1,75 @@
+//! The gateway with `database.url` naming PostgreSQL: it makes its schema, bootstraps a workspace there, serves
+//! billed calls whose usage records and debits land in PostgreSQL, and a second gateway (another data directory) on
+//! the same database knows the workspaces, keys and balances the first made. SKIPPED without a PostgreSQL server;
+//! under `make test` one is always there.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::mock::{MockConfig, MockServer};
+use common::{mock_env, Gateway};
+use serde_json::json;
+
+#[actix_web::test]
+async fn a_gateway_on_postgres_keeps_workspaces_keys_usage_and_money_there() {
+    let Some(url) = common::backends::postgres_database("gateway").await else { return };
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let db = url.clone();
+    let gw = Gateway::start(mock_env(&mock), move |c| c.database.url = db).await;
+    assert_eq!(gw.state.store.engine(), "postgres");
+    let (ws, key) = gw.workspace("10", 100, 10, 1_000_000).await;
+
+    for _ in 0..3 {
+        assert_eq!(chat(&gw, &key, "gpt-3.5-turbo").await, 200);
+    }
+    // A refused call (an unknown model): no record, nothing charged.
+    assert_eq!(chat(&gw, &key, "no-such-model").await, 400);
+
+    let records = gw.usage(&ws).await;
+    assert_eq!(records.len(), 3, "{records:?}");
+    let charged: i64 = records.iter().map(|(_, credits, _)| credits).sum();
+    assert!(charged > 0);
+    assert!(records.iter().all(|(_, _, status)| status == "ok"));
+    assert_eq!(gw.stored_balance(&ws).await, 10_000 - charged, "the debits are in PostgreSQL");
+    assert_eq!(gw.settled(&key).await, (10_000 - charged, 0));
+
+    // The usage summary reads PostgreSQL.
+    let summary: serde_json::Value = gw
+        .client
+        .get(format!("{}/api/billing/usage/summary?group_by=model", gw.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(summary["data"][0]["requests"], 3, "{summary}");
+
+    // Another gateway, another data directory, the same database: it knows the workspace, its key and balance.
+    let store = switchyard::store::Store::connect(Some(&url), tempfile::tempdir().unwrap().path()).await.unwrap();
+    let workspace = store.workspace(&ws).await.unwrap().expect("the workspace is in PostgreSQL");
+    assert_eq!(workspace.credits.milli(), 10_000 - charged);
+    assert_eq!(store.keys(Some(&ws)).await.unwrap().len(), 1);
+    let db = url.clone();
+    let second = Gateway::start_existing(mock_env(&mock), move |c| c.database.url = db).await;
+    assert_eq!(
+        chat(&second, &key, "gpt-3.5-turbo").await,
+        200,
+        "the key made through the first gateway works on the second"
+    );
+    assert_eq!(second.usage(&ws).await.len(), 4);
+}
+
+/// A chat completion through `gw` with `key`: its status.
+async fn chat(gw: &Gateway, key: &str, model: &str) -> u16 {
+    let answer = gw
+        .client
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(key)
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]}))
+        .send()
+        .await
+        .unwrap();
+    answer.status().as_u16()
+}
