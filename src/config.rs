@@ -58,6 +58,8 @@ pub struct ServerConfig {
 pub struct DatabaseConfig {
     /// Empty: SQLite in the data directory. `postgres://…`: a PostgreSQL server.
     pub url: String,
+    /// With PostgreSQL: a gateway not heard from for this long has its holds released by the others.
+    pub instance_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

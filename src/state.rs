@@ -6,7 +6,9 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{KeyRecord, Plan, Store, Workspace};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use switchyard_actors::engine::journal::UsageJournal;
+use switchyard_actors::engine::ledger::SharedWallets;
 use switchyard_actors::engine::Engine;
 use switchyard_actors::{Catalogue, Credits, ProviderSet};
 
@@ -37,6 +39,8 @@ pub struct AppState {
     opening_balances: Vec<(String, Credits)>,
     /// The usage journal, handed to the ledger when the engine starts.
     journal: std::sync::Mutex<Option<UsageJournal>>,
+    /// With PostgreSQL: the wallets shared with the other gateways on it.
+    shared: Option<Arc<crate::store::PgWallets>>,
 }
 
 /// What the first start with an empty data directory created, to be printed once.
@@ -81,6 +85,7 @@ impl AppState {
         UsageJournal::clear(&journal_dir).map_err(|e| format!("cannot clear the usage journal: {e}"))?;
         let journal = UsageJournal::open(&journal_dir).map_err(|e| format!("cannot open the usage journal: {e}"))?;
         let opening_balances = store.balances().await.map_err(|e| format!("cannot load wallets: {e}"))?;
+        let shared = shared_wallets(&store, &config).await?;
         let tasks = crate::tasks::load(&config.tasks.dir, &catalogue, &store).await?;
         providers.install_local(plan_embedder(&config, &catalogue).await);
         let (vectors, vector_backend) = open_vectors(&config, env).await?;
@@ -105,6 +110,7 @@ impl AppState {
             vector_backend,
             tasks,
             journal: std::sync::Mutex::new(Some(journal)),
+            shared,
         };
         Ok((state, bootstrap))
     }
@@ -121,7 +127,11 @@ impl AppState {
                 store: Arc::new(self.store.clone()),
                 metrics: self.metrics.engine.clone(),
                 tasks: self.tasks.clone(),
+                shared: self.shared.clone().map(|s| s as Arc<dyn SharedWallets>),
             };
+            if let Some(shared) = self.shared.clone() {
+                beat(shared, self.config.database.instance_timeout_secs);
+            }
             Engine::start(self.config.engine(), &self.catalogue, &self.providers, opening)
         })
     }
@@ -195,6 +205,34 @@ async fn plan_embedder(config: &Config, catalogue: &Catalogue) -> switchyard_act
     }
     let loaded = tokio::task::spawn_blocking(load).await.map_err(|e| format!("the embedding loader failed: {e}"));
     EmbedderPlan::Loaded(loaded.and_then(|r| r))
+}
+
+/// With PostgreSQL, the wallets as books shared by every gateway on it, this one registered (its first beat, which
+/// also releases what gateways gone since held).
+async fn shared_wallets(store: &Store, config: &Config) -> Result<Option<Arc<crate::store::PgWallets>>, String> {
+    let instance = format!("gw-{}-{:08x}", std::process::id(), rand::random::<u32>());
+    let dead_after = Duration::from_secs(config.database.instance_timeout_secs.max(1));
+    let Some(shared) = store.shared_wallets(&instance, dead_after) else { return Ok(None) };
+    let released = shared.heartbeat().await.map_err(|e| format!("cannot register with the shared wallets: {e}"))?;
+    tracing::info!(instance, released, "wallets shared through PostgreSQL");
+    Ok(Some(shared))
+}
+
+/// Beats for this gateway every `timeout / 5`, on the current arbiter, for as long as it runs.
+fn beat(shared: Arc<crate::store::PgWallets>, timeout_secs: u64) {
+    let every = Duration::from_millis((timeout_secs.max(1) * 1000 / 5).max(200));
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match shared.heartbeat().await {
+                Ok(0) => {}
+                Ok(released) => tracing::warn!(released, "released the holds of a gateway gone silent"),
+                Err(error) => tracing::warn!(%error, "shared wallets: heartbeat failed"),
+            }
+        }
+    });
 }
 
 /// Opens the vector store the configuration names: the embedded engine under the data directory, or a Qdrant

@@ -73,3 +73,34 @@ async fn chat(gw: &Gateway, key: &str, model: &str) -> u16 {
         .unwrap();
     answer.status().as_u16()
 }
+
+/// Three gateways on one database and one wallet: parallel calls spread over them are served while the wallet
+/// can hold them and refused 402 after; nothing is overspent, nothing stays held, and the wallet is its credits less
+/// exactly what the usage records charged, the same read through any of the three.
+#[actix_web::test]
+async fn three_gateways_share_one_wallet_exactly() {
+    let Some(url) = common::backends::postgres_database("three_gateways").await else { return };
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let db = url.clone();
+    let first = Gateway::start(mock_env(&mock), move |c| c.database.url = db).await;
+    let (ws, key) = first.workspace("5", 100_000, 1_000, 100_000_000).await;
+    let mut gateways = vec![first];
+    for _ in 0..2 {
+        let db = url.clone();
+        gateways.push(Gateway::start_existing(mock_env(&mock), move |c| c.database.url = db).await);
+    }
+    let calls = (0..60).map(|i| chat(&gateways[i % 3], &key, "gpt-3.5-turbo"));
+    let statuses = futures::future::join_all(calls).await;
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 402), "{statuses:?}");
+    assert!(served > 0 && served < 60, "the wallet runs out part way: {served} served");
+
+    let records = gateways[2].usage(&ws).await;
+    assert_eq!(records.len(), served, "one record per call served");
+    let charged: i64 = records.iter().map(|(_, credits, _)| credits).sum();
+    for gw in &gateways {
+        assert_eq!(gw.settled(&key).await, (5_000 - charged, 0), "every gateway reads the same wallet");
+    }
+    assert!(5_000 - charged >= 0, "never overspent");
+    assert_eq!(gateways[0].stored_balance(&ws).await, 5_000 - charged);
+}

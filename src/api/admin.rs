@@ -143,7 +143,7 @@ fn check_plan(plan: &Plan) -> Result<(), ApiError> {
 async fn workspace_view(state: &AppState, workspace: Workspace) -> Result<WorkspaceView, ApiError> {
     let keys = state.store.keys(Some(&workspace.id)).await.map_err(ApiError::store)?;
     // The ledger holds the live balance; the store's is the committed one.
-    let wallet = state.engine().wallet(&workspace.id);
+    let wallet = state.engine().wallet(&workspace.id).await;
     Ok(WorkspaceView {
         id: workspace.id,
         name: workspace.name,

@@ -37,7 +37,7 @@ pub async fn wallet(
     state: web::Data<AppState>,
     Admitted { principal, .. }: Admitted,
 ) -> Result<HttpResponse, ApiError> {
-    let wallet = state.engine().wallet(&principal.workspace_id).unwrap_or_default();
+    let wallet = state.engine().wallet(&principal.workspace_id).await.unwrap_or_default();
     Ok(HttpResponse::Ok().json(WalletView {
         object: "wallet",
         workspace_id: principal.workspace_id,

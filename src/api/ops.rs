@@ -51,7 +51,7 @@ async fn refresh(state: &AppState) {
     let engine = state.engine();
     let operators = &state.metrics.operators;
     for workspace in state.metrics.engine.money.workspaces.admitted() {
-        if let Some(wallet) = engine.ledger.wallet(&workspace) {
+        if let Some(wallet) = engine.ledger.wallet(&workspace).await {
             operators.wallet_balance.with_label_values(&[&workspace]).set(wallet.balance.as_f64());
             operators.wallet_reserved.with_label_values(&[&workspace]).set(wallet.reserved.as_f64());
         }

@@ -23,7 +23,7 @@ const USAGE_COLUMNS: &str = "INSERT INTO usage (id, created_at, workspace_id, ke
 /// Rows per statement: 26 parameters each, well under SQLite's limit of 32,766 (and PostgreSQL's 65,535).
 const USAGE_ROWS_PER_STATEMENT: usize = 500;
 
-fn to_i64(value: u64) -> i64 {
+pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
@@ -150,12 +150,14 @@ mod media;
 pub mod schema;
 mod sessions;
 mod usage;
+mod wallets;
 
 pub use idempotency::KeptResponse;
 pub use keys::KeyRecord;
 pub use media::{MediaRow, Upload};
 pub use sessions::SessionRow;
 pub use usage::{RunRecord, UsageKey, UsageTotals};
+pub use wallets::PgWallets;
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 

@@ -231,6 +231,20 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_workspace ON sessions(workspace_id);
 "#,
+    // 2: wallets shared by gateways: what calls in flight hold, each hold (and the gateway that took it), and the
+    // gateways' heartbeats.
+    r#"
+ALTER TABLE workspaces ADD COLUMN reserved_milli BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE holds (
+    id BIGSERIAL PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    amount_milli BIGINT NOT NULL,
+    instance TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX holds_instance ON holds(instance);
+CREATE TABLE instances (id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL);
+"#,
 ];
 
 /// Creates SQLite's tables and applies the migrations it has not had yet, each with its version bump in one

@@ -166,7 +166,7 @@ impl Engine {
             Some(budget) => Some((budget, most.milli())),
             None => None,
         };
-        let hold = match self.reserve(spec.workspace_id, most) {
+        let hold = match self.reserve(spec.workspace_id, most).await {
             Ok(hold) => hold,
             Err(error) => {
                 if let Some((budget, held)) = &budget {
@@ -308,7 +308,7 @@ impl Call {
             return Err(CallError::Closed);
         };
         self.settle_budget(cost);
-        self.engine.settle(hold, cost, record).map_err(CallError::Ledger)
+        self.engine.settle(hold, cost, record).await.map_err(CallError::Ledger)
     }
 
     /// Charges without waiting: the client left part way and has no response to complete. Does nothing once the
@@ -316,7 +316,7 @@ impl Call {
     pub fn settle_detached(&mut self, cost: Credits, measured: Measured, status: &str, outcome: Outcome) {
         if let Some((hold, record)) = self.close(measured, status, outcome) {
             self.settle_budget(cost);
-            let _ = self.engine.settle(hold, cost, record);
+            self.engine.settle_detached(hold, cost, record);
         }
     }
 

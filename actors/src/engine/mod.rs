@@ -49,6 +49,8 @@ pub struct Opening {
     pub store: Arc<dyn LedgerStore>,
     pub metrics: EngineMetrics,
     pub tasks: router::TaskSnapshot,
+    /// Books shared with other gateways (PostgreSQL), or `None` to keep them in memory.
+    pub shared: Option<Arc<dyn ledger::SharedWallets>>,
 }
 
 /// Handles to the engine's parts.
@@ -72,7 +74,7 @@ impl Engine {
     /// Starts the engine: its background work (the sessions' sweep, the usage writer, the router) on the current
     /// arbiter, the journal's importer on a thread of its own.
     pub fn start(config: EngineConfig, catalogue: &Catalogue, providers: &ProviderSet, opening: Opening) -> Engine {
-        let Opening { wallets, journal, store, metrics, tasks } = opening;
+        let Opening { wallets, journal, store, metrics, tasks, shared } = opening;
         let journal = ledger::Journal::new(journal);
         let importer = Arc::new(actix::Arbiter::new());
         let stored = ledger::spawn_importer(
@@ -85,7 +87,10 @@ impl Engine {
         let writer = ledger::spawn_writer(store, config.writer_capacity);
         let ledger_metrics = metrics.clone();
         let ledger_journal = journal.clone();
-        let ledger = BillingLedger::new(wallets, ledger_journal, writer, ledger_metrics);
+        let mut ledger = BillingLedger::new(wallets, ledger_journal, writer, ledger_metrics);
+        if let Some(shared) = shared {
+            ledger = ledger.with_shared(shared);
+        }
         let upstreams: Vec<(String, u32, usize)> = catalogue
             .providers
             .keys()
@@ -130,19 +135,24 @@ impl Engine {
         self.pool.pick(provider, avoid)
     }
 
-    pub fn reserve(&self, workspace_id: &str, amount: Credits) -> Result<HoldId, LedgerError> {
+    pub async fn reserve(&self, workspace_id: &str, amount: Credits) -> Result<HoldId, LedgerError> {
         let started = Instant::now();
-        let result = self.ledger.reserve(workspace_id, amount);
+        let result = self.ledger.reserve(workspace_id, amount).await;
         self.metrics.hot.reserve_seconds.observe(started.elapsed().as_secs_f64());
         result
     }
 
     /// Settles and returns once the usage record is committed.
-    pub fn settle(&self, hold: HoldId, cost: Credits, record: UsageRecord) -> Result<Credits, LedgerError> {
+    pub async fn settle(&self, hold: HoldId, cost: Credits, record: UsageRecord) -> Result<Credits, LedgerError> {
         let started = Instant::now();
-        let result = self.ledger.settle(hold, cost, record);
+        let result = self.ledger.settle(hold, cost, record).await;
         self.metrics.hot.settle_seconds.observe(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// Settles without waiting for the commit.
+    pub fn settle_detached(&self, hold: HoldId, cost: Credits, record: UsageRecord) {
+        self.ledger.settle_detached(hold, cost, record);
     }
 
     pub fn release(&self, hold: HoldId, record: Option<UsageRecord>) {
@@ -150,7 +160,7 @@ impl Engine {
     }
 
     /// A workspace's wallet as the ledger holds it now (balance, and what calls in flight hold).
-    pub fn wallet(&self, workspace_id: &str) -> Option<Wallet> {
-        self.ledger.wallet(workspace_id)
+    pub async fn wallet(&self, workspace_id: &str) -> Option<Wallet> {
+        self.ledger.wallet(workspace_id).await
     }
 }

@@ -212,7 +212,7 @@ async fn afford(state: &AppState, principal: &Principal, most: Credits) -> Resul
 
 /// What the workspace's wallet has free (its balance less its holds).
 pub async fn wallet_available(state: &AppState, workspace_id: &str) -> Credits {
-    state.engine().wallet(workspace_id).map_or(Credits::ZERO, |w| w.available())
+    state.engine().wallet(workspace_id).await.map_or(Credits::ZERO, |w| w.available())
 }
 
 /// A chat model as a voice agent: the session's speech-to-text and text-to-speech models are the configured ones.

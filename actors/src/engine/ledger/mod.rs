@@ -6,6 +6,8 @@
 //! behind: on start every wallet's `reserved` is zero and its balance is what the committed usage left.
 //! The books sit behind one lock taken for a few integer updates, so reservations and settlements run on the
 //! request's own thread, whichever worker that is, exact under any concurrency.
+//! Several gateways sharing one wallet keep the books in the database instead (`shared`, `SharedWallets`): the same
+//! calls, each a statement there.
 
 use super::journal::{Refused, UsageJournal};
 use super::metrics::EngineMetrics;
@@ -16,8 +18,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
+mod shared;
 mod writer;
 
+pub use shared::{SettledHold, SharedWallets};
 pub use writer::{spawn_importer, spawn_writer};
 
 /// One request's usage, as recorded.
@@ -208,6 +212,8 @@ struct LedgerInner {
 #[derive(Clone)]
 pub struct BillingLedger {
     inner: Arc<LedgerInner>,
+    /// Books shared with other gateways, when there are: then `inner`'s books stay empty.
+    shared: Option<Arc<dyn SharedWallets>>,
 }
 
 impl BillingLedger {
@@ -221,7 +227,18 @@ impl BillingLedger {
         let wallets =
             wallets.into_iter().map(|(id, balance)| (id, Wallet { balance, reserved: Credits::ZERO })).collect();
         let books = Mutex::new(Books { wallets, holds: HashMap::new(), next_hold: 1 });
-        BillingLedger { inner: Arc::new(LedgerInner { books, journal, writer, metrics }) }
+        BillingLedger { inner: Arc::new(LedgerInner { books, journal, writer, metrics }), shared: None }
+    }
+
+    /// This ledger with its books in `shared` (other gateways' too) rather than in memory.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedWallets>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Whether the books are shared with other gateways.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     fn guarded<R>(&self, body: impl FnOnce(&mut Books) -> R) -> Option<R> {
@@ -229,13 +246,49 @@ impl BillingLedger {
     }
 
     /// Holds `amount` of the workspace's credits if its wallet can cover it.
-    pub fn reserve(&self, workspace_id: &str, amount: Credits) -> Result<HoldId, LedgerError> {
+    pub async fn reserve(&self, workspace_id: &str, amount: Credits) -> Result<HoldId, LedgerError> {
+        if let Some(shared) = &self.shared {
+            return shared.reserve(workspace_id, amount).await;
+        }
         self.guarded(|books| books.reserve(workspace_id, amount)).unwrap_or(Err(LedgerError::Unavailable))
     }
 
     /// Charges `cost` (capped at the hold) with its usage record, frees the hold, and returns once the record is
-    /// committed to the journal; if the journal refuses it, nothing is charged.
-    pub fn settle(&self, hold: HoldId, cost: Credits, mut record: UsageRecord) -> Result<Credits, LedgerError> {
+    /// committed (to the journal, or with shared books to the database); if it is refused, nothing is charged.
+    pub async fn settle(&self, hold: HoldId, cost: Credits, record: UsageRecord) -> Result<Credits, LedgerError> {
+        match &self.shared {
+            Some(shared) => Self::settle_shared(shared.clone(), self.inner.metrics.clone(), hold, cost, record).await,
+            None => self.settle_local(hold, cost, record),
+        }
+    }
+
+    /// Settles without waiting for the commit (a client that left has no response to complete).
+    pub fn settle_detached(&self, hold: HoldId, cost: Credits, record: UsageRecord) {
+        match &self.shared {
+            Some(shared) => {
+                let settle = Self::settle_shared(shared.clone(), self.inner.metrics.clone(), hold, cost, record);
+                spawn_or_log("settle", async move { settle.await.map(|_| ()) });
+            }
+            None => {
+                let _ = self.settle_local(hold, cost, record);
+            }
+        }
+    }
+
+    async fn settle_shared(
+        shared: Arc<dyn SharedWallets>,
+        metrics: EngineMetrics,
+        hold: HoldId,
+        cost: Credits,
+        record: UsageRecord,
+    ) -> Result<Credits, LedgerError> {
+        let counted = metrics.money.hold_end(&record.workspace_id, &record);
+        let (held, charge) = shared.settle(hold, cost, Some(record)).await?;
+        counted.count(held.amount, charge);
+        Ok(charge)
+    }
+
+    fn settle_local(&self, hold: HoldId, cost: Credits, mut record: UsageRecord) -> Result<Credits, LedgerError> {
         let (hold, charge) = self.guarded(|books| books.settle(hold, cost)).unwrap_or(Err(LedgerError::Unavailable))?;
         let counted = self.inner.metrics.money.hold_end(&hold.workspace_id, &record);
         record.workspace_id = hold.workspace_id;
@@ -255,6 +308,18 @@ impl BillingLedger {
 
     /// Frees a hold with nothing charged (the call failed). A zero-credit record may still be kept for statistics.
     pub fn release(&self, hold: HoldId, record: Option<UsageRecord>) {
+        if let Some(shared) = &self.shared {
+            let (shared, metrics) = (shared.clone(), self.inner.metrics.clone());
+            spawn_or_log("release", async move {
+                let unrecorded = UsageRecord { status: "released".into(), ..Default::default() };
+                let counted = record.as_ref().map(|r| metrics.money.hold_end(&r.workspace_id, r));
+                let (held, _) = shared.settle(hold, Credits::ZERO, record).await?;
+                let counted = counted.unwrap_or_else(|| metrics.money.hold_end(&held.workspace_id, &unrecorded));
+                counted.count(held.amount, Credits::ZERO);
+                Ok(())
+            });
+            return;
+        }
         let Some(hold) = self.guarded(|books| books.release(hold)).flatten() else { return };
         let Some(mut record) = record else {
             let unrecorded = UsageRecord { status: "released".into(), ..Default::default() };
@@ -271,6 +336,9 @@ impl BillingLedger {
 
     /// Adds credits to a wallet; answers the new balance once the top-up is committed to the store.
     pub async fn top_up(&self, workspace_id: &str, amount: Credits) -> Result<Credits, LedgerError> {
+        if let Some(shared) = &self.shared {
+            return shared.top_up(workspace_id, amount).await;
+        }
         let balance = {
             let mut books = lock(&self.inner.books);
             let wallet = books
@@ -294,13 +362,37 @@ impl BillingLedger {
         books.wallets.entry(workspace_id.to_owned()).or_insert(Wallet { balance, reserved: Credits::ZERO });
     }
 
-    pub fn wallet(&self, workspace_id: &str) -> Option<Wallet> {
+    /// The wallet now (with shared books, as the database has it; `None` also when it cannot be read).
+    pub async fn wallet(&self, workspace_id: &str) -> Option<Wallet> {
+        if let Some(shared) = &self.shared {
+            return shared
+                .wallet(workspace_id)
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot read a shared wallet"))
+                .ok()
+                .flatten();
+        }
         lock(&self.inner.books).wallets.get(workspace_id).copied()
     }
 
     /// Injects a panic (supervision tests): caught, counted, the reservations recounted, and the ledger serves on.
     pub fn crash(&self) {
         let _ = self.guarded(|_| panic!("injected panic"));
+    }
+}
+
+/// Runs a shared-books write that nobody waits for on this thread's runtime; its failure is logged.
+fn spawn_or_log(what: &'static str, work: impl std::future::Future<Output = Result<(), LedgerError>> + Send + 'static) {
+    let logged = async move {
+        if let Err(error) = work.await {
+            tracing::error!(%error, "shared ledger: {what} failed");
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => {
+            tokio::spawn(logged);
+        }
+        Err(_) => tracing::error!("shared ledger: {what} outside a runtime; the hold expires with its gateway"),
     }
 }
 

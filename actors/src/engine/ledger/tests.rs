@@ -52,17 +52,17 @@ async fn stored(store: &MemoryStore, n: usize) -> Vec<LedgerWrite> {
 }
 
 async fn wallet(ledger: &BillingLedger) -> Wallet {
-    ledger.wallet("ws").unwrap()
+    ledger.wallet("ws").await.unwrap()
 }
 
 #[actix::test]
 async fn reserve_fails_when_balance_short() {
     let ledger = ledger(Arc::default(), 100);
-    let hold = ledger.reserve("ws", Credits(60)).unwrap();
-    let short = ledger.reserve("ws", Credits(41));
+    let hold = ledger.reserve("ws", Credits(60)).await.unwrap();
+    let short = ledger.reserve("ws", Credits(41)).await;
     assert!(matches!(short, Err(LedgerError::Insufficient { .. })));
     ledger.release(hold, None);
-    assert!(ledger.reserve("ws", Credits(100)).is_ok());
+    assert!(ledger.reserve("ws", Credits(100)).await.is_ok());
 }
 
 #[actix::test]
@@ -72,9 +72,9 @@ async fn exactly_k_of_4k_parallel_reservations_fit_and_nothing_stays_reserved() 
     let attempts = (0..28).map(|_| {
         let ledger = ledger.clone();
         async move {
-            let hold = ledger.reserve("ws", Credits(30)).ok()?;
+            let hold = ledger.reserve("ws", Credits(30)).await.ok()?;
             let record = UsageRecord { status: "ok".into(), ..Default::default() };
-            ledger.settle(hold, Credits(30), record).ok()
+            ledger.settle(hold, Credits(30), record).await.ok()
         }
     });
     let served = futures::future::join_all(attempts).await.into_iter().flatten().count();
@@ -88,14 +88,14 @@ async fn exactly_k_of_4k_parallel_reservations_fit_and_nothing_stays_reserved() 
 async fn settle_charges_at_most_the_hold_and_records_it() {
     let store = Arc::new(MemoryStore::default());
     let ledger = ledger(store.clone(), 1000);
-    let hold = ledger.reserve("ws", Credits(50)).unwrap();
-    let charged = ledger.settle(hold, Credits(80), UsageRecord::default()).unwrap();
+    let hold = ledger.reserve("ws", Credits(50)).await.unwrap();
+    let charged = ledger.settle(hold, Credits(80), UsageRecord::default()).await.unwrap();
     assert_eq!(charged, Credits(50));
     assert_eq!(wallet(&ledger).await, Wallet { balance: Credits(950), reserved: Credits(0) });
     let first = stored(&store, 1).await[0].clone();
     assert!(matches!(&first, LedgerWrite::Usage(r) if r.credits_milli == 50 && r.workspace_id == "ws"));
     // A hold is settled once: a second settlement is refused.
-    let again = ledger.settle(hold, Credits(1), UsageRecord::default());
+    let again = ledger.settle(hold, Credits(1), UsageRecord::default()).await;
     assert_eq!(again, Err(LedgerError::UnknownHold(hold.0)));
 }
 
@@ -104,8 +104,8 @@ async fn a_store_that_fails_keeps_the_records_in_the_journal_until_it_recovers()
     let store = Arc::new(MemoryStore::default());
     store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
     let ledger = ledger(store.clone(), 100);
-    let hold = ledger.reserve("ws", Credits(10)).unwrap();
-    let result = ledger.settle(hold, Credits(10), UsageRecord::default());
+    let hold = ledger.reserve("ws", Credits(10)).await.unwrap();
+    let result = ledger.settle(hold, Credits(10), UsageRecord::default()).await;
     assert_eq!(result, Ok(Credits(10)));
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(store.writes.lock().unwrap().is_empty());
@@ -121,9 +121,9 @@ async fn an_importer_far_behind_reads_the_journal_back_and_stores_every_record_o
     let count = crate::engine::journal::HELD_MAX + 50;
     let ledger = ledger(store.clone(), count as i64);
     for i in 0..count {
-        let hold = ledger.reserve("ws", Credits(1)).unwrap();
+        let hold = ledger.reserve("ws", Credits(1)).await.unwrap();
         let record = UsageRecord { id: i.to_string(), status: "ok".into(), ..Default::default() };
-        assert_eq!(ledger.settle(hold, Credits(1), record), Ok(Credits(1)));
+        assert_eq!(ledger.settle(hold, Credits(1), record).await, Ok(Credits(1)));
     }
     store.fail.store(false, std::sync::atomic::Ordering::SeqCst);
     let writes = stored(&store, count).await;
@@ -141,18 +141,18 @@ async fn an_importer_far_behind_reads_the_journal_back_and_stores_every_record_o
 #[actix::test]
 async fn a_panicking_ledger_is_repaired_with_its_wallets_and_holds() {
     let ledger = ledger(Arc::default(), 100);
-    let _hold = ledger.reserve("ws", Credits(10)).unwrap();
+    let _hold = ledger.reserve("ws", Credits(10)).await.unwrap();
     ledger.crash();
     let wallet = wallet(&ledger).await;
     assert_eq!(wallet, Wallet { balance: Credits(100), reserved: Credits(10) });
-    assert!(ledger.reserve("ws", Credits(90)).is_ok());
+    assert!(ledger.reserve("ws", Credits(90)).await.is_ok());
 }
 
 #[actix::test]
 async fn unknown_workspaces_and_top_ups() {
     let store = Arc::new(MemoryStore::default());
     let ledger = ledger(store.clone(), 0);
-    let missing = ledger.reserve("nope", Credits(1));
+    let missing = ledger.reserve("nope", Credits(1)).await;
     assert!(matches!(missing, Err(LedgerError::UnknownWorkspace(_))));
     let balance = ledger.top_up("ws", Credits(5)).await.unwrap();
     assert_eq!(balance, Credits(5));
@@ -169,9 +169,10 @@ async fn reservations_from_many_threads_at_once_stay_exact() {
             std::thread::spawn(move || {
                 let mut served = 0;
                 for _ in 0..500 {
-                    if let Ok(hold) = ledger.reserve("ws", Credits(10)) {
+                    if let Ok(hold) = futures::executor::block_on(ledger.reserve("ws", Credits(10))) {
                         let record = UsageRecord { status: "ok".into(), ..Default::default() };
-                        served += usize::from(ledger.settle(hold, Credits(7), record).is_ok());
+                        let settled = futures::executor::block_on(ledger.settle(hold, Credits(7), record));
+                        served += usize::from(settled.is_ok());
                     }
                 }
                 served
@@ -180,8 +181,8 @@ async fn reservations_from_many_threads_at_once_stay_exact() {
         .collect();
     let mut served: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     // Whatever is left is spent one call at a time, until a hold no longer fits.
-    while let Ok(hold) = ledger.reserve("ws", Credits(10)) {
-        served += usize::from(ledger.settle(hold, Credits(7), UsageRecord::default()).is_ok());
+    while let Ok(hold) = ledger.reserve("ws", Credits(10)).await {
+        served += usize::from(ledger.settle(hold, Credits(7), UsageRecord::default()).await.is_ok());
     }
     // Each call held 10 and was charged 7: every credit is accounted for, none spent twice, nothing left held.
     let wallet = wallet(&ledger).await;
