@@ -72,6 +72,8 @@ struct CachedKey {
 pub struct KeyCache {
     keys: Arc<DashMap<[u8; 32], CachedKey>>,
     by_id: Arc<DashMap<String, Principal>>,
+    /// Counts this gateway's own changes; held while a change or a refresh is applied (never by `resolve`).
+    changes: Arc<std::sync::Mutex<u64>>,
 }
 
 impl KeyCache {
@@ -88,7 +90,32 @@ impl KeyCache {
         Ok(cache)
     }
 
+    /// Brings the cache to what the store holds now: keys made, changed (models, the workspace's plan) or revoked
+    /// through another gateway on the same database. A refresh that overlapped a change made here is dropped (the
+    /// next one brings both): a key made or revoked here is never undone by an older read.
+    pub async fn refresh(&self, store: &Store) -> Result<(), sqlx::Error> {
+        let before = *self.changed();
+        let fresh = KeyCache::load(store).await?;
+        let changes = self.changed();
+        if *changes != before {
+            return Ok(());
+        }
+        self.keys.retain(|hash, _| fresh.keys.contains_key(hash));
+        self.by_id.retain(|id, _| fresh.by_id.contains_key(id));
+        for entry in fresh.keys.iter() {
+            let principal = entry.value().principal.clone();
+            self.by_id.insert(principal.key_id.clone(), principal.clone());
+            self.keys.insert(*entry.key(), CachedKey { hash: entry.value().hash, principal });
+        }
+        Ok(())
+    }
+
+    fn changed(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn insert(&self, key: &KeyRecord, workspace: &Workspace) {
+        *self.changed() += 1;
         let principal = Principal {
             key_id: key.id.clone(),
             workspace_id: workspace.id.clone(),
@@ -103,6 +130,7 @@ impl KeyCache {
     }
 
     pub fn remove(&self, hash: &[u8; 32]) {
+        *self.changed() += 1;
         if let Some((_, key)) = self.keys.remove(hash) {
             self.by_id.remove(&key.principal.key_id);
         }

@@ -55,6 +55,18 @@ struct StoredKey {
 struct Keys(Vec<(String, Vec<u8>)>);
 
 impl Keys {
+    fn from_stored(stored: Vec<StoredKey>, origin: &str) -> Result<Keys, String> {
+        let keys = stored
+            .into_iter()
+            .map(|k| hex::decode(&k.secret).map(|secret| (k.id, secret)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{origin}: {e}"))?;
+        if keys.is_empty() {
+            return Err(format!("{origin}: no keys"));
+        }
+        Ok(Keys(keys))
+    }
+
     fn load_or_create(data_dir: &Path) -> Result<Keys, String> {
         let path = data_dir.join(KEYS_FILE);
         let stored: Vec<StoredKey> = match std::fs::read_to_string(&path) {
@@ -66,15 +78,7 @@ impl Keys {
             }
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let keys = stored
-            .into_iter()
-            .map(|k| hex::decode(&k.secret).map(|secret| (k.id, secret)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if keys.is_empty() {
-            return Err(format!("{}: no keys", path.display()));
-        }
-        Ok(Keys(keys))
+        Keys::from_stored(stored, &path.display().to_string())
     }
 
     fn mac(secret: &[u8], message: &[u8]) -> Hmac<Sha256> {
@@ -113,6 +117,11 @@ fn write_keys(path: &Path, keys: &[StoredKey]) -> Result<(), String> {
     std::fs::rename(&temp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A new set of signing keys as JSON, for gateways that keep them in their shared database (`Sessions::from_json`).
+pub fn new_keys_json() -> String {
+    serde_json::to_string(&vec![new_key()]).unwrap_or_default()
+}
+
 /// Makes a new signing key and keeps the newest old one: tokens and media URLs signed before still verify until
 /// the next rotation. Takes effect when the gateway starts.
 pub fn rotate(data_dir: &Path) -> Result<String, String> {
@@ -140,6 +149,13 @@ pub struct Sessions {
 impl Sessions {
     pub fn open(data_dir: &Path) -> Result<Sessions, String> {
         Ok(Sessions { keys: Keys::load_or_create(data_dir)?, revoked: DashMap::new(), budgets: DashMap::new() })
+    }
+
+    /// Sessions signed with keys kept elsewhere (the database several gateways share), as `new_keys_json` made them.
+    pub fn from_json(keys: &str) -> Result<Sessions, String> {
+        let stored: Vec<StoredKey> = serde_json::from_str(keys).map_err(|e| format!("the shared session keys: {e}"))?;
+        let keys = Keys::from_stored(stored, "the shared session keys")?;
+        Ok(Sessions { keys, revoked: DashMap::new(), budgets: DashMap::new() })
     }
 
     /// A signed token for `claims`.

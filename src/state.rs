@@ -19,7 +19,7 @@ pub struct AppState {
     pub store: Store,
     pub keys: KeyCache,
     /// Browser session tokens and media URL signatures.
-    pub sessions: crate::sessions::Sessions,
+    pub sessions: Arc<crate::sessions::Sessions>,
     pub metrics: Metrics,
     /// SHA-256 of `SWITCHYARD_ADMIN_KEY`; the admin API is off when unset.
     pub admin_key: Option<[u8; 32]>,
@@ -63,8 +63,7 @@ impl AppState {
         let bootstrap =
             bootstrap(&store, &config).await.map_err(|e| format!("cannot create the default workspace: {e}"))?;
         let keys = KeyCache::load(&store).await.map_err(|e| format!("cannot load API keys: {e}"))?;
-        let sessions = crate::sessions::Sessions::open(&config.server.data_dir)
-            .map_err(|e| format!("cannot open the session keys: {e}"))?;
+        let sessions = open_sessions(&store, &config).await?;
         let revoked = store.revoked_sessions(now_unix()).await.map_err(|e| format!("cannot load sessions: {e}"))?;
         for (id, expires_at) in revoked {
             sessions.revoke(&id, expires_at);
@@ -96,7 +95,7 @@ impl AppState {
             providers,
             store,
             keys,
-            sessions,
+            sessions: Arc::new(sessions),
             metrics,
             admin_key,
             engine: OnceLock::new(),
@@ -131,9 +130,31 @@ impl AppState {
             };
             if let Some(shared) = self.shared.clone() {
                 beat(shared, self.config.database.instance_timeout_secs);
+                self.follow_other_gateways();
             }
             Engine::start(self.config.engine(), &self.catalogue, &self.providers, opening)
         })
+    }
+
+    /// With several gateways on one database: what another gateway changes reaches this one within a second (each
+    /// reads them every second; its own changes take effect at once): keys made, revoked or given other models,
+    /// workspaces' plans, and revoked session tokens.
+    fn follow_other_gateways(&self) {
+        let (store, sessions, keys) = (self.store.clone(), self.sessions.clone(), self.keys.clone());
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match store.revoked_sessions(now_unix()).await {
+                    Ok(revoked) => revoked.into_iter().for_each(|(id, expires_at)| sessions.revoke(&id, expires_at)),
+                    Err(error) => tracing::warn!(%error, "cannot read the sessions revoked by other gateways"),
+                }
+                if let Err(error) = keys.refresh(&store).await {
+                    tracing::warn!(%error, "cannot read the keys other gateways changed");
+                }
+            }
+        });
     }
 
     fn take_journal(&self) -> UsageJournal {
@@ -205,6 +226,20 @@ async fn plan_embedder(config: &Config, catalogue: &Catalogue) -> switchyard_act
     }
     let loaded = tokio::task::spawn_blocking(load).await.map_err(|e| format!("the embedding loader failed: {e}"));
     EmbedderPlan::Loaded(loaded.and_then(|r| r))
+}
+
+/// The session-token keys: in the data directory, or with PostgreSQL in the database, so that a token minted
+/// through one gateway is good on all of them.
+async fn open_sessions(store: &Store, config: &Config) -> Result<crate::sessions::Sessions, String> {
+    if store.engine() != "postgres" {
+        return crate::sessions::Sessions::open(&config.server.data_dir)
+            .map_err(|e| format!("cannot open the session keys: {e}"));
+    }
+    let keys = store
+        .shared_secret("session-keys", crate::sessions::new_keys_json)
+        .await
+        .map_err(|e| format!("cannot read the shared session keys: {e}"))?;
+    crate::sessions::Sessions::from_json(&keys)
 }
 
 /// With PostgreSQL, the wallets as books shared by every gateway on it, this one registered (its first beat, which

@@ -104,3 +104,66 @@ async fn three_gateways_share_one_wallet_exactly() {
     assert!(5_000 - charged >= 0, "never overspent");
     assert_eq!(gateways[0].stored_balance(&ws).await, 5_000 - charged);
 }
+
+/// A browser session token minted through one gateway is good on another (the signing keys are in the database),
+/// and once revoked through one it is refused by the other within a second or two.
+#[actix_web::test]
+async fn a_session_token_works_on_every_gateway_and_a_revocation_reaches_them_all() {
+    let Some(url) = common::backends::postgres_database("sessions").await else { return };
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let db = url.clone();
+    let first = Gateway::start(mock_env(&mock), move |c| c.database.url = db).await;
+    let second = Gateway::start_existing(mock_env(&mock), move |c| c.database.url = url).await;
+    let (ws, key) = first.workspace("100", 1_000, 10, 1_000_000).await;
+    // A key made through the first reaches the second within a second or two.
+    until(|| chat(&second, &key, "gpt-3.5-turbo"), 200, "the key made on the first never reached the second").await;
+    let session: serde_json::Value = first
+        .client
+        .post(format!("{}/api/v1/sessions", first.url))
+        .header("X-API-Key", &key)
+        .json(&json!({"expires_in": 600}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["access_token"].as_str().expect("a token").to_owned();
+    let id = session["id"].as_str().unwrap().to_owned();
+    assert_eq!(chat(&second, &token, "gpt-3.5-turbo").await, 200, "minted on the first, good on the second");
+
+    let revoked = first
+        .client
+        .delete(format!("{}/api/v1/sessions/{id}", first.url))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(chat(&first, &token, "gpt-3.5-turbo").await, 401, "refused at once where it was revoked");
+    until(|| chat(&second, &token, "gpt-3.5-turbo"), 401, "the other gateway never learned of the revocation").await;
+
+    // A key revoked through the first is refused by the second too.
+    let keys: serde_json::Value = first
+        .admin(reqwest::Method::GET, &format!("/admin/workspaces/{ws}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key_id = keys["keys"][0]["id"].as_str().expect("the workspace's key").to_owned();
+    let revoked = first.admin(reqwest::Method::DELETE, &format!("/admin/keys/{key_id}")).send().await.unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(chat(&first, &key, "gpt-3.5-turbo").await, 401);
+    until(|| chat(&second, &key, "gpt-3.5-turbo"), 401, "a key revoked on the first still works on the second").await;
+}
+
+/// Polls `status` (bounded, 5 s) until it answers `wanted`.
+async fn until<F: std::future::Future<Output = u16>>(status: impl Fn() -> F, wanted: u16, failure: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while status().await != wanted {
+        assert!(std::time::Instant::now() < deadline, "{failure}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -245,6 +245,8 @@ CREATE TABLE holds (
 CREATE INDEX holds_instance ON holds(instance);
 CREATE TABLE instances (id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL);
 "#,
+    // 3: secrets every gateway must hold the same (the session-token signing keys).
+    "CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
 
 /// Creates SQLite's tables and applies the migrations it has not had yet, each with its version bump in one

@@ -78,4 +78,18 @@ impl Store {
         });
         Ok(spent.unwrap_or(0))
     }
+
+    /// The secret `name` every gateway on this database shares: the one stored, or `make()`'s when there is none
+    /// yet (the first gateway to ask stores it; the others read it). PostgreSQL only.
+    pub async fn shared_secret(&self, name: &str, make: impl FnOnce() -> String) -> StoreResult<String> {
+        let super::Pool::Postgres(pool) = &self.pool else {
+            return Err(sqlx::Error::Configuration("shared secrets live in PostgreSQL".into()));
+        };
+        sqlx::query("INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(make())
+            .execute(pool)
+            .await?;
+        sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1").bind(name).fetch_one(pool).await
+    }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backends;
+pub mod load;
 #[path = "../mock/server.rs"]
 pub mod mock;
 pub mod pair;
