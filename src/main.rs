@@ -133,6 +133,22 @@ fn rotate_session_key(file: Option<PathBuf>, data_dir: Option<PathBuf>) -> Resul
     let config = Config::load(file.as_deref())?;
     let dir = data_dir.unwrap_or(config.server.data_dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !config.database.url.trim().is_empty() {
+        // Several gateways share their keys in the database: rotate them there.
+        let url = config.database.url.clone();
+        let id = actix_web::rt::System::new().block_on(async move {
+            let store = switchyard::store::Store::connect(Some(&url), &dir).await?;
+            let keys = store
+                .shared_secret("session-keys", switchyard::sessions::new_keys_json)
+                .await
+                .map_err(|e| format!("cannot read the shared session keys: {e}"))?;
+            let (keys, id) = switchyard::sessions::rotate_json(&keys)?;
+            store.put_secret("session-keys", &keys).await.map_err(|e| format!("cannot store the new keys: {e}"))?;
+            Ok::<_, String>(id)
+        })?;
+        println!("new session signing key {id} in the database; restart the gateways to use it");
+        return Ok(());
+    }
     let id = switchyard::sessions::rotate(&dir)?;
     println!("new session signing key {id} in {}; restart the gateway to use it", dir.display());
     Ok(())
@@ -242,6 +258,7 @@ fn serve(file: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf
         if !unavailable.is_empty() {
             tracing::info!(models = %unavailable.join(", "), "models unavailable until their provider variable is set");
         }
+        let state_instance = state.instance.clone();
         let data = web::Data::new(state);
         let stall = Some(config.server.client_stall_secs).filter(|s| *s > 0).map(Duration::from_secs);
         let mut server = HttpServer::new(move || switchyard::app(data.clone()))
@@ -265,7 +282,7 @@ fn serve(file: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf
             server = server.workers(config.server.workers);
         }
         println!("Switchyard listening on {url}");
-        tracing::info!(%addr, "listening");
+        tracing::info!(%addr, gateway = %state_instance, "listening");
         server.run().await.map_err(|e| format!("server failed: {e}"))
     })
 }

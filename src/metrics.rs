@@ -45,7 +45,7 @@ const OVERHEAD_BUCKETS: &[f64] =
     &[0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_15, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.05];
 
 impl Metrics {
-    pub fn new(bounds: LabelBounds) -> Result<Self, prometheus::Error> {
+    pub fn new(bounds: LabelBounds, gateway: &str) -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("switchyard".into()), None)?;
         let requests = IntCounterVec::new(
             Opts::new("http_requests_total", "HTTP requests by route, method and status"),
@@ -165,7 +165,7 @@ impl Metrics {
             realtime_responses.with_label_values(&[status]);
         }
         let engine = switchyard_actors::engine::metrics::EngineMetrics::new(&registry, bounds)?;
-        let operators = operators::Operators::new(&registry)?;
+        let operators = operators::Operators::new(&registry, gateway)?;
         Ok(Metrics {
             engine,
             operators,

@@ -126,16 +126,28 @@ pub fn new_keys_json() -> String {
 /// the next rotation. Takes effect when the gateway starts.
 pub fn rotate(data_dir: &Path) -> Result<String, String> {
     let path = data_dir.join(KEYS_FILE);
-    let mut stored: Vec<StoredKey> = match std::fs::read_to_string(&path) {
+    let stored: Vec<StoredKey> = match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?,
         Err(_) => Vec::new(),
     };
+    let (stored, id) = rotated(stored);
+    write_keys(&path, &stored)?;
+    Ok(id)
+}
+
+/// The same rotation of keys kept as JSON (`new_keys_json`'s, in a shared database): the new JSON and key id.
+pub fn rotate_json(keys: &str) -> Result<(String, String), String> {
+    let stored: Vec<StoredKey> = serde_json::from_str(keys).map_err(|e| format!("the shared session keys: {e}"))?;
+    let (stored, id) = rotated(stored);
+    Ok((serde_json::to_string(&stored).map_err(|e| e.to_string())?, id))
+}
+
+fn rotated(mut stored: Vec<StoredKey>) -> (Vec<StoredKey>, String) {
     let key = new_key();
     let id = key.id.clone();
     stored.insert(0, key);
     stored.truncate(2);
-    write_keys(&path, &stored)?;
-    Ok(id)
+    (stored, id)
 }
 
 /// The gateway's sessions: signing, checking, revocation and spending caps.

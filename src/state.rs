@@ -41,6 +41,8 @@ pub struct AppState {
     journal: std::sync::Mutex<Option<UsageJournal>>,
     /// With PostgreSQL: the wallets shared with the other gateways on it.
     shared: Option<Arc<crate::store::PgWallets>>,
+    /// This gateway's id among several (`instance_id`).
+    pub instance: String,
 }
 
 /// What the first start with an empty data directory created, to be printed once.
@@ -72,7 +74,8 @@ impl AppState {
             workspaces: config.metrics.max_workspaces,
             values: config.metrics.max_label_values,
         };
-        let metrics = Metrics::new(bounds).map_err(|e| format!("cannot build metrics: {e}"))?;
+        let instance = instance_id();
+        let metrics = Metrics::new(bounds, &instance).map_err(|e| format!("cannot build metrics: {e}"))?;
         // Usage committed to the journal by an earlier process goes into the store before wallets are read.
         let journal_dir = config.server.data_dir.join("journal");
         let config_media_dir = config.server.data_dir.join("media");
@@ -84,7 +87,7 @@ impl AppState {
         UsageJournal::clear(&journal_dir).map_err(|e| format!("cannot clear the usage journal: {e}"))?;
         let journal = UsageJournal::open(&journal_dir).map_err(|e| format!("cannot open the usage journal: {e}"))?;
         let opening_balances = store.balances().await.map_err(|e| format!("cannot load wallets: {e}"))?;
-        let shared = shared_wallets(&store, &config).await?;
+        let shared = shared_wallets(&store, &config, &instance).await?;
         let tasks = crate::tasks::load(&config.tasks.dir, &catalogue, &store).await?;
         providers.install_local(plan_embedder(&config, &catalogue).await);
         let (vectors, vector_backend) = open_vectors(&config, env).await?;
@@ -110,6 +113,7 @@ impl AppState {
             tasks,
             journal: std::sync::Mutex::new(Some(journal)),
             shared,
+            instance,
         };
         Ok((state, bootstrap))
     }
@@ -228,6 +232,18 @@ async fn plan_embedder(config: &Config, catalogue: &Catalogue) -> switchyard_act
     EmbedderPlan::Loaded(loaded.and_then(|r| r))
 }
 
+/// This gateway's id among several (metrics, logs, its holds in shared wallets): the host, the process and a random
+/// part, e.g. `web-1-4211-9f3a`.
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').take(40).collect())
+        .filter(|h: &String| !h.is_empty())
+        .unwrap_or_else(|| "gw".into());
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}
+
 /// The session-token keys: in the data directory, or with PostgreSQL in the database, so that a token minted
 /// through one gateway is good on all of them.
 async fn open_sessions(store: &Store, config: &Config) -> Result<crate::sessions::Sessions, String> {
@@ -244,10 +260,13 @@ async fn open_sessions(store: &Store, config: &Config) -> Result<crate::sessions
 
 /// With PostgreSQL, the wallets as books shared by every gateway on it, this one registered (its first beat, which
 /// also releases what gateways gone since held).
-async fn shared_wallets(store: &Store, config: &Config) -> Result<Option<Arc<crate::store::PgWallets>>, String> {
-    let instance = format!("gw-{}-{:08x}", std::process::id(), rand::random::<u32>());
+async fn shared_wallets(
+    store: &Store,
+    config: &Config,
+    instance: &str,
+) -> Result<Option<Arc<crate::store::PgWallets>>, String> {
     let dead_after = Duration::from_secs(config.database.instance_timeout_secs.max(1));
-    let Some(shared) = store.shared_wallets(&instance, dead_after) else { return Ok(None) };
+    let Some(shared) = store.shared_wallets(instance, dead_after) else { return Ok(None) };
     let released = shared.heartbeat().await.map_err(|e| format!("cannot register with the shared wallets: {e}"))?;
     tracing::info!(instance, released, "wallets shared through PostgreSQL");
     Ok(Some(shared))

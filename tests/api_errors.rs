@@ -461,7 +461,7 @@ async fn health_readiness_and_metrics() {
         "switchyard_usage_journal_pending_records ",
         "switchyard_media_store_bytes 0",
         "switchyard_media_objects 0",
-        r#"switchyard_build_info{version=""#,
+        &format!(r#"switchyard_build_info{{gateway="{}",version=""#, gw.state.instance),
         "\nprocess_cpu_seconds_total ",
         "\nprocess_resident_memory_bytes ",
         "\nprocess_open_fds ",

@@ -167,3 +167,46 @@ async fn until<F: std::future::Future<Output = u16>>(status: impl Fn() -> F, wan
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// `switchyard rotate-session-key` with `database.url` rotates the keys the gateways share in the database, keeping
+/// the old one for verification: a token signed before still verifies with the new set.
+#[actix_web::test]
+async fn rotating_the_session_key_with_postgres_rotates_the_shared_keys() {
+    use switchyard::sessions::{new_keys_json, Claims, Sessions};
+    let Some(url) = common::backends::postgres_database("rotate").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = switchyard::store::Store::connect(Some(&url), dir.path()).await.unwrap();
+    let before = store.shared_secret("session-keys", new_keys_json).await.unwrap();
+    let claims = Claims {
+        sid: "ses_1".into(),
+        kid: "key_1".into(),
+        ws: "ws_1".into(),
+        exp: switchyard::clock::now_unix() + 600,
+        models: None,
+        max: None,
+        user: None,
+    };
+    let token = Sessions::from_json(&before).unwrap().mint(&claims);
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["rotate-session-key", "--data-dir"])
+        .arg(dir.path())
+        .env("SWITCHYARD__DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("in the database"), "{stdout}");
+
+    let after = store.shared_secret("session-keys", new_keys_json).await.unwrap();
+    let ids = |json: &str| -> Vec<String> {
+        let keys: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+        keys.iter().map(|k| k["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let (old, new) = (ids(&before), ids(&after));
+    assert_eq!(new.len(), 2);
+    assert_eq!(new[1], old[0], "the old key is kept second");
+    assert_ne!(new[0], old[0]);
+    assert_eq!(Sessions::from_json(&after).unwrap().check(&token, switchyard::clock::now_unix()), Ok(claims));
+    assert!(!dir.path().join("session-keys.json").exists(), "nothing written to the data directory");
+}

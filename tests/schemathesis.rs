@@ -34,7 +34,9 @@ async fn generated_requests_get_no_500_and_answers_that_keep_their_schema() {
             .env("SCHEMATHESIS_HOOKS", "st_hooks")
             .env("NO_COLOR", "1")
             .args(["run", &format!("{}/openapi.json", gateway.url), "--seed", "18", "-n", EXAMPLES])
-            .args(["--phases", "fuzzing", "--no-shrink", "-w", "2", "--request-timeout", "10"])
+            // One worker: Hypothesis parses lambdas' source from each worker thread, and CPython 3.11's parser is
+            // not safe for that ("AST constructor recursion depth mismatch", an error of the tool, not the API).
+            .args(["--phases", "fuzzing", "--no-shrink", "-w", "1", "--request-timeout", "10"])
             // Credentials are ours to give: generated ones would only test the 401 path.
             .args(["--generation-with-security-parameters", "false"])
             .args([

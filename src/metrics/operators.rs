@@ -21,7 +21,8 @@ pub struct Operators {
 }
 
 impl Operators {
-    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+    /// `gateway`: this gateway's instance id (several gateways on one database tell themselves apart by it).
+    pub fn new(registry: &Registry, gateway: &str) -> Result<Self, prometheus::Error> {
         let api_errors = IntCounterVec::new(
             Opts::new("api_errors_total", "Error answers by workspace and error code"),
             &["workspace", "code"],
@@ -40,9 +41,11 @@ impl Operators {
         let media_objects = IntGauge::new("media_objects", "Media objects stored")?;
         let vector_points =
             IntGaugeVec::new(Opts::new("vector_points", "Points in each vector collection"), &["collection"])?;
-        let build_info =
-            IntGaugeVec::new(Opts::new("build_info", "The gateway's version (the value is always 1)"), &["version"])?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "The gateway's version and instance id (the value is always 1)"),
+            &["version", "gateway"],
+        )?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), gateway]).set(1);
         registry.register(Box::new(api_errors.clone()))?;
         registry.register(Box::new(wallet_balance.clone()))?;
         registry.register(Box::new(wallet_reserved.clone()))?;

@@ -92,4 +92,17 @@ impl Store {
             .await?;
         sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1").bind(name).fetch_one(pool).await
     }
+
+    /// Replaces the shared secret `name` (PostgreSQL only).
+    pub async fn put_secret(&self, name: &str, value: &str) -> StoreResult<()> {
+        let super::Pool::Postgres(pool) = &self.pool else {
+            return Err(sqlx::Error::Configuration("shared secrets live in PostgreSQL".into()));
+        };
+        sqlx::query("INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = $2")
+            .bind(name)
+            .bind(value)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    }
 }
