@@ -8,7 +8,7 @@
 mod common;
 
 use common::load::{stream, whole, Told};
-use common::process::{kill, start_with, wallet};
+use common::process::{kill, start_with, wallet, wallet_json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -33,16 +33,7 @@ async fn one_of_three_gateways_killed_under_load_leaves_the_shared_wallet_exact(
     let client = reqwest::Client::new();
     let (credits, held) = wallet(&client, &urls[0], &key).await;
     assert_eq!(held, 0);
-    let info: serde_json::Value = client
-        .get(format!("{}/api/billing/wallet", urls[0]))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let workspace = info["workspace_id"].as_str().unwrap().to_owned();
+    let workspace = wallet_json(&client, &urls[0], &key).await["workspace_id"].as_str().unwrap().to_owned();
 
     // 36 calls over the three, streams of about a second and whole answers; the second gateway dies part way.
     let calls: Vec<_> = (0..36)

@@ -247,7 +247,7 @@ impl Store {
 
     /// SQLite: moves the write-ahead log into the database, without blocking writers. PostgreSQL keeps its own.
     async fn checkpoint(&self) -> Result<(), String> {
-        if self.options.is_none() {
+        if let Pool::Postgres(_) = self.pool {
             return Ok(());
         }
         let mut writer = self.writer().await?;

@@ -80,10 +80,14 @@ pub fn kill(running: &mut Running) {
     let _ = running.child.wait();
 }
 
+/// The wallet as `GET /api/billing/wallet` answers it.
+pub async fn wallet_json(client: &reqwest::Client, url: &str, key: &str) -> Value {
+    client.get(format!("{url}/api/billing/wallet")).bearer_auth(key).send().await.unwrap().json().await.unwrap()
+}
+
 /// The wallet in millicredits: (balance, reserved).
 pub async fn wallet(client: &reqwest::Client, url: &str, key: &str) -> (i64, i64) {
-    let wallet: Value =
-        client.get(format!("{url}/api/billing/wallet")).bearer_auth(key).send().await.unwrap().json().await.unwrap();
+    let wallet = wallet_json(client, url, key).await;
     let milli = |v: &Value| (v.as_f64().unwrap() * 1000.0).round() as i64;
     (milli(&wallet["balance"]), milli(&wallet["reserved"]))
 }
