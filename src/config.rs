@@ -19,6 +19,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
+    pub redis: RedisConfig,
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
     pub pool: PoolConfig,
@@ -60,6 +61,17 @@ pub struct DatabaseConfig {
     pub url: String,
     /// With PostgreSQL: a gateway not heard from for this long has its holds released by the others.
     pub instance_timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Empty: keys' limits counted in this process. `redis://…`: counted in Redis, shared by every gateway.
+    pub url: String,
+    /// How long a concurrency slot's lease lives unrenewed (a stopped gateway's slots come back after it).
+    pub lease_secs: u64,
+    /// Put before every name the gateway gives a Redis entry (several deployments can share one Redis).
+    pub prefix: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]

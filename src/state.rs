@@ -4,11 +4,12 @@ use crate::auth::{self, KeyCache};
 use crate::clock::now_unix;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{KeyRecord, Plan, Store, Workspace};
+use crate::store::{KeyRecord, Plan, RedisLimits, Store, Workspace};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use switchyard_actors::engine::journal::UsageJournal;
 use switchyard_actors::engine::ledger::SharedWallets;
+use switchyard_actors::engine::session::{SharedLimits, SharedSetup};
 use switchyard_actors::engine::Engine;
 use switchyard_actors::{Catalogue, Credits, ProviderSet};
 
@@ -41,6 +42,8 @@ pub struct AppState {
     journal: std::sync::Mutex<Option<UsageJournal>>,
     /// With PostgreSQL: the wallets shared with the other gateways on it.
     shared: Option<Arc<crate::store::PgWallets>>,
+    /// With Redis: the keys' limits shared with the other gateways on it.
+    limits: Option<Arc<dyn SharedLimits>>,
     /// This gateway's id among several (`instance_id`).
     pub instance: String,
 }
@@ -88,6 +91,10 @@ impl AppState {
         let journal = UsageJournal::open(&journal_dir).map_err(|e| format!("cannot open the usage journal: {e}"))?;
         let opening_balances = store.balances().await.map_err(|e| format!("cannot load wallets: {e}"))?;
         let shared = shared_wallets(&store, &config, &instance).await?;
+        let limits = match config.redis.url.trim() {
+            "" => None,
+            url => Some(RedisLimits::connect(url, &config.redis.prefix).await? as Arc<dyn SharedLimits>),
+        };
         let tasks = crate::tasks::load(&config.tasks.dir, &catalogue, &store).await?;
         providers.install_local(plan_embedder(&config, &catalogue).await);
         let (vectors, vector_backend) = open_vectors(&config, env).await?;
@@ -113,6 +120,7 @@ impl AppState {
             tasks,
             journal: std::sync::Mutex::new(Some(journal)),
             shared,
+            limits,
             instance,
         };
         Ok((state, bootstrap))
@@ -131,6 +139,11 @@ impl AppState {
                 metrics: self.metrics.engine.clone(),
                 tasks: self.tasks.clone(),
                 shared: self.shared.clone().map(|s| s as Arc<dyn SharedWallets>),
+                limits: self.limits.clone().map(|limits| SharedSetup {
+                    limits,
+                    gateway: self.instance.clone(),
+                    lease_for: Duration::from_secs(self.config.redis.lease_secs.max(1)),
+                }),
             };
             if let Some(shared) = self.shared.clone() {
                 beat(shared, self.config.database.instance_timeout_secs);

@@ -1,8 +1,9 @@
-//! Three real gateway processes on one PostgreSQL database, under load spread over them (whole answers and slow
-//! streams from the simulator), and one of them SIGKILLed part way. The other two serve on; the holds the killed
-//! one's calls had taken come back once it has been silent for `database.instance_timeout_secs`; every charge a
-//! client was told of is recorded exactly; and the one wallet is its credits less the recorded charges, read the same
-//! through either survivor. SKIPPED without PostgreSQL; under `make test` it is always there.
+//! Three real gateway processes on one PostgreSQL database and one Redis, under load spread over them (whole answers
+//! and slow streams from the simulator), and one of them SIGKILLed part way. The other two serve on; the holds the
+//! killed one's calls had taken come back once it has been silent for `database.instance_timeout_secs`, and their
+//! concurrency slots once their leases in Redis run out (`redis.lease_secs`); every charge a client was told of is
+//! recorded exactly; and the one wallet is its credits less the recorded charges, read the same through either
+//! survivor. SKIPPED without PostgreSQL and Redis; under `make test` they are always there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,10 +16,15 @@ use std::time::{Duration, Instant};
 #[actix_web::test]
 async fn one_of_three_gateways_killed_under_load_leaves_the_shared_wallet_exact() {
     let Some(url) = common::backends::postgres_database("scaleout_kill").await else { return };
+    let Some((redis_url, prefix)) = common::backends::redis_url("scaleout_kill") else { return };
     let env = [
         ("SWITCHYARD__DATABASE__URL", url.clone()),
         ("SWITCHYARD__DATABASE__INSTANCE_TIMEOUT_SECS", "2".to_string()),
-        ("SWITCHYARD__SIMULATOR__TOKENS_PER_SECOND", "20".to_string()),
+        ("SWITCHYARD__REDIS__URL", redis_url.clone()),
+        ("SWITCHYARD__REDIS__PREFIX", prefix.clone()),
+        ("SWITCHYARD__REDIS__LEASE_SECS", "2".to_string()),
+        ("SWITCHYARD__SIMULATOR__TOKENS_PER_SECOND", "5".to_string()),
+        ("SWITCHYARD__BOOTSTRAP__CONCURRENT_REQUESTS", "40".to_string()),
     ];
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let first = start_with(dirs[0].path(), &env);
@@ -51,7 +57,16 @@ async fn one_of_three_gateways_killed_under_load_leaves_the_shared_wallet_exact(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, held_before) = wallet(&client, &urls[0], &key).await;
     assert!(held_before > 0, "calls are in flight when the gateway is killed");
+    let killed_pid = gateways[1].child.id();
     kill(&mut gateways[1]);
+    let killed_at = Instant::now();
+    let mut redis = redis::Client::open(redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let sets: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}limits:*:leases")).query_async(&mut redis).await.unwrap();
+    assert_eq!(sets.len(), 1, "one key's leases: {sets:?}");
+    let leases: Vec<String> = redis::cmd("ZRANGE").arg(&sets[0]).arg(0).arg(-1).query_async(&mut redis).await.unwrap();
+    let dead = leases.iter().filter(|l| l.contains(&format!("-{killed_pid}-"))).count();
+    assert!(dead > 0, "the killed gateway held concurrency slots: {leases:?}");
     let mut told = Vec::new();
     for call in calls {
         told.push(call.await.unwrap());
@@ -85,4 +100,13 @@ async fn one_of_three_gateways_killed_under_load_leaves_the_shared_wallet_exact(
     let recorded: i64 = rows.values().sum();
     assert_eq!(balance, credits - recorded, "the wallet is its credits less the recorded charges");
     assert_eq!(wallet(&client, &urls[0], &key).await, (balance, 0), "both survivors read the same wallet");
+
+    // Its concurrency slots came back too: the plan's 40 calls at once are all admitted through the survivors.
+    tokio::time::sleep(Duration::from_millis(2_500).saturating_sub(killed_at.elapsed())).await;
+    let burst = (0..40).map(|n| {
+        let (client, url, key) = (client.clone(), urls[[0, 2][n % 2]].clone(), key.clone());
+        async move { stream(&client, &url, &key, 100 + n).await }
+    });
+    let served = futures::future::join_all(burst).await.into_iter().filter(|t| matches!(t, Told::Charged(..))).count();
+    assert_eq!(served, 40, "the killed gateway's {dead} slots are free again");
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use switchyard_actors::engine::call::{self, Call, CallError};
 use switchyard_actors::engine::dispatch::{Answer, Attempt, DispatchError};
-use switchyard_actors::engine::ledger::UsageRecord;
+use switchyard_actors::engine::ledger::{LedgerError, UsageRecord};
 use switchyard_actors::engine::pool::{Outcome, PoolRejection};
 use switchyard_actors::{ChatRequest, Credits, ModelSpec, ProviderError};
 use utoipa::ToSchema;
@@ -284,16 +284,27 @@ fn call_error_of(state: &AppState, e: CallError) -> ApiError {
         }
         CallError::Refused(_) => ApiError::overloaded("The caller's session is restarting; retry"),
         CallError::Insufficient { .. } => ApiError::insufficient_credits(),
-        CallError::Unheld { error, .. } => ApiError::internal(format!("ledger: {error}")),
+        CallError::Unheld { error, .. } => ledger_error(error),
         CallError::Dispatch(e) => dispatch_error(state, e),
         e @ (CallError::Ledger(_) | CallError::Closed) => settle_error(e),
+    }
+}
+
+/// The ledger's failure: 503 while the wallets' database cannot be reached (nothing was charged; retry), else 500.
+fn ledger_error(error: LedgerError) -> ApiError {
+    match error {
+        LedgerError::Store(reason) => {
+            tracing::warn!(%reason, "the wallets cannot be reached; the call is refused uncharged");
+            ApiError::overloaded("The wallets cannot be written now; nothing was charged; retry")
+        }
+        other => ApiError::internal(format!("ledger: {other}")),
     }
 }
 
 /// A settlement that failed: the ledger could not take it, or the call was already settled.
 fn settle_error(e: CallError) -> ApiError {
     match e {
-        CallError::Ledger(e) => ApiError::internal(format!("ledger: {e}")),
+        CallError::Ledger(e) => ledger_error(e),
         _ => ApiError::internal("hold already settled"),
     }
 }

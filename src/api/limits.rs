@@ -50,12 +50,13 @@ pub fn refused(req: &HttpRequest, rejection: Rejection) -> ApiError {
             ApiError::rate_limited(rejection.reason(), grant.reset, crate::clock::now_unix() as u64)
         }
         Rejection::Unavailable => ApiError::overloaded("The caller's session is restarting; retry"),
+        Rejection::Unreachable => ApiError::overloaded("The shared rate limiter cannot be reached; retry"),
     }
 }
 
 /// Admits one request of `principal` that calls no model (listings, media, wallet reads).
 pub async fn admit(state: &AppState, req: &HttpRequest, principal: &Principal) -> Result<Permit, ApiError> {
-    match state.engine().sessions.admit(&principal.key_id, of(principal), 0) {
+    match state.engine().sessions.admit(&principal.key_id, of(principal), 0).await {
         Ok(permit) => {
             note(req, permit.grant());
             Ok(permit)

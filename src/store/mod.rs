@@ -146,6 +146,7 @@ pub struct Store {
 
 mod idempotency;
 mod keys;
+mod limits;
 mod media;
 pub mod schema;
 mod sessions;
@@ -154,6 +155,7 @@ mod wallets;
 
 pub use idempotency::KeptResponse;
 pub use keys::KeyRecord;
+pub use limits::RedisLimits;
 pub use media::{MediaRow, Upload};
 pub use sessions::SessionRow;
 pub use usage::{RunRecord, UsageKey, UsageTotals};
@@ -208,7 +210,7 @@ impl Store {
             PgConnectOptions::from_str(url).map_err(|e| format!("database.url `{shown}` is not valid: {e}"))?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(std::time::Duration::from_secs(10))
+            .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_with(options)
             .await
             .map_err(|e| format!("cannot connect to PostgreSQL at `{shown}`: {e}"))?;

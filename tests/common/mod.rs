@@ -184,6 +184,15 @@ impl Gateway {
         self.wallet(key).await
     }
 
+    /// A short chat completion with `key` (gpt-3.5-turbo): its status and body (`null` when not JSON).
+    pub async fn chat(&self, key: &str) -> (u16, serde_json::Value) {
+        let body =
+            serde_json::json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hello there"}]});
+        let answer = self.client.post(format!("{}/v1/chat/completions", self.url)).bearer_auth(key).json(&body).send();
+        let answer = answer.await.unwrap();
+        (answer.status().as_u16(), answer.json().await.unwrap_or_default())
+    }
+
     /// The committed usage records of a workspace: (id, credits in millicredits, status).
     pub async fn usage(&self, workspace: &str) -> Vec<(String, i64, String)> {
         self.state.engine().flush_usage().await;

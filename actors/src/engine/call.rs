@@ -144,9 +144,9 @@ impl Engine {
             return Err(CallError::NoFallback { model: model.name.clone() });
         }
         let admitted = if spec.within_slot {
-            self.sessions.admit_within(spec.key_id, spec.limits, tokens)
+            self.sessions.admit_within(spec.key_id, spec.limits, tokens).await
         } else {
-            self.sessions.admit(spec.key_id, spec.limits, tokens)
+            self.sessions.admit(spec.key_id, spec.limits, tokens).await
         };
         let permit = admitted.map_err(CallError::Refused)?;
         let allowed = spec.allowed.clone();

@@ -51,6 +51,8 @@ pub struct Opening {
     pub tasks: router::TaskSnapshot,
     /// Books shared with other gateways (PostgreSQL), or `None` to keep them in memory.
     pub shared: Option<Arc<dyn ledger::SharedWallets>>,
+    /// Keys' counters shared with other gateways (Redis), or `None` to keep them in memory.
+    pub limits: Option<session::SharedSetup>,
 }
 
 /// Handles to the engine's parts.
@@ -74,7 +76,7 @@ impl Engine {
     /// Starts the engine: its background work (the sessions' sweep, the usage writer, the router) on the current
     /// arbiter, the journal's importer on a thread of its own.
     pub fn start(config: EngineConfig, catalogue: &Catalogue, providers: &ProviderSet, opening: Opening) -> Engine {
-        let Opening { wallets, journal, store, metrics, tasks, shared } = opening;
+        let Opening { wallets, journal, store, metrics, tasks, shared, limits } = opening;
         let journal = ledger::Journal::new(journal);
         let importer = Arc::new(actix::Arbiter::new());
         let stored = ledger::spawn_importer(
@@ -100,7 +102,7 @@ impl Engine {
             })
             .collect();
         let pool = ProviderPool::new(upstreams, config.breaker, metrics.clone());
-        let sessions = SessionRegistry::new(config.session_idle, metrics.clone());
+        let sessions = SessionRegistry::with(config.session_idle, metrics.clone(), limits);
         let router_tasks = tasks.clone();
         let router_metrics = metrics.clone();
         let router = Supervisor::start(move |_| router::RevisionRouter::new(router_tasks, router_metrics));

@@ -283,9 +283,19 @@ impl BillingLedger {
         record: UsageRecord,
     ) -> Result<Credits, LedgerError> {
         let counted = metrics.money.hold_end(&record.workspace_id, &record);
-        let (held, charge) = shared.settle(hold, cost, Some(record)).await?;
-        counted.count(held.amount, charge);
-        Ok(charge)
+        match shared.settle(hold, cost, Some(record)).await {
+            Ok((held, charge)) => {
+                counted.count(held.amount, charge);
+                Ok(charge)
+            }
+            Err(LedgerError::Store(error)) => {
+                // The database could not take it: nothing is charged, and the hold is freed once it can.
+                let unrecorded = UsageRecord { status: "released".into(), ..Default::default() };
+                spawn_or_log("release", release_shared(shared, metrics, hold, None, unrecorded));
+                Err(LedgerError::Store(error))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn settle_local(&self, hold: HoldId, cost: Credits, mut record: UsageRecord) -> Result<Credits, LedgerError> {
@@ -309,15 +319,9 @@ impl BillingLedger {
     /// Frees a hold with nothing charged (the call failed). A zero-credit record may still be kept for statistics.
     pub fn release(&self, hold: HoldId, record: Option<UsageRecord>) {
         if let Some(shared) = &self.shared {
-            let (shared, metrics) = (shared.clone(), self.inner.metrics.clone());
-            spawn_or_log("release", async move {
-                let unrecorded = UsageRecord { status: "released".into(), ..Default::default() };
-                let counted = record.as_ref().map(|r| metrics.money.hold_end(&r.workspace_id, r));
-                let (held, _) = shared.settle(hold, Credits::ZERO, record).await?;
-                let counted = counted.unwrap_or_else(|| metrics.money.hold_end(&held.workspace_id, &unrecorded));
-                counted.count(held.amount, Credits::ZERO);
-                Ok(())
-            });
+            let unrecorded = UsageRecord { status: "released".into(), ..Default::default() };
+            let release = release_shared(shared.clone(), self.inner.metrics.clone(), hold, record, unrecorded);
+            spawn_or_log("release", release);
             return;
         }
         let Some(hold) = self.guarded(|books| books.release(hold)).flatten() else { return };
@@ -379,6 +383,33 @@ impl BillingLedger {
     pub fn crash(&self) {
         let _ = self.guarded(|_| panic!("injected panic"));
     }
+}
+
+/// Frees a shared hold (storing `record` at no charge, if any), retrying while the database cannot be reached
+/// (every 0.1 s at first, then every 5 s), so a hold outlives an outage only as long as the outage lasts.
+async fn release_shared(
+    shared: Arc<dyn SharedWallets>,
+    metrics: EngineMetrics,
+    hold: HoldId,
+    record: Option<UsageRecord>,
+    unrecorded: UsageRecord,
+) -> Result<(), LedgerError> {
+    let counted = record.as_ref().map(|r| metrics.money.hold_end(&r.workspace_id, r));
+    let mut wait = std::time::Duration::from_millis(100);
+    let held = loop {
+        match shared.settle(hold, Credits::ZERO, record.clone()).await {
+            Ok((held, _)) => break held,
+            Err(LedgerError::Store(error)) => {
+                tracing::warn!(%error, hold = hold.0, "shared ledger: cannot free a hold yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let counted = counted.unwrap_or_else(|| metrics.money.hold_end(&held.workspace_id, &unrecorded));
+    counted.count(held.amount, Credits::ZERO);
+    Ok(())
 }
 
 /// Runs a shared-books write that nobody waits for on this thread's runtime; its failure is logged.

@@ -3,6 +3,14 @@
 //! guard that gives the concurrency slot back when dropped. A session is a small state behind its own lock, so
 //! admission runs on the request's own thread, whichever worker that is: no message, no wake-up of another thread,
 //! and the keys' sessions scale with the workers (a key's lock is held for a few counter updates).
+//!
+//! Several gateways share their keys' counters (`shared`, Redis): admission then asks the shared counters, and the
+//! session keeps only what cannot break exactness: a key whose requests per minute are spent is refused locally
+//! until its window ends (the count of a window never goes down).
+
+mod shared;
+
+pub use shared::{Return, SharedGrant, SharedLimits};
 
 use super::metrics::EngineMetrics;
 use super::supervise::{guarded, lock};
@@ -39,6 +47,8 @@ pub enum Rejection {
     },
     /// The session could not be reached (restarting); the caller may retry.
     Unavailable,
+    /// The shared counters could not be reached; the caller may retry.
+    Unreachable,
 }
 
 impl Rejection {
@@ -48,6 +58,7 @@ impl Rejection {
             Rejection::Concurrency { .. } => "concurrency_limit_exceeded",
             Rejection::Tokens { .. } => "token_limit_exceeded",
             Rejection::Unavailable => "overloaded",
+            Rejection::Unreachable => "limits_unreachable",
         }
     }
 }
@@ -57,6 +68,13 @@ pub struct Admitted {
     pub grant: Grant,
     window: u64,
     slot: bool,
+}
+
+/// A shared admission's part of a permit: what goes back when it ends.
+struct Held {
+    shared: Arc<shared::Shared>,
+    key: String,
+    lease: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,6 +90,8 @@ struct SessionState {
     last_used: Instant,
     /// Left the registry: a caller that still found it starts a fresh session.
     retired: bool,
+    /// With shared counters: the key's requests per minute are spent until then, and the window's grant.
+    spent: Option<(Instant, Grant)>,
 }
 
 /// One key's limits.
@@ -108,7 +128,19 @@ impl SessionState {
         Ok(Admitted { grant: grant(self.counters.requests), window: self.window_start, slot })
     }
 
+    /// With shared counters, only the concurrency this gateway's requests hold (for the idle sweep).
+    fn admit_shared(&mut self, admitted: SharedGrant, slot: bool) -> Admitted {
+        self.counters.in_flight += u32::from(slot);
+        self.last_used = Instant::now();
+        Admitted { grant: admitted.grant, window: admitted.window, slot }
+    }
+
     fn release(&mut self, permit: &Permit) {
+        if permit.held.is_some() {
+            self.counters.in_flight -= u32::from(permit.admitted.slot).min(self.counters.in_flight);
+            self.last_used = Instant::now();
+            return;
+        }
         if permit.admitted.slot {
             self.counters.in_flight = self.counters.in_flight.saturating_sub(1);
         }
@@ -126,6 +158,7 @@ pub struct Permit {
     admitted: Admitted,
     tokens_reserved: u64,
     tokens_used: Option<u64>,
+    held: Option<Held>,
 }
 
 impl Permit {
@@ -149,6 +182,11 @@ impl Drop for Permit {
             }
             None => lock(state).release(permit),
         }
+        if let Some(held) = self.held.take() {
+            let correction = self.tokens_used.map(|used| used as i64 - self.tokens_reserved as i64);
+            let window = self.admitted.window;
+            held.shared.end(Return { key: held.key, lease: held.lease, window, correction });
+        }
     }
 }
 
@@ -156,6 +194,14 @@ struct RegistryInner {
     sessions: DashMap<String, Arc<Session>>,
     idle: Duration,
     metrics: EngineMetrics,
+    shared: Option<Arc<shared::Shared>>,
+}
+
+/// Counters shared with other gateways: where they are, this gateway's name, how long a lease lives unrenewed.
+pub struct SharedSetup {
+    pub limits: Arc<dyn SharedLimits>,
+    pub gateway: String,
+    pub lease_for: Duration,
 }
 
 /// Finds or makes the session of a key; retires idle ones in the background.
@@ -168,7 +214,13 @@ impl SessionRegistry {
     /// A registry whose sessions retire after `idle` without a request in flight. Call inside the runtime: it
     /// spawns the sweep that retires them (which ends when the registry is dropped).
     pub fn new(idle: Duration, metrics: EngineMetrics) -> Self {
-        let inner = Arc::new(RegistryInner { sessions: DashMap::new(), idle, metrics });
+        Self::with(idle, metrics, None)
+    }
+
+    /// A registry whose keys' counters are shared with other gateways when `shared` says where.
+    pub fn with(idle: Duration, metrics: EngineMetrics, shared: Option<SharedSetup>) -> Self {
+        let shared = shared.map(|s| shared::Shared::start(s.limits, &s.gateway, s.lease_for));
+        let inner = Arc::new(RegistryInner { sessions: DashMap::new(), idle, metrics, shared });
         let weak = Arc::downgrade(&inner);
         let every = idle.min(Duration::from_secs(5)).max(Duration::from_millis(50));
         actix::spawn(async move {
@@ -212,6 +264,7 @@ impl SessionRegistry {
                         counters: SessionCounters::default(),
                         last_used: Instant::now(),
                         retired: false,
+                        spent: None,
                     }),
                 })
             })
@@ -219,17 +272,33 @@ impl SessionRegistry {
     }
 
     /// Admits one request for `key` under `limits`, reserving `tokens`.
-    pub fn admit(&self, key: &str, limits: Limits, tokens: u64) -> Result<Permit, Rejection> {
-        self.admit_as(key, limits, tokens, true)
+    pub async fn admit(&self, key: &str, limits: Limits, tokens: u64) -> Result<Permit, Rejection> {
+        self.admit_as(key, limits, tokens, true).await
     }
 
     /// Admits a call made inside a concurrency slot the caller already holds (a realtime session's response):
     /// it counts against the requests and tokens per minute, not again against the concurrency.
-    pub fn admit_within(&self, key: &str, limits: Limits, tokens: u64) -> Result<Permit, Rejection> {
-        self.admit_as(key, limits, tokens, false)
+    pub async fn admit_within(&self, key: &str, limits: Limits, tokens: u64) -> Result<Permit, Rejection> {
+        self.admit_as(key, limits, tokens, false).await
     }
 
-    fn admit_as(&self, key: &str, limits: Limits, tokens: u64, slot: bool) -> Result<Permit, Rejection> {
+    async fn admit_as(&self, key: &str, limits: Limits, tokens: u64, slot: bool) -> Result<Permit, Rejection> {
+        let result = match &self.inner.shared {
+            None => self.admit_local(key, limits, tokens, slot),
+            Some(shared) => self.admit_shared(shared, key, limits, tokens, slot).await,
+        };
+        if let Err(rejection) = &result {
+            self.inner.metrics.rejections.with_label_values(&[rejection.reason()]).inc();
+        }
+        result
+    }
+
+    fn permit(&self, session: Arc<Session>, admitted: Admitted, tokens: u64, held: Option<Held>) -> Permit {
+        let registry = Arc::downgrade(&self.inner);
+        Permit { session, registry, admitted, tokens_reserved: tokens, tokens_used: None, held }
+    }
+
+    fn admit_local(&self, key: &str, limits: Limits, tokens: u64, slot: bool) -> Result<Permit, Rejection> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         for _ in 0..3 {
             let session = self.session(key);
@@ -242,20 +311,71 @@ impl SessionRegistry {
                 |_| (),
             );
             match admitted {
-                Some(Ok(admitted)) => {
-                    let registry = Arc::downgrade(&self.inner);
-                    return Ok(Permit { session, registry, admitted, tokens_reserved: tokens, tokens_used: None });
-                }
+                Some(Ok(admitted)) => return Ok(self.permit(session, admitted, tokens, None)),
                 // Retired between the lookup and the lock: a fresh session takes over.
                 Some(Err(Rejection::Unavailable)) => {}
-                Some(Err(rejection)) => {
-                    self.inner.metrics.rejections.with_label_values(&[rejection.reason()]).inc();
-                    return Err(rejection);
-                }
+                Some(Err(rejection)) => return Err(rejection),
                 None => return Err(Rejection::Unavailable),
             }
         }
         Err(Rejection::Unavailable)
+    }
+
+    /// Admission by the shared counters; the local session only refuses a key whose minute is known to be spent.
+    async fn admit_shared(
+        &self,
+        shared: &Arc<shared::Shared>,
+        key: &str,
+        limits: Limits,
+        tokens: u64,
+        slot: bool,
+    ) -> Result<Permit, Rejection> {
+        let spent = |session: &Arc<Session>| {
+            let state = lock(&session.state);
+            state.spent.filter(|(until, _)| Instant::now() < *until).map(|(_, grant)| grant)
+        };
+        if let Some(grant) = spent(&self.session(key)) {
+            return Err(Rejection::Requests { grant });
+        }
+        let lease = slot.then(|| shared.lease(key));
+        let asked = Instant::now();
+        let answer = shared.limits.admit(key, limits, tokens, lease.as_deref(), shared.lease_for).await;
+        let admitted = match answer {
+            Ok(admitted) => admitted,
+            Err((rejection, window_left)) => {
+                if let Some(lease) = &lease {
+                    shared.forget(lease);
+                }
+                if let Rejection::Requests { grant } = rejection {
+                    // Counted from when this gateway asked, so the local refusal never outlasts the shared window.
+                    lock(&self.session(key).state).spent = Some((asked + window_left, grant));
+                }
+                return Err(rejection);
+            }
+        };
+        let held = Held { shared: shared.clone(), key: key.to_owned(), lease };
+        for _ in 0..3 {
+            let session = self.session(key);
+            let mut state = lock(&session.state);
+            if state.retired {
+                continue;
+            }
+            let admitted = state.admit_shared(admitted, slot);
+            drop(state);
+            return Ok(self.permit(session, admitted, tokens, Some(held)));
+        }
+        let session = self.session(key);
+        Ok(self.permit(
+            session,
+            Admitted { grant: admitted.grant, window: admitted.window, slot: false },
+            tokens,
+            Some(held),
+        ))
+    }
+
+    /// Leases this gateway holds in the shared counters (0 without them).
+    pub fn shared_leases(&self) -> usize {
+        self.inner.shared.as_ref().map_or(0, |s| s.live())
     }
 
     /// The session's counters, if it is alive.
@@ -283,103 +403,4 @@ impl SessionRegistry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn registry(idle: Duration) -> SessionRegistry {
-        SessionRegistry::new(idle, EngineMetrics::unregistered())
-    }
-
-    const PLAN: Limits = Limits { requests_per_minute: 50, concurrent_requests: 1000, tokens_per_minute: 1_000_000 };
-
-    #[actix::test]
-    async fn admits_exactly_the_requests_per_minute_under_concurrency() {
-        let sessions = registry(Duration::from_secs(60));
-        let results: Vec<_> = (0..200).map(|_| sessions.admit("k", PLAN, 1)).collect();
-        let admitted = results.iter().filter(|r| r.is_ok()).count();
-        assert_eq!(admitted, 50);
-        assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, Rejection::Requests { .. })));
-    }
-
-    #[actix::test]
-    async fn admission_from_many_threads_at_once_stays_exact() {
-        let sessions = registry(Duration::from_secs(60));
-        let plan = Limits { requests_per_minute: 1_000, concurrent_requests: 3, ..PLAN };
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let sessions = sessions.clone();
-                std::thread::spawn(move || {
-                    let (mut admitted, mut most_in_flight) = (0, 0);
-                    for _ in 0..1_000 {
-                        if let Ok(permit) = sessions.admit("k", plan, 1) {
-                            admitted += 1;
-                            let in_flight =
-                                futures::executor::block_on(sessions.inspect("k")).map_or(0, |c| c.in_flight);
-                            most_in_flight = most_in_flight.max(in_flight);
-                            drop(permit);
-                        }
-                    }
-                    (admitted, most_in_flight)
-                })
-            })
-            .collect();
-        let results: Vec<(u32, u32)> = threads.into_iter().map(|t| t.join().unwrap_or_default()).collect();
-        assert_eq!(results.iter().map(|r| r.0).sum::<u32>(), 1_000, "exactly the requests per minute");
-        assert!(results.iter().all(|r| r.1 <= 3), "never more in flight than the plan: {results:?}");
-        assert_eq!(sessions.inspect("k").await.map(|c| c.in_flight), Some(0));
-    }
-
-    #[actix::test]
-    async fn concurrency_slots_come_back_when_permits_drop() {
-        let sessions = registry(Duration::from_secs(60));
-        let plan = Limits { concurrent_requests: 2, ..PLAN };
-        let a = sessions.admit("k", plan, 1).unwrap();
-        let _b = sessions.admit("k", plan, 1).unwrap();
-        assert!(matches!(sessions.admit("k", plan, 1), Err(Rejection::Concurrency { .. })));
-        drop(a);
-        assert!(sessions.admit("k", plan, 1).is_ok());
-    }
-
-    #[actix::test]
-    async fn token_reservations_are_corrected_after_use() {
-        let sessions = registry(Duration::from_secs(60));
-        let plan = Limits { tokens_per_minute: 100, ..PLAN };
-        let mut permit = sessions.admit("k", plan, 80).unwrap();
-        assert!(matches!(sessions.admit("k", plan, 30), Err(Rejection::Tokens { .. })));
-        permit.record_tokens(10);
-        drop(permit);
-        assert!(sessions.admit("k", plan, 80).is_ok());
-        assert_eq!(sessions.inspect("k").await.unwrap().tokens, 90);
-    }
-
-    #[actix::test]
-    async fn keys_are_limited_separately() {
-        let sessions = registry(Duration::from_secs(60));
-        let plan = Limits { requests_per_minute: 1, ..PLAN };
-        assert!(sessions.admit("a", plan, 1).is_ok());
-        assert!(sessions.admit("b", plan, 1).is_ok());
-        assert!(sessions.admit("a", plan, 1).is_err());
-    }
-
-    #[actix::test]
-    async fn a_panicking_session_is_restarted_and_serves_again() {
-        let metrics = EngineMetrics::unregistered();
-        let sessions = SessionRegistry::new(Duration::from_secs(60), metrics.clone());
-        let _held = sessions.admit("k", PLAN, 1).unwrap();
-        sessions.crash("k");
-        assert_eq!(metrics.restarts.with_label_values(&["session"]).get(), 1);
-        assert!(sessions.admit("k", PLAN, 1).is_ok());
-        // The counters survived the restart.
-        assert_eq!(sessions.inspect("k").await.unwrap().requests, 2);
-    }
-
-    #[actix::test]
-    async fn idle_sessions_retire_and_come_back_fresh() {
-        let sessions = registry(Duration::from_millis(60));
-        drop(sessions.admit("k", PLAN, 1).unwrap());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(sessions.is_empty());
-        assert!(sessions.admit("k", PLAN, 1).is_ok());
-        assert_eq!(sessions.len(), 1);
-    }
-}
+mod tests;
