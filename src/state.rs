@@ -98,6 +98,13 @@ impl AppState {
         let tasks = crate::tasks::load(&config.tasks.dir, &catalogue, &store).await?;
         providers.install_local(plan_embedder(&config, &catalogue).await);
         let (vectors, vector_backend) = open_vectors(&config, env).await?;
+        let media: Arc<dyn crate::media::BlobStore> = match config.media.url.trim() {
+            "" => Arc::new(
+                crate::media::LocalBlobStore::new(config_media_dir)
+                    .map_err(|e| format!("cannot create the media directory: {e}"))?,
+            ),
+            url => Arc::new(crate::media::S3BlobStore::open(url, env).await?),
+        };
         let admin_key = env("SWITCHYARD_ADMIN_KEY").filter(|k| !k.trim().is_empty()).map(|k| auth::hash_key(k.trim()));
         let state = AppState {
             config: Arc::new(config),
@@ -109,10 +116,7 @@ impl AppState {
             metrics,
             admin_key,
             engine: OnceLock::new(),
-            media: Arc::new(
-                crate::media::LocalBlobStore::new(config_media_dir)
-                    .map_err(|e| format!("cannot create the media directory: {e}"))?,
-            ),
+            media,
             opening_balances,
             task_edits: tokio::sync::Mutex::new(()),
             vectors,

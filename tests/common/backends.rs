@@ -41,3 +41,44 @@ pub fn redis_url(test: &str) -> Option<(String, String)> {
     let url = url_of("SWITCHYARD_TEST_REDIS_URL", "Redis", test)?;
     Some((url, format!("t:{test}:{:016x}:", rand::random::<u64>())))
 }
+
+/// The S3-compatible server `make test` starts: its endpoint, key pair and bucket, and a prefix of the test's own.
+pub struct S3 {
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl S3 {
+    /// `media.url` for the test's prefix in the bucket.
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    /// The AWS variables a gateway reads to reach it.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", self.access_key.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.as_str()),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+    }
+}
+
+pub fn s3(test: &str) -> Option<S3> {
+    let endpoint = url_of("SWITCHYARD_TEST_S3_ENDPOINT", "S3 server", test)?;
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set beside the S3 endpoint"));
+    Some(S3 {
+        endpoint,
+        access_key: var("SWITCHYARD_TEST_S3_ACCESS_KEY"),
+        secret_key: var("SWITCHYARD_TEST_S3_SECRET_KEY"),
+        bucket: var("SWITCHYARD_TEST_S3_BUCKET"),
+        prefix: format!("t-{test}-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+    })
+}

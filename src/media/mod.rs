@@ -1,7 +1,11 @@
 //! The media store: uploads and generated outputs, per workspace. Blobs live behind `BlobStore` (a local directory
-//! now; an S3-compatible object store can implement the same four calls), their metadata in the database. An
+//! by default; an S3-compatible object store with `media.url`, `s3.rs`), their metadata in the database. An
 //! upload is written to a staging key and only published, by rename, once complete and checked: a half-written
 //! upload is never visible.
+
+mod s3;
+
+pub use s3::S3BlobStore;
 
 use futures::future::BoxFuture;
 use std::io;
