@@ -28,9 +28,10 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## bench: the mock upstream and the gateway (release), measured side by side (HTTP, realtime sessions); the gateway's memory over 1M requests; then vector index and search
-bench: models
+## bench: the mock upstream and the gateway (release), measured side by side (HTTP, realtime sessions); the gateway on PostgreSQL and Redis beside the embedded default; the gateway's memory over 1M requests; then vector index and search
+bench: setup-system models $(S3S)
 	cargo bench --bench gateway
+	bash .ci/with-backends cargo bench --bench shared
 	cargo bench --bench realtime
 	cargo bench --bench memory
 	cargo bench --bench vectors

@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub workers: usize,
     pub max_body_bytes: usize,
     pub shutdown_timeout_secs: u64,
+    /// On SIGTERM, how long `/readyz` answers 503 while the gateway still serves, before it stops accepting.
+    pub drain_secs: u64,
     pub public_url: String,
     /// Origins (exact, e.g. `https://app.example.com`) whose pages may call the gateway; empty: no CORS headers.
     pub cors_allowed_origins: Vec<String>,

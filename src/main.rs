@@ -206,6 +206,34 @@ fn bind(listen: &str) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// On SIGTERM or SIGINT (Ctrl-C): `/readyz` answers 503 at once, so a load balancer stops sending new requests,
+/// while the gateway serves on for `drain` (`server.drain_secs`); then it stops accepting and gives the requests and
+/// streams in flight `server.shutdown_timeout_secs` to finish. A second signal stops it at once.
+async fn stop_on_signals(
+    server: actix_web::dev::ServerHandle,
+    draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    drain: Duration,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for SIGTERM and SIGINT; stop the gateway with SIGKILL");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!(drain_secs = drain.as_secs(), "stopping: /readyz answers 503, serving on while drained");
+    let graceful = async {
+        tokio::time::sleep(drain).await;
+        tracing::info!("stopping: no new connections; requests in flight finish");
+        server.stop(true).await;
+    };
+    tokio::select! {
+        _ = graceful => {}
+        _ = term.recv() => server.stop(false).await,
+        _ = int.recv() => server.stop(false).await,
+    }
+}
+
 #[allow(clippy::print_stdout)]
 fn serve(file: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf>) -> Result<(), String> {
     let mut config = Config::load(file.as_deref())?;
@@ -259,6 +287,7 @@ fn serve(file: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf
             tracing::info!(models = %unavailable.join(", "), "models unavailable until their provider variable is set");
         }
         let state_instance = state.instance.clone();
+        let draining = state.draining.clone();
         let data = web::Data::new(state);
         let stall = Some(config.server.client_stall_secs).filter(|s| *s > 0).map(Duration::from_secs);
         let mut server = HttpServer::new(move || switchyard::app(data.clone()))
@@ -276,6 +305,7 @@ fn serve(file: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf
                 secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
             })
             .shutdown_timeout(config.server.shutdown_timeout_secs)
+            .disable_signals()
             .listen(listener)
             .map_err(|e| format!("cannot start the server: {e}"))?;
         if config.server.workers > 0 {
@@ -283,6 +313,9 @@ fn serve(file: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf
         }
         println!("Switchyard listening on {url}");
         tracing::info!(%addr, gateway = %state_instance, "listening");
-        server.run().await.map_err(|e| format!("server failed: {e}"))
+        let server = server.run();
+        let drain = Duration::from_secs(config.server.drain_secs);
+        actix_web::rt::spawn(stop_on_signals(server.handle(), draining, drain));
+        server.await.map_err(|e| format!("server failed: {e}"))
     })
 }

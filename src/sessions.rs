@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::path::Path;
 use std::sync::Arc;
-use switchyard_actors::engine::budget::Budget;
+use switchyard_actors::engine::budget::{Budget, SharedBudget};
+use switchyard_actors::engine::session::SharedLimits;
 
 /// What every session token starts with (an API key starts with `sy_live_`).
 pub const TOKEN_PREFIX: &str = "sy_st_";
@@ -156,18 +157,27 @@ pub struct Sessions {
     /// Revoked sessions, with their expiry (after which the token fails on its own).
     revoked: DashMap<String, i64>,
     budgets: DashMap<String, Arc<Budget>>,
+    /// With Redis: the caps are counted there, shared by every gateway.
+    shared_budgets: Option<Arc<dyn SharedLimits>>,
 }
 
 impl Sessions {
     pub fn open(data_dir: &Path) -> Result<Sessions, String> {
-        Ok(Sessions { keys: Keys::load_or_create(data_dir)?, revoked: DashMap::new(), budgets: DashMap::new() })
+        let keys = Keys::load_or_create(data_dir)?;
+        Ok(Sessions { keys, revoked: DashMap::new(), budgets: DashMap::new(), shared_budgets: None })
     }
 
     /// Sessions signed with keys kept elsewhere (the database several gateways share), as `new_keys_json` made them.
     pub fn from_json(keys: &str) -> Result<Sessions, String> {
         let stored: Vec<StoredKey> = serde_json::from_str(keys).map_err(|e| format!("the shared session keys: {e}"))?;
         let keys = Keys::from_stored(stored, "the shared session keys")?;
-        Ok(Sessions { keys, revoked: DashMap::new(), budgets: DashMap::new() })
+        Ok(Sessions { keys, revoked: DashMap::new(), budgets: DashMap::new(), shared_budgets: None })
+    }
+
+    /// These sessions with their spending caps counted in `limits` (Redis), shared by every gateway on it.
+    pub fn with_shared_budgets(mut self, limits: Option<Arc<dyn SharedLimits>>) -> Self {
+        self.shared_budgets = limits;
+        self
     }
 
     /// A signed token for `claims`.
@@ -207,9 +217,16 @@ impl Sessions {
         self.revoked.retain(|_, expires| *expires > now);
     }
 
-    /// The spending cap of a session with `max` millicredits, created (from what it has spent) on first use.
-    pub fn budget(&self, id: &str, max: i64, spent: impl FnOnce() -> i64) -> Arc<Budget> {
-        self.budgets.entry(id.to_owned()).or_insert_with(|| Arc::new(Budget::new(max, spent()))).clone()
+    /// The spending cap of a session with `max` millicredits, created (from what it has spent) on first use; with
+    /// shared budgets, counted in Redis for as long as the token (expiring at `exp`) lives.
+    pub fn budget(&self, id: &str, max: i64, exp: i64, spent: impl FnOnce() -> i64) -> Arc<Budget> {
+        let make = || {
+            let Some(limits) = self.shared_budgets.clone() else { return Budget::new(max, spent()) };
+            let left = u64::try_from(exp - crate::clock::now_unix()).unwrap_or(0);
+            let ttl = std::time::Duration::from_secs(left.saturating_add(300));
+            Budget::shared(max, spent(), SharedBudget { limits, session: id.to_owned(), ttl })
+        };
+        self.budgets.entry(id.to_owned()).or_insert_with(|| Arc::new(make())).clone()
     }
 
     pub fn has_budget(&self, id: &str) -> bool {

@@ -46,6 +46,8 @@ pub struct AppState {
     limits: Option<Arc<dyn SharedLimits>>,
     /// This gateway's id among several (`instance_id`).
     pub instance: String,
+    /// Set when the gateway is stopping: `/readyz` answers 503 (`server.drain_secs`).
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the first start with an empty data directory created, to be printed once.
@@ -97,7 +99,13 @@ impl AppState {
         };
         let tasks = crate::tasks::load(&config.tasks.dir, &catalogue, &store).await?;
         providers.install_local(plan_embedder(&config, &catalogue).await);
-        let (vectors, vector_backend) = open_vectors(&config, env).await?;
+        let embedding_models: Vec<String> = catalogue
+            .models
+            .values()
+            .filter(|m| m.modality == switchyard_actors::catalogue::Modality::Embedding)
+            .map(|m| m.name.clone())
+            .collect();
+        let (vectors, vector_backend) = open_vectors(&config, &embedding_models, env).await?;
         let media: Arc<dyn crate::media::BlobStore> = match config.media.url.trim() {
             "" => Arc::new(
                 crate::media::LocalBlobStore::new(config_media_dir)
@@ -112,7 +120,7 @@ impl AppState {
             providers,
             store,
             keys,
-            sessions: Arc::new(sessions),
+            sessions: Arc::new(sessions.with_shared_budgets(limits.clone())),
             metrics,
             admin_key,
             engine: OnceLock::new(),
@@ -126,6 +134,7 @@ impl AppState {
             shared,
             limits,
             instance,
+            draining: Arc::default(),
         };
         Ok((state, bootstrap))
     }
@@ -310,6 +319,7 @@ fn beat(shared: Arc<crate::store::PgWallets>, timeout_secs: u64) {
 /// server at `QDRANT_URL`.
 async fn open_vectors(
     config: &Config,
+    collections: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Arc<dyn switchyard_actors::vectors::VectorStore>, &'static str), String> {
     use crate::config::VectorBackend;
@@ -327,6 +337,10 @@ async fn open_vectors(
             if ef > 0 {
                 store = store.with_search_ef(ef);
             }
+            store
+                .prepare(collections)
+                .await
+                .map_err(|e| format!("cannot prepare Qdrant's collections at {url}: {e}"))?;
             tracing::info!(%url, "vectors: Qdrant server");
             Ok((Arc::new(store), "qdrant"))
         }
@@ -368,7 +382,8 @@ pub async fn create_key(
 
 /// On the first start (no workspace at all), a `default` workspace and one key for it.
 async fn bootstrap(store: &Store, config: &Config) -> Result<Option<Bootstrap>, sqlx::Error> {
-    if store.workspace_count().await? > 0 {
+    // Gateways starting together on one empty database: only the first to claim it makes the default workspace.
+    if store.workspace_count().await? > 0 || !store.claim_once("bootstrap").await? {
         return Ok(None);
     }
     let b = &config.bootstrap;

@@ -79,6 +79,47 @@ async fn sigterm_lets_a_stream_in_flight_finish() {
     }
 }
 
+/// With `server.drain_secs`, SIGTERM first turns `/readyz` to 503 while the gateway serves on (a load balancer
+/// takes it out of rotation), then it stops accepting and exits.
+#[tokio::test]
+async fn sigterm_drains_before_it_stops_accepting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = start_with(dir.path(), &[("SWITCHYARD__SERVER__DRAIN_SECS", "2".to_string())]);
+    let key = gateway.key.clone().unwrap();
+    let client = reqwest::Client::new();
+    let ready = |client: &reqwest::Client| client.get(format!("{}/readyz", gateway.url)).send();
+    assert_eq!(ready(&client).await.unwrap().status(), 200);
+    let status = Command::new("kill").args(["-TERM", &gateway.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let signalled = Instant::now();
+    let mut draining = None;
+    while signalled.elapsed() < Duration::from_secs(1) {
+        let answer = ready(&client).await.unwrap();
+        if answer.status() == 503 {
+            draining = Some(answer.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let draining = draining.expect("/readyz answers 503 once the gateway is stopping");
+    assert_eq!(draining["error"]["code"], "overloaded", "{draining}");
+    // Still serving while it drains, on a new connection too.
+    let fresh = reqwest::Client::new();
+    let served = fresh.post(format!("{}/api/v1/task", gateway.url)).bearer_auth(&key).json(&chat(false)).send();
+    assert_eq!(served.await.unwrap().status(), 200);
+    assert!(gateway.child.try_wait().unwrap().is_none(), "still running during the drain");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(exit) = gateway.child.try_wait().unwrap() {
+            assert!(exit.success(), "gateway exited with {exit}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "gateway did not exit after its drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(signalled.elapsed() >= Duration::from_secs(2), "it served out its drain first");
+}
+
 #[test]
 fn check_config_accepts_the_defaults_and_names_unknown_keys() {
     let ok = Command::new(env!("CARGO_BIN_EXE_switchyard"))

@@ -210,3 +210,22 @@ async fn rotating_the_session_key_with_postgres_rotates_the_shared_keys() {
     assert_eq!(Sessions::from_json(&after).unwrap().check(&token, switchyard::clock::now_unix()), Ok(claims));
     assert!(!dir.path().join("session-keys.json").exists(), "nothing written to the data directory");
 }
+
+/// Three gateways starting at once on one empty database: exactly one makes the default workspace and prints its
+/// key; the others start on it.
+#[actix_web::test]
+async fn gateways_starting_together_bootstrap_once() {
+    let Some(url) = common::backends::postgres_database("bootstrap_once").await else { return };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let starts = dirs.iter().map(|dir| {
+        let mut config = common::test_config();
+        config.server.data_dir = dir.path().to_path_buf();
+        config.database.url = url.clone();
+        let catalogue = config.catalogue().unwrap();
+        async move { switchyard::state::AppState::build(config, catalogue, &|_: &str| None).await.unwrap() }
+    });
+    let started = futures::future::join_all(starts).await;
+    let bootstraps = started.iter().filter(|(_, bootstrap)| bootstrap.is_some()).count();
+    assert_eq!(bootstraps, 1, "one default workspace, one key printed");
+    assert_eq!(started[0].0.store.workspace_count().await.unwrap(), 1);
+}

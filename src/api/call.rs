@@ -104,6 +104,7 @@ async fn session_budget(
     state: &AppState,
     id: &str,
     max: i64,
+    exp: i64,
 ) -> Result<std::sync::Arc<switchyard_actors::engine::budget::Budget>, ApiError> {
     let spent = if state.sessions.has_budget(id) {
         0
@@ -111,7 +112,7 @@ async fn session_budget(
         state.engine().flush_usage().await;
         state.store.session_spent(id).await.map_err(ApiError::store)?
     };
-    Ok(state.sessions.budget(id, max, || spent))
+    Ok(state.sessions.budget(id, max, exp, || spent))
 }
 
 impl Billed {
@@ -136,7 +137,7 @@ impl Billed {
                 user: claims.user.clone(),
                 budget: match claims.max {
                     None => None,
-                    Some(max) => Some(session_budget(state, &claims.sid, max).await?),
+                    Some(max) => Some(session_budget(state, &claims.sid, max, claims.exp).await?),
                 },
             }),
         };

@@ -23,8 +23,11 @@ pub async fn healthz() -> HttpResponse {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "ops",
-    responses((status = 200, body = Health), (status = 503, description = "the database does not answer", body = ErrorBody)))]
+    responses((status = 200, body = Health), (status = 503, description = "the database does not answer, or the gateway is stopping", body = ErrorBody)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::overloaded("Not ready: the gateway is stopping (draining)"));
+    }
     state.store.ping().await.map_err(|e| {
         let mut error = ApiError::store(e);
         error.status = actix_web::http::StatusCode::SERVICE_UNAVAILABLE;

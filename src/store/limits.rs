@@ -64,8 +64,38 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
 return 0
 ";
 
-static SCRIPTS: LazyLock<[Script; 3]> =
-    LazyLock::new(|| [Script::new(ADMIT), Script::new(RELEASE), Script::new(RENEW)]);
+/// KEYS: a browser session's spending count. ARGV: its cap, what it had spent when the count began, the amount to
+/// hold, the count's life in ms. Answers 1 when held.
+const BUDGET_HOLD: &str = r"
+redis.call('SET', KEYS[1], ARGV[2], 'NX')
+local used = tonumber(redis.call('GET', KEYS[1]))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if used + tonumber(ARGV[3]) > tonumber(ARGV[1]) then return 0 end
+redis.call('INCRBY', KEYS[1], ARGV[3])
+return 1
+";
+
+/// KEYS: a session's spending count. ARGV: what to add (a count that expired is not begun again here).
+const BUDGET_ADJUST: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[1]) end
+return 0
+";
+
+struct Scripts {
+    admit: Script,
+    release: Script,
+    renew: Script,
+    budget_hold: Script,
+    budget_adjust: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    admit: Script::new(ADMIT),
+    release: Script::new(RELEASE),
+    renew: Script::new(RENEW),
+    budget_hold: Script::new(BUDGET_HOLD),
+    budget_adjust: Script::new(BUDGET_ADJUST),
+});
 
 /// Keys' limits in one Redis, shared by every gateway that names it.
 pub struct RedisLimits {
@@ -108,11 +138,15 @@ impl RedisLimits {
             .await
             .map_err(|e| format!("cannot use Redis at {shown}: {e}"))?;
         tracing::info!(redis = %shown, answer = %pong, "keys' limits are shared in Redis");
-        Ok(Arc::new(RedisLimits { redis, prefix: format!("{prefix}limits:") }))
+        Ok(Arc::new(RedisLimits { redis, prefix: prefix.to_owned() }))
+    }
+
+    fn budget(&self, session: &str) -> String {
+        format!("{}budget:{{{session}}}", self.prefix)
     }
 
     fn keys(&self, key: &str) -> (String, String) {
-        (format!("{}{{{key}}}:window", self.prefix), format!("{}{{{key}}}:leases", self.prefix))
+        (format!("{}limits:{{{key}}}:window", self.prefix), format!("{}limits:{{{key}}}:leases", self.prefix))
     }
 }
 
@@ -134,7 +168,8 @@ impl SharedLimits for RedisLimits {
         let mut redis = self.redis.clone();
         let lease = lease.unwrap_or_default().to_owned();
         Box::pin(async move {
-            let answer: redis::RedisResult<(u8, u64, u64, u64, i64)> = SCRIPTS[0]
+            let answer: redis::RedisResult<(u8, u64, u64, u64, i64)> = SCRIPTS
+                .admit
                 .key(window)
                 .key(leases)
                 .arg(limits.requests_per_minute)
@@ -165,7 +200,8 @@ impl SharedLimits for RedisLimits {
         let mut redis = self.redis.clone();
         Box::pin(async move {
             let correction = ended.correction.map(|c| c.to_string()).unwrap_or_default();
-            let _: i64 = SCRIPTS[1]
+            let _: i64 = SCRIPTS
+                .release
                 .key(window)
                 .key(leases)
                 .arg(ended.lease.unwrap_or_default())
@@ -186,9 +222,9 @@ impl SharedLimits for RedisLimits {
         let mut redis = self.redis.clone();
         Box::pin(async move {
             let mut pipe = redis::pipe();
-            pipe.load_script(&SCRIPTS[2]).ignore();
+            pipe.load_script(&SCRIPTS.renew).ignore();
             for (set, leases) in &by_key {
-                let mut call = SCRIPTS[2].key(set);
+                let mut call = SCRIPTS.renew.key(set);
                 call.arg(lease_for.as_millis() as u64);
                 for lease in leases {
                     call.arg(lease);
@@ -196,6 +232,39 @@ impl SharedLimits for RedisLimits {
                 pipe.invoke_script(&call).ignore();
             }
             pipe.query_async::<()>(&mut redis).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn budget_hold(
+        &self,
+        session: &str,
+        limit: i64,
+        spent: i64,
+        amount: i64,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<bool, String>> {
+        let (key, mut redis) = (self.budget(session), self.redis.clone());
+        Box::pin(async move {
+            let held: i64 = SCRIPTS
+                .budget_hold
+                .key(key)
+                .arg(limit)
+                .arg(spent)
+                .arg(amount)
+                .arg(ttl.as_millis().max(1) as u64)
+                .invoke_async(&mut redis)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(held == 1)
+        })
+    }
+
+    fn budget_adjust(&self, session: &str, delta: i64) -> BoxFuture<'static, Result<(), String>> {
+        let (key, mut redis) = (self.budget(session), self.redis.clone());
+        Box::pin(async move {
+            let _: i64 =
+                SCRIPTS.budget_adjust.key(key).arg(delta).invoke_async(&mut redis).await.map_err(|e| e.to_string())?;
+            Ok(())
         })
     }
 }

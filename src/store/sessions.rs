@@ -93,6 +93,18 @@ impl Store {
         sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1").bind(name).fetch_one(pool).await
     }
 
+    /// True for the one caller, among every gateway on the database, that first claims `name` (PostgreSQL); always
+    /// true on SQLite, which one process owns.
+    pub async fn claim_once(&self, name: &str) -> StoreResult<bool> {
+        let super::Pool::Postgres(pool) = &self.pool else { return Ok(true) };
+        let claimed =
+            sqlx::query("INSERT INTO secrets (name, value) VALUES ($1, 'claimed') ON CONFLICT (name) DO NOTHING")
+                .bind(format!("claim:{name}"))
+                .execute(pool)
+                .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
     /// Replaces the shared secret `name` (PostgreSQL only).
     pub async fn put_secret(&self, name: &str, value: &str) -> StoreResult<()> {
         let super::Pool::Postgres(pool) = &self.pool else {

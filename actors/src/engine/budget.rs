@@ -1,23 +1,56 @@
 //! A spending cap shared by the calls of one browser session: each call holds the most it can cost before it goes
-//! upstream, and settles what it really cost, so concurrent calls can never together spend past the cap.
+//! upstream, and settles what it really cost, so concurrent calls can never together spend past the cap. With
+//! several gateways the count lives in Redis (`SharedLimits::budget_hold`), so the cap holds across all of them.
 
+use super::session::{Rejection, SharedLimits};
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-#[derive(Debug)]
+/// Where a shared cap is counted: the shared limits, the session's entry, and how long it must live (the token's
+/// remaining life).
+pub struct SharedBudget {
+    pub limits: Arc<dyn SharedLimits>,
+    pub session: String,
+    pub ttl: Duration,
+}
+
 pub struct Budget {
     /// Millicredits the session may spend.
     limit: i64,
-    /// Millicredits spent, plus those held by calls in flight.
+    /// Millicredits spent, plus those held by calls in flight (here, or, when shared, as the count began).
     used: AtomicI64,
+    shared: Option<SharedBudget>,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget").field("limit", &self.limit).field("shared", &self.shared.is_some()).finish()
+    }
 }
 
 impl Budget {
     /// A cap of `limit` millicredits of which `spent` are spent already.
     pub fn new(limit: i64, spent: i64) -> Self {
-        Budget { limit, used: AtomicI64::new(spent) }
+        Budget { limit, used: AtomicI64::new(spent), shared: None }
     }
 
-    /// Holds `amount` if the cap allows it.
+    /// A cap counted in the shared limits, begun (by the first gateway to use it) at `spent`.
+    pub fn shared(limit: i64, spent: i64, shared: SharedBudget) -> Self {
+        Budget { limit, used: AtomicI64::new(spent), shared: Some(shared) }
+    }
+
+    /// Holds `amount` if the cap allows it; `Unreachable` when the shared count cannot be reached.
+    pub async fn hold(&self, amount: i64) -> Result<bool, Rejection> {
+        let Some(shared) = &self.shared else { return Ok(self.try_hold(amount)) };
+        let spent = self.used.load(Ordering::Acquire);
+        shared.limits.budget_hold(&shared.session, self.limit, spent, amount, shared.ttl).await.map_err(|error| {
+            tracing::warn!(%error, "shared limits: a session's spending cap cannot be reached");
+            Rejection::Unreachable
+        })
+    }
+
+    /// Holds `amount` if the cap allows it (this process's count).
     pub fn try_hold(&self, amount: i64) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -28,15 +61,33 @@ impl Budget {
 
     /// Replaces a hold of `held` with the `cost` really charged.
     pub fn settle(&self, held: i64, cost: i64) {
-        self.used.fetch_add(cost - held, Ordering::AcqRel);
+        self.adjust(cost - held);
     }
 
     /// Gives a hold back (nothing was charged).
     pub fn release(&self, held: i64) {
-        self.used.fetch_sub(held, Ordering::AcqRel);
+        self.adjust(-held);
     }
 
-    /// Millicredits left to hold.
+    fn adjust(&self, delta: i64) {
+        let Some(shared) = &self.shared else {
+            self.used.fetch_add(delta, Ordering::AcqRel);
+            return;
+        };
+        let adjust = shared.limits.budget_adjust(&shared.session, delta);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = adjust.await {
+                        tracing::warn!(%error, "shared limits: a session's spending cap was not corrected");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!("shared limits: a session's spending cap was not corrected (no runtime)"),
+        }
+    }
+
+    /// Millicredits left to hold (this process's count).
     pub fn left(&self) -> i64 {
         self.limit - self.used.load(Ordering::Acquire)
     }

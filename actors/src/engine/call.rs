@@ -157,13 +157,15 @@ impl Engine {
             .filter(|m| allowed.as_deref().is_none_or(|a| a.contains(&m.name)));
         let most = chain.map(cost_of).max().unwrap_or(Credits::ZERO);
         // The session's cap first: a call it refuses holds nothing on the wallet.
-        let budget = spec.session.as_ref().and_then(|s| s.budget.clone());
-        let budget = match budget {
-            Some(budget) if !budget.try_hold(most.milli()) => {
-                self.metrics.rejections.with_label_values(&["session_credits"]).inc();
-                return Err(CallError::Insufficient { grant: permit.grant() });
-            }
-            Some(budget) => Some((budget, most.milli())),
+        let budget = match spec.session.as_ref().and_then(|s| s.budget.clone()) {
+            Some(budget) => match budget.hold(most.milli()).await {
+                Ok(true) => Some((budget, most.milli())),
+                Ok(false) => {
+                    self.metrics.rejections.with_label_values(&["session_credits"]).inc();
+                    return Err(CallError::Insufficient { grant: permit.grant() });
+                }
+                Err(rejection) => return Err(CallError::Refused(rejection)),
+            },
             None => None,
         };
         let hold = match self.reserve(spec.workspace_id, most).await {

@@ -47,6 +47,20 @@ pub trait SharedLimits: Send + Sync + 'static {
 
     /// Extends the leases named (key, lease) to `lease_for` from now.
     fn renew(&self, leases: Vec<(String, String)>, lease_for: Duration) -> BoxFuture<'static, Result<(), String>>;
+
+    /// Holds `amount` millicredits of a browser session's cap of `limit` if it allows them; the count begins at
+    /// `spent` when the session has none yet and lives `ttl` (the token's life) past its last use.
+    fn budget_hold(
+        &self,
+        session: &str,
+        limit: i64,
+        spent: i64,
+        amount: i64,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<bool, String>>;
+
+    /// Adds `delta` to a session's count (a hold settled for less, or given back).
+    fn budget_adjust(&self, session: &str, delta: i64) -> BoxFuture<'static, Result<(), String>>;
 }
 
 /// The shared limits and the leases this gateway holds in them.

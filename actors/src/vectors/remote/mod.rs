@@ -109,6 +109,30 @@ impl QdrantStore {
     }
 }
 
+impl QdrantStore {
+    /// Creates, at start, the collections of `collections` (the catalogue's embedding models) and every collection
+    /// of this store's prefix already on the server, with their payload indexes, so the first index call finds them
+    /// ready and a collection made by an older release gains an index added since.
+    pub async fn prepare(&self, collections: &[String]) -> StoreResult<()> {
+        let listed = self.inner.client.list_collections().await.map_err(|e| failure("list", "collections", &e))?;
+        let mut names: Vec<String> = listed
+            .collections
+            .into_iter()
+            .map(|c| c.name)
+            .filter(|name| name.starts_with(&self.inner.prefix))
+            .collect();
+        for collection in collections {
+            names.push(self.inner.name(collection)?);
+        }
+        names.sort();
+        names.dedup();
+        for name in names {
+            self.inner.ensure_collection(&name).await?;
+        }
+        Ok(())
+    }
+}
+
 impl Inner {
     /// The Qdrant collection name of a store collection.
     fn name(&self, collection: &str) -> StoreResult<String> {

@@ -66,17 +66,77 @@ async fn connecting_to_nothing_is_an_error_not_a_panic() {
     assert!(connect("http://127.0.0.1:9", None, 0, "switchyard_").await.is_err());
 }
 
-#[tokio::test]
-async fn conformance_against_a_qdrant_server() -> Result<(), String> {
+/// The Qdrant server the tests use (`QDRANT_URL`, its gRPC port), or `None` after saying the test was skipped.
+async fn server(test: &str) -> Result<Option<QdrantStore>, String> {
     let Some(url) = std::env::var("QDRANT_URL").ok().filter(|url| !url.is_empty()) else {
-        eprintln!("SKIPPED: QDRANT_URL is not set; the remote Qdrant backend was not tested");
-        return Ok(());
+        eprintln!("SKIPPED {test}: QDRANT_URL is not set; the remote Qdrant backend was not tested");
+        return Ok(None);
     };
     let api_key = std::env::var("QDRANT_API_KEY").ok().filter(|key| !key.is_empty());
-    let store = connect(&url, api_key, conformance::DIMENSIONS, "switchyard_test_").await?;
+    Ok(Some(connect(&url, api_key, conformance::DIMENSIONS, "switchyard_test_").await?))
+}
+
+#[tokio::test]
+async fn conformance_against_a_qdrant_server() -> Result<(), String> {
+    let Some(store) = server("conformance").await? else { return Ok(()) };
     let collection = format!("conformance_{:016x}", rand::random::<u64>());
     let outcome = conformance::run(&store, &collection).await;
     let dropped = store.delete_collection(&collection).await;
+    outcome?;
+    assert!(dropped?, "the test collection existed and is deleted");
+    Ok(())
+}
+
+/// The same documents in the embedded store and on the server answer the same searches: the same documents in the
+/// same order (both search exactly at this size), with and without a metadata filter, and the same counts and
+/// tenants. The collection is made at "start" (`prepare`) with its payload indexes, then dropped.
+#[tokio::test]
+async fn search_on_a_qdrant_server_matches_the_embedded_store() -> Result<(), String> {
+    use super::super::conformance::{chunk, tenant, unit};
+    use super::super::edge::EdgeStore;
+    let Some(remote) = server("parity").await? else { return Ok(()) };
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let edge = EdgeStore::open(dir.path(), conformance::DIMENSIONS)?;
+    let collection = format!("parity_{:016x}", rand::random::<u64>());
+    remote.prepare(std::slice::from_ref(&collection)).await?;
+    let run = format!("{:016x}", rand::random::<u64>());
+    let (a, b) = (tenant(&format!("ws_a_{run}"), "docs"), tenant(&format!("ws_b_{run}"), "docs"));
+    let outcome = async {
+        for (t, offset) in [(&a, 0u32), (&b, 10_000)] {
+            let chunks: Vec<Chunk> = (0..150u32)
+                .flat_map(|d| {
+                    let lang = if d % 3 == 0 { "de" } else { "en" };
+                    [0, 1].map(|n| chunk(&format!("d{d}"), n, unit(offset + d * 2 + n), lang))
+                })
+                .collect();
+            remote.index(&collection, t, chunks.clone()).await?;
+            edge.index(&collection, t, chunks).await?;
+        }
+        let german: MetadataFilter = serde_json::from_value(json!({"lang": "de"})).map_err(|e| e.to_string())?;
+        for seed in [1u32, 77, 150, 299, 10_005] {
+            for (t, filter) in [(&a, None), (&b, None), (&a, Some(german.clone()))] {
+                let ids = |hits: Vec<Hit>| hits.into_iter().map(|h| (h.doc_id, h.chunk)).collect::<Vec<_>>();
+                let on_server = ids(remote.search(&collection, t, unit(seed), 10, filter.clone()).await?);
+                let embedded = ids(edge.search(&collection, t, unit(seed), 10, filter.clone()).await?);
+                if on_server != embedded || on_server.len() != 10 {
+                    return Err(format!("seed {seed}: server {on_server:?} vs embedded {embedded:?}"));
+                }
+            }
+        }
+        for t in [&a, &b] {
+            let (on_server, embedded) = (remote.count(&collection, t).await?, edge.count(&collection, t).await?);
+            if (on_server, embedded) != (300, 300) {
+                return Err(format!("counts: server {on_server}, embedded {embedded}"));
+            }
+        }
+        let tenants = remote.tenants(&a.workspace_id).await?;
+        if tenants.len() != 1 || tenants[0].1.documents != 150 {
+            return Err(format!("tenants of a: {:?}", tenants.iter().map(|t| t.1.documents).collect::<Vec<_>>()));
+        }
+        Ok(())
+    }
+    .await;
+    let dropped = remote.delete_collection(&collection).await;
     outcome?;
     assert!(dropped?, "the test collection existed and is deleted");
     Ok(())
