@@ -75,16 +75,7 @@ impl Budget {
             return;
         };
         let adjust = shared.limits.budget_adjust(&shared.session, delta);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) = adjust.await {
-                        tracing::warn!(%error, "shared limits: a session's spending cap was not corrected");
-                    }
-                });
-            }
-            Err(_) => tracing::warn!("shared limits: a session's spending cap was not corrected (no runtime)"),
-        }
+        super::supervise::spawn_logged("correcting a session's shared spending cap", "the cap counts the hold", adjust);
     }
 
     /// Millicredits left to hold (this process's count).

@@ -61,3 +61,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
+
+/// Runs `work` (a write to a shared backend that nobody waits for) on the current runtime; a failure is logged as
+/// `what` failed, with the consequence `then`.
+pub fn spawn_logged(
+    what: &'static str,
+    then: &'static str,
+    work: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                if let Err(error) = work.await {
+                    tracing::warn!(%error, "{what} failed; {then}");
+                }
+            });
+        }
+        Err(_) => tracing::warn!("{what} outside a runtime; {then}"),
+    }
+}

@@ -126,16 +126,7 @@ impl Shared {
             self.forget(lease);
         }
         let release = self.limits.release(ended);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) = release.await {
-                        tracing::warn!(%error, "shared limits: a request's lease could not be given back; it expires");
-                    }
-                });
-            }
-            Err(_) => tracing::warn!("shared limits: a lease ended outside a runtime; it expires"),
-        }
+        super::super::supervise::spawn_logged("giving back a request's shared lease", "it expires", release);
     }
 
     /// Leases this gateway holds now.
