@@ -91,8 +91,12 @@ impl AppState {
         }
         UsageJournal::clear(&journal_dir).map_err(|e| format!("cannot clear the usage journal: {e}"))?;
         let journal = UsageJournal::open(&journal_dir).map_err(|e| format!("cannot open the usage journal: {e}"))?;
-        let opening_balances = store.balances().await.map_err(|e| format!("cannot load wallets: {e}"))?;
         let shared = shared_wallets(&store, &config, &instance).await?;
+        // Shared books are read from the database on each use; only the in-memory books start from the balances.
+        let opening_balances = match shared {
+            Some(_) => Vec::new(),
+            None => store.balances().await.map_err(|e| format!("cannot load wallets: {e}"))?,
+        };
         let limits = match config.redis.url.trim() {
             "" => None,
             url => Some(RedisLimits::connect(url, &config.redis.prefix).await? as Arc<dyn SharedLimits>),

@@ -1,9 +1,9 @@
-//! Three real gateway processes on one PostgreSQL database and one Redis, under load spread over them (whole answers
+//! Three real gateway processes on one PostgreSQL database, one Redis and one S3 bucket, under load spread over them (whole answers
 //! and slow streams from the simulator), and one of them SIGKILLed part way. The other two serve on; the holds the
 //! killed one's calls had taken come back once it has been silent for `database.instance_timeout_secs`, and their
 //! concurrency slots once their leases in Redis run out (`redis.lease_secs`); every charge a client was told of is
 //! recorded exactly; and the one wallet is its credits less the recorded charges, read the same through either
-//! survivor. SKIPPED without PostgreSQL and Redis; under `make test` they are always there.
+//! survivor. SKIPPED without the servers; under `make test` they are always there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 async fn one_of_three_gateways_killed_under_load_leaves_the_shared_wallet_exact() {
     let Some(url) = common::backends::postgres_database("scaleout_kill").await else { return };
     let Some((redis_url, prefix)) = common::backends::redis_url("scaleout_kill") else { return };
-    let env = [
+    let Some(s3) = common::backends::s3("scaleout_kill") else { return };
+    let mut env = vec![
         ("SWITCHYARD__DATABASE__URL", url.clone()),
         ("SWITCHYARD__DATABASE__INSTANCE_TIMEOUT_SECS", "2".to_string()),
         ("SWITCHYARD__REDIS__URL", redis_url.clone()),
@@ -25,7 +26,10 @@ async fn one_of_three_gateways_killed_under_load_leaves_the_shared_wallet_exact(
         ("SWITCHYARD__REDIS__LEASE_SECS", "2".to_string()),
         ("SWITCHYARD__SIMULATOR__TOKENS_PER_SECOND", "5".to_string()),
         ("SWITCHYARD__BOOTSTRAP__CONCURRENT_REQUESTS", "40".to_string()),
+        ("SWITCHYARD__MEDIA__URL", s3.url()),
     ];
+    let aws = s3.env();
+    env.extend(aws.iter().map(|(name, value)| (name.as_str(), value.clone())));
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let first = start_with(dirs[0].path(), &env);
     let key = first.key.clone().expect("the first gateway bootstraps the default workspace");
