@@ -229,9 +229,16 @@ async fn stop_on_signals(
     };
     tokio::select! {
         _ = graceful => {}
-        _ = term.recv() => server.stop(false).await,
-        _ = int.recv() => server.stop(false).await,
+        _ = term.recv() => stop_now(),
+        _ = int.recv() => stop_now(),
     }
+}
+
+/// A second signal: the process leaves at once, as SIGKILL would (actix ignores a second stop once a graceful one
+/// has begun). Calls in flight are dropped uncharged; what was settled is in the journal or the database.
+fn stop_now() {
+    tracing::warn!("second signal: stopping at once");
+    std::process::exit(1);
 }
 
 #[allow(clippy::print_stdout)]

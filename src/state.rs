@@ -92,6 +92,13 @@ impl AppState {
         UsageJournal::clear(&journal_dir).map_err(|e| format!("cannot clear the usage journal: {e}"))?;
         let journal = UsageJournal::open(&journal_dir).map_err(|e| format!("cannot open the usage journal: {e}"))?;
         let shared = shared_wallets(&store, &config, &instance).await?;
+        let freed = store
+            .release_abandoned_claims(&instance, dead_line(config.database.instance_timeout_secs))
+            .await
+            .map_err(|e| format!("cannot free abandoned idempotency keys: {e}"))?;
+        if freed > 0 {
+            tracing::info!(freed, "freed the idempotency keys of requests a stopped gateway left running");
+        }
         // Shared books are read from the database on each use; only the in-memory books start from the balances.
         let opening_balances = match shared {
             Some(_) => Vec::new(),
@@ -163,7 +170,7 @@ impl AppState {
                 }),
             };
             if let Some(shared) = self.shared.clone() {
-                beat(shared, self.config.database.instance_timeout_secs);
+                beat(shared, self.store.clone(), &self.instance, self.config.database.instance_timeout_secs);
                 self.follow_other_gateways();
             }
             Engine::start(self.config.engine(), &self.catalogue, &self.providers, opening)
@@ -302,9 +309,17 @@ async fn shared_wallets(
     Ok(Some(shared))
 }
 
-/// Beats for this gateway every `timeout / 5`, on the current arbiter, for as long as it runs.
-fn beat(shared: Arc<crate::store::PgWallets>, timeout_secs: u64) {
+/// When a gateway last heard from before now is taken for gone (ms since the epoch).
+fn dead_line(timeout_secs: u64) -> i64 {
+    let timeout = i64::try_from(timeout_secs.max(1)).unwrap_or(i64::MAX);
+    crate::clock::now_millis().saturating_sub(timeout.saturating_mul(1000))
+}
+
+/// Beats for this gateway every `timeout / 5`, on the current arbiter, for as long as it runs; each beat also frees
+/// what gateways gone silent left (their holds, their idempotency keys).
+fn beat(shared: Arc<crate::store::PgWallets>, store: Store, instance: &str, timeout_secs: u64) {
     let every = Duration::from_millis((timeout_secs.max(1) * 1000 / 5).max(200));
+    let instance = instance.to_owned();
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -314,6 +329,11 @@ fn beat(shared: Arc<crate::store::PgWallets>, timeout_secs: u64) {
                 Ok(0) => {}
                 Ok(released) => tracing::warn!(released, "released the holds of a gateway gone silent"),
                 Err(error) => tracing::warn!(%error, "shared wallets: heartbeat failed"),
+            }
+            match store.release_abandoned_claims(&instance, dead_line(timeout_secs)).await {
+                Ok(0) => {}
+                Ok(freed) => tracing::warn!(freed, "freed the idempotency keys a gateway gone silent left running"),
+                Err(error) => tracing::warn!(%error, "cannot free abandoned idempotency keys"),
             }
         }
     });
@@ -386,23 +406,29 @@ pub async fn create_key(
 
 /// On the first start (no workspace at all), a `default` workspace and one key for it.
 async fn bootstrap(store: &Store, config: &Config) -> Result<Option<Bootstrap>, sqlx::Error> {
-    // Gateways starting together on one empty database: only the first to claim it makes the default workspace.
-    if store.workspace_count().await? > 0 || !store.claim_once("bootstrap").await? {
-        return Ok(None);
-    }
-    let b = &config.bootstrap;
-    let workspace = Workspace {
-        id: auth::new_id("ws"),
-        name: "default".into(),
-        credits: b.credits,
-        plan: Plan {
-            requests_per_minute: b.requests_per_minute,
-            concurrent_requests: b.concurrent_requests,
-            tokens_per_minute: b.tokens_per_minute,
-        },
-        created_at: now_unix(),
-    };
-    store.insert_workspace(&workspace).await?;
-    let (_, api_key) = create_key(store, &workspace.id, "default", None).await?;
-    Ok(Some(Bootstrap { workspace_id: workspace.id, api_key }))
+    // Gateways starting together on one empty database take turns: only the first finds it empty. (A number no
+    // other application is likely to lock; the migrations' is one less.)
+    const BOOTSTRAP_LOCK: i64 = 7_583_693_147_269;
+    store
+        .exclusively(BOOTSTRAP_LOCK, async {
+            if store.workspace_count().await? > 0 {
+                return Ok(None);
+            }
+            let b = &config.bootstrap;
+            let workspace = Workspace {
+                id: auth::new_id("ws"),
+                name: "default".into(),
+                credits: b.credits,
+                plan: Plan {
+                    requests_per_minute: b.requests_per_minute,
+                    concurrent_requests: b.concurrent_requests,
+                    tokens_per_minute: b.tokens_per_minute,
+                },
+                created_at: now_unix(),
+            };
+            store.insert_workspace(&workspace).await?;
+            let (_, api_key) = create_key(store, &workspace.id, "default", None).await?;
+            Ok(Some(Bootstrap { workspace_id: workspace.id, api_key }))
+        })
+        .await
 }

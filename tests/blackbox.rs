@@ -424,3 +424,60 @@ async fn a_gateway_killed_mid_voice_session_keeps_every_finished_response_and_no
     let spent: i64 = rows.iter().map(|r| r.1).sum();
     assert_eq!(initial - balance, spent, "the wallet does not add up after the crash");
 }
+
+/// A request with an `Idempotency-Key` under way when the gateway is SIGKILLed: after a restart on the same data,
+/// the key is free again (not "still in progress" for 24 hours), the retry runs and is then replayed, and the wallet
+/// is charged once, for the retry (the killed call was never settled).
+#[tokio::test]
+async fn a_key_left_running_by_a_killed_gateway_is_free_after_a_restart() {
+    let chat = common::mock::MockServer::start(common::mock::MockConfig {
+        ttft: Duration::from_secs(5),
+        ..common::mock::MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ANTHROPIC_BASE_URL", chat.url()), ("ANTHROPIC_API_KEY", "test-anthropic".to_owned())];
+    let mut gateway = start_with(dir.path(), &env);
+    let key = gateway.key.clone().unwrap();
+    let client = reqwest::Client::new();
+    let (initial, _) = wallet(&client, &gateway.url, &key).await;
+    let body = json!({"model": "claude-3-haiku", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8});
+    let send = |url: &str| {
+        client
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("idempotency-key", "order-1")
+            .json(&body)
+            .send()
+    };
+    let running = tokio::spawn(send(&gateway.url));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chat.chat_bodies().is_empty() {
+        assert!(Instant::now() < deadline, "the call never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let busy = send(&gateway.url).await.unwrap();
+    assert_eq!(busy.status(), 409, "the key is held while its first request runs");
+    let status = Command::new("kill").args(["-KILL", &gateway.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let _ = gateway.child.wait();
+    assert!(running.await.unwrap().is_err(), "the killed call got no answer");
+    chat.set_config(common::mock::MockConfig::default());
+    let restarted = start_with(dir.path(), &env);
+    let retry = send(&restarted.url).await.unwrap();
+    let status = retry.status();
+    let first: Value = retry.json().await.unwrap();
+    assert_eq!(status, 200, "the retry runs: {first}");
+    let replay = send(&restarted.url).await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.json::<Value>().await.unwrap(), first);
+    let (balance, reserved) = wallet(&client, &restarted.url, &key).await;
+    assert_eq!(reserved, 0);
+    // What one such call costs, asked without a key: the killed call, its retry and the replay cost that, once.
+    let plain = client.post(format!("{}/v1/chat/completions", restarted.url)).bearer_auth(&key).json(&body);
+    assert_eq!(plain.send().await.unwrap().status(), 200);
+    let (after, _) = wallet(&client, &restarted.url, &key).await;
+    assert!(balance - after > 0);
+    assert_eq!(initial - balance, balance - after, "charged once");
+}

@@ -126,6 +126,38 @@ async fn a_live_gateway_keeps_its_slots_and_a_stopped_ones_come_back() {
 }
 
 #[actix_web::test]
+async fn an_admission_given_up_while_redis_answers_keeps_no_slot() {
+    let Some((gws, ..)) = gateways("cancelled", 1, Duration::from_secs(30)).await else { return };
+    let plan = Limits { concurrent_requests: 2, ..PLAN };
+    // Each admission is polled once (the question sent) and dropped before the answer, as a client that leaves or
+    // a run's timeout does; Redis still takes each lease, and the gateway must give every one back.
+    let mut given_up = 0;
+    for _ in 0..20 {
+        let mut admission = Box::pin(gws[0].admit("key-x", plan, 1));
+        if futures::poll!(admission.as_mut()).is_pending() {
+            given_up += 1;
+        }
+    }
+    assert!(given_up >= 10, "only {given_up} of 20 were still waiting for Redis when dropped");
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        if gws[0].shared_leases() == held.len() {
+            match gws[0].admit("key-x", plan, 1).await {
+                Ok(permit) => held.push(permit),
+                Err(Rejection::Concurrency { .. }) => {}
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        if held.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(held.len(), 2, "the plan's whole concurrency is served again");
+    assert_eq!(gws[0].shared_leases(), 2, "no abandoned lease is renewed");
+}
+
+#[actix_web::test]
 async fn token_reservations_are_corrected_across_gateways() {
     let Some((gws, ..)) = gateways("tokens", 2, Duration::from_secs(30)).await else { return };
     let plan = Limits { tokens_per_minute: 100, ..PLAN };

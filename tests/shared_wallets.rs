@@ -141,3 +141,29 @@ async fn the_holds_of_a_gateway_gone_silent_come_back_and_its_late_settlement_ch
     alive.settle(own, Credits::from_milli(60), Some(record(2))).await.unwrap();
     assert_eq!(wallet(alive).await, Wallet { balance: Credits::from_milli(940), reserved: Credits::ZERO });
 }
+
+#[actix_web::test]
+async fn the_idempotency_keys_a_gateway_gone_silent_left_running_are_freed_and_no_others() {
+    let Some(url) = backends::postgres_database("abandoned_claims").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let dead_after = Duration::from_millis(500);
+    let (gone, alive) =
+        (Store::connect(Some(&url), dir.path()).await.unwrap(), Store::connect(Some(&url), dir.path()).await.unwrap());
+    let beats =
+        [gone.shared_wallets("gw-gone", dead_after).unwrap(), alive.shared_wallets("gw-alive", dead_after).unwrap()];
+    for beat in &beats {
+        beat.heartbeat().await.unwrap();
+    }
+    let now = || switchyard::clock::now_millis();
+    assert!(gone.claim_idempotency("ws", "left", b"h1", "gw-gone", 1, 0).await.unwrap());
+    assert!(alive.claim_idempotency("ws", "running", b"h2", "gw-alive", 1, 0).await.unwrap());
+    // Both beat: nothing is freed, whichever gateway looks.
+    assert_eq!(alive.release_abandoned_claims("gw-alive", now() - 500).await.unwrap(), 0);
+    assert_eq!(gone.release_abandoned_claims("gw-gone", now() - 500).await.unwrap(), 0);
+    // `gw-gone` stops beating: past the timeout its running claim is freed by the other, and a retry runs.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    beats[1].heartbeat().await.unwrap();
+    assert_eq!(alive.release_abandoned_claims("gw-alive", now() - 500).await.unwrap(), 1);
+    assert!(alive.claim_idempotency("ws", "left", b"h1", "gw-alive", 2, 0).await.unwrap());
+    assert_eq!(alive.idempotent_response("ws", "running").await.unwrap().unwrap().status, 0, "a live gateway's claim");
+}

@@ -306,9 +306,9 @@ async fn media_body(store: Store) {
 
 both!(idempotency_claims, idempotency_body);
 async fn idempotency_body(store: Store) {
-    assert!(store.claim_idempotency("ws_a", "k1", b"hash-1", 100, 0).await.unwrap());
-    assert!(!store.claim_idempotency("ws_a", "k1", b"hash-1", 101, 0).await.unwrap(), "claimed once");
-    assert!(store.claim_idempotency("ws_b", "k1", b"hash-1", 101, 0).await.unwrap(), "keys are per workspace");
+    assert!(store.claim_idempotency("ws_a", "k1", b"hash-1", "gw", 100, 0).await.unwrap());
+    assert!(!store.claim_idempotency("ws_a", "k1", b"hash-1", "gw", 101, 0).await.unwrap(), "claimed once");
+    assert!(store.claim_idempotency("ws_b", "k1", b"hash-1", "gw", 101, 0).await.unwrap(), "keys are per workspace");
     let running = store.idempotent_response("ws_a", "k1").await.unwrap().unwrap();
     assert_eq!((running.status, running.body_hash.as_slice(), running.body.len()), (0, &b"hash-1"[..], 0));
     store
@@ -326,8 +326,19 @@ async fn idempotency_body(store: Store) {
     store.release_idempotency("ws_b", "k1").await.unwrap();
     assert!(store.idempotent_response("ws_b", "k1").await.unwrap().is_none());
     // An expired claim is forgotten by the next claim.
-    assert!(store.claim_idempotency("ws_a", "k1", b"hash-2", 500, 200).await.unwrap());
+    assert!(store.claim_idempotency("ws_a", "k1", b"hash-2", "gw", 500, 200).await.unwrap());
     assert_eq!(store.idempotent_response("ws_a", "k1").await.unwrap().unwrap().body_hash, b"hash-2");
+    // A gateway that starts frees what one that stopped left running (on PostgreSQL: one not among the beating
+    // gateways), and nothing finished or its own.
+    store.keep_idempotent("ws_a", "k1", 201, "text/plain".into(), String::new(), b"done".to_vec()).await.unwrap();
+    assert!(store.claim_idempotency("ws_a", "left", b"hash-3", "gw", 600, 0).await.unwrap());
+    assert!(store.claim_idempotency("ws_a", "own", b"hash-4", "gw-next", 601, 0).await.unwrap());
+    assert_eq!(store.release_abandoned_claims("gw-next", 0).await.unwrap(), 1);
+    assert!(store.idempotent_response("ws_a", "left").await.unwrap().is_none(), "the stopped gateway's claim");
+    assert!(store.claim_idempotency("ws_a", "left", b"hash-3", "gw-next", 602, 0).await.unwrap(), "a retry runs");
+    assert_eq!(store.idempotent_response("ws_a", "own").await.unwrap().unwrap().status, 0);
+    assert_eq!(store.idempotent_response("ws_a", "k1").await.unwrap().unwrap().status, 201);
+    assert_eq!(store.release_abandoned_claims("gw-next", 0).await.unwrap(), 0);
 }
 
 both!(sessions_and_revocations, sessions_body);

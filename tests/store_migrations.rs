@@ -38,7 +38,7 @@ async fn an_older_data_directory_is_migrated_in_place_once() {
         assert_eq!((row.get::<i64, _>("pixels"), row.get::<i64, _>("output_bytes")), (0, 20));
         let version: i64 =
             sqlx::query_scalar("PRAGMA user_version").fetch_one(store.sqlite_pool().unwrap()).await.unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         store.close().await;
     }
 }

@@ -302,9 +302,17 @@ fn ledger_error(error: LedgerError) -> ApiError {
     }
 }
 
-/// A settlement that failed: the ledger could not take it, or the call was already settled.
+/// A settlement that failed: the ledger could not take it, or the call was already settled. A write that failed
+/// as the database went away may still have committed, so the client is not promised "nothing was charged".
 fn settle_error(e: CallError) -> ApiError {
     match e {
+        CallError::Ledger(LedgerError::Store(reason)) => {
+            tracing::warn!(%reason, "the wallets cannot be reached; the call's settlement is left to the background");
+            ApiError::overloaded(
+                "The wallets cannot be written now: this call's charge is given back unless it was already \
+                 recorded (see the usage records); retry",
+            )
+        }
         CallError::Ledger(e) => ledger_error(e),
         _ => ApiError::internal("hold already settled"),
     }

@@ -1,5 +1,6 @@
 //! `Idempotency-Key` on POST routes: the same key and body within 24 hours replays the first response (and so
-//! charges once); the same key with another body, or while the first is still running, gets 409.
+//! charges once); the same key with another body, or while the first is still running, gets 409. A claim names
+//! the gateway running it, so one left by a gateway that stopped is freed (`Store::release_abandoned_claims`).
 
 use super::errors::ApiError;
 use crate::auth::Principal;
@@ -55,7 +56,7 @@ pub async fn begin(
     let store = &state.store;
     let expired_before = now - TTL_SECS;
     let claimed = store
-        .claim_idempotency(&principal.workspace_id, key, &digest, now, expired_before)
+        .claim_idempotency(&principal.workspace_id, key, &digest, &state.instance, now, expired_before)
         .await
         .map_err(ApiError::store)?;
     if claimed {

@@ -8,14 +8,12 @@ use super::errors::{ApiError, ErrorBody};
 use super::principal::Admitted;
 use crate::auth::new_id;
 use crate::clock::now_unix;
-use crate::media::{agrees, canonical, check_filename, sniff};
+use crate::media::{agrees, canonical, check_filename, sniff, MediaWriter};
 use crate::state::AppState;
 use crate::store::{MediaRow, Upload};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -143,11 +141,11 @@ pub async fn put(
     if upload.status == "completed" {
         return Err(ApiError::invalid_field("upload_id", "This upload is already complete"));
     }
-    // A fresh staging name per attempt: a retried PUT never writes into a file another attempt is writing.
-    let staging = new_id("stg");
-    let mut file = state.media.stage(&staging).await.map_err(|e| ApiError::internal(format!("media: {e}")))?;
-    let mut hasher = Sha256::new();
-    let mut received: u64 = 0;
+    // A fresh staging name per attempt: a retried PUT never writes into a file another attempt is writing. Whatever
+    // way this ends before the bytes are published (a bad body, the client gone), the staged write is given up.
+    let mut writer = MediaWriter::create(&state.media, &upload.workspace_id)
+        .await
+        .map_err(|e| ApiError::internal(format!("media: {e}")))?;
     let mut head: Vec<u8> = Vec::with_capacity(64);
     let failure = loop {
         let chunk = match payload.next().await {
@@ -159,18 +157,17 @@ pub async fn put(
             }
             Some(Ok(chunk)) => chunk,
         };
-        received += chunk.len() as u64;
-        if received > upload.bytes {
+        if writer.bytes() + chunk.len() as u64 > upload.bytes {
             break Some(ApiError::payload_too_large(upload.bytes as usize).with_param("bytes"));
         }
         if head.len() < 64 {
             head.extend_from_slice(&chunk[..chunk.len().min(64 - head.len())]);
         }
-        hasher.update(&chunk);
-        if let Err(e) = file.write_all(&chunk).await {
+        if let Err(e) = writer.write(&chunk).await {
             break Some(ApiError::internal(format!("media: {e}")));
         }
     };
+    let received = writer.bytes();
     let failure = failure.or_else(|| {
         (received != upload.bytes).then(|| {
             ApiError::invalid_field("bytes", format!("Declared {} bytes but received {received}", upload.bytes))
@@ -184,19 +181,13 @@ pub async fn put(
                 .with_message(format!("Declared {} but the bytes are {what}", upload.content_type))
         })
     });
-    let flushed = file.flush().await.and(file.shutdown().await);
-    drop(file);
-    if let Some(error) = failure.or_else(|| flushed.err().map(|e| ApiError::internal(format!("media: {e}")))) {
-        let _ = state.media.discard(&staging).await;
+    if let Some(error) = failure {
+        writer.abort().await;
         return Err(error);
     }
-    let sha256 = hex::encode(hasher.finalize());
     // Each complete PUT becomes an object of its own; the upload points at the latest, until it is completed.
-    let object = format!("{}/{staging}", upload.workspace_id);
-    if let Err(e) = state.media.publish(&staging, &object).await {
-        let _ = state.media.discard(&staging).await;
-        return Err(ApiError::internal(format!("media: {e}")));
-    }
+    let object = format!("{}/{}", upload.workspace_id, writer.staging());
+    let sha256 = writer.publish(&object).await.map_err(|e| ApiError::internal(format!("media: {e}")))?;
     let updated = state.store.mark_uploaded(&id, &sha256, &object).await.map_err(ApiError::store)?;
     if !updated {
         return Err(ApiError::invalid_field("upload_id", "This upload was completed while the bytes arrived"));

@@ -13,9 +13,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::AsyncWrite;
 
+/// A staged object being written (what `BlobStore::stage` opens).
+pub trait StagedWrite: AsyncWrite + Send + Unpin {
+    /// Gives the write up before it is shut down: an S3 multipart upload under way is aborted, so its parts are
+    /// not kept (invisible, and billed) by the bucket.
+    fn abort(self: Box<Self>) -> BoxFuture<'static, io::Result<()>>;
+}
+
+impl StagedWrite for tokio::fs::File {
+    fn abort(self: Box<Self>) -> BoxFuture<'static, io::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
 pub trait BlobStore: Send + Sync + 'static {
     /// Opens a staged object for writing; nothing under `key`s is visible until `publish`.
-    fn stage(&self, staging: &str) -> BoxFuture<'static, io::Result<Box<dyn AsyncWrite + Send + Unpin>>>;
+    fn stage(&self, staging: &str) -> BoxFuture<'static, io::Result<Box<dyn StagedWrite>>>;
     /// Makes a staged object visible under `key`, atomically.
     fn publish(&self, staging: &str, key: &str) -> BoxFuture<'static, io::Result<()>>;
     fn discard(&self, staging: &str) -> BoxFuture<'static, io::Result<()>>;
@@ -55,11 +68,11 @@ impl LocalBlobStore {
 }
 
 impl BlobStore for LocalBlobStore {
-    fn stage(&self, staging: &str) -> BoxFuture<'static, io::Result<Box<dyn AsyncWrite + Send + Unpin>>> {
+    fn stage(&self, staging: &str) -> BoxFuture<'static, io::Result<Box<dyn StagedWrite>>> {
         let path = self.staging_path(staging);
         Box::pin(async move {
             let file = tokio::fs::File::create(path?).await?;
-            Ok(Box::new(file) as Box<dyn AsyncWrite + Send + Unpin>)
+            Ok(Box::new(file) as Box<dyn StagedWrite>)
         })
     }
 
@@ -90,13 +103,14 @@ impl BlobStore for LocalBlobStore {
     }
 }
 
-/// A generated output being written as it arrives (audio streamed from upstream). It stays in staging, invisible,
-/// until `finish` publishes it and records it; dropped or `abort`ed, it is discarded.
+/// Bytes being written as they arrive (an upload's body, audio streamed from upstream). They stay in staging,
+/// invisible, until published; dropped or `abort`ed before that, the write is given up (an S3 multipart upload
+/// aborted) and the staged object removed, in the background when dropped.
 pub struct MediaWriter {
     store: std::sync::Arc<dyn BlobStore>,
     workspace_id: String,
     staging: String,
-    file: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    file: Option<Box<dyn StagedWrite>>,
     hasher: sha2::Sha256,
     bytes: u64,
 }
@@ -138,13 +152,14 @@ impl MediaWriter {
         self.bytes
     }
 
-    /// Publishes the object and records it as media of the workspace.
-    pub async fn finish(
-        mut self,
-        rows: &crate::store::Store,
-        filename: &str,
-        content_type: &str,
-    ) -> io::Result<Stored> {
+    /// The staged object's name (unique: an upload keeps it as its object's).
+    pub fn staging(&self) -> &str {
+        &self.staging
+    }
+
+    /// Writes the last bytes and makes the staged object visible under `object`; its SHA-256 (hex). On failure
+    /// the staged object is removed.
+    pub async fn publish(&mut self, object: &str) -> io::Result<String> {
         use sha2::Digest;
         use tokio::io::AsyncWriteExt;
         let mut file = self.file.take().ok_or_else(|| io::Error::other("media writer already closed"))?;
@@ -158,15 +173,25 @@ impl MediaWriter {
             self.discard_now().await;
             return Err(e);
         }
-        let media_ref = crate::auth::new_id("med");
-        let object = format!("{}/{media_ref}", self.workspace_id);
-        if let Err(e) = self.store.publish(&self.staging, &object).await {
+        if let Err(e) = self.store.publish(&self.staging, object).await {
             self.discard_now().await;
             return Err(e);
         }
-        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         // Published: nothing is left in staging for `Drop` to remove.
         self.staging.clear();
+        Ok(hex::encode(std::mem::take(&mut self.hasher).finalize()))
+    }
+
+    /// Publishes the object and records it as media of the workspace.
+    pub async fn finish(
+        mut self,
+        rows: &crate::store::Store,
+        filename: &str,
+        content_type: &str,
+    ) -> io::Result<Stored> {
+        let media_ref = crate::auth::new_id("med");
+        let object = format!("{}/{media_ref}", self.workspace_id);
+        let sha256 = self.publish(&object).await?;
         let row = crate::store::MediaRow {
             id: media_ref.clone(),
             workspace_id: self.workspace_id.clone(),
@@ -183,11 +208,13 @@ impl MediaWriter {
 
     /// Throws the staged bytes away.
     pub async fn abort(mut self) {
-        self.file.take();
         self.discard_now().await;
     }
 
     async fn discard_now(&mut self) {
+        if let Some(file) = self.file.take() {
+            let _ = file.abort().await;
+        }
         if !self.staging.is_empty() {
             let _ = self.store.discard(&self.staging).await;
             self.staging.clear();
@@ -197,12 +224,15 @@ impl MediaWriter {
 
 impl Drop for MediaWriter {
     fn drop(&mut self) {
-        // Dropped part way (the client left): the staged file is removed in the background.
+        // Dropped part way (the client left): the write is given up and the staged object removed in the background.
         if !self.staging.is_empty() {
-            self.file.take();
+            let file = self.file.take();
             let discard = self.store.discard(&self.staging);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
+                    if let Some(file) = file {
+                        let _ = file.abort().await;
+                    }
                     let _ = discard.await;
                 });
             }

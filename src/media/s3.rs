@@ -4,7 +4,7 @@
 //! larger, S3's multipart upload) and published by a server-side copy, so a half-written upload is never visible
 //! under its key. Credentials and the endpoint come from the standard AWS variables.
 
-use super::BlobStore;
+use super::{BlobStore, StagedWrite};
 use futures::future::BoxFuture;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
@@ -12,7 +12,6 @@ use object_store::{ClientOptions, ObjectStore, PutPayload, RetryConfig};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWrite;
 
 /// The AWS variables read (through the gateway's environment): credentials, region, endpoint.
 const VARIABLES: [&str; 8] = [
@@ -115,12 +114,21 @@ impl S3BlobStore {
     }
 }
 
+/// Only ever aborted before its shutdown began (`MediaWriter` takes it out to shut it down), when object_store's
+/// abort is defined: a multipart upload begun is aborted, a buffer not yet sent is dropped.
+impl StagedWrite for object_store::buffered::BufWriter {
+    fn abort(self: Box<Self>) -> BoxFuture<'static, io::Result<()>> {
+        let mut writer = *self;
+        Box::pin(async move { writer.abort().await.map_err(to_io) })
+    }
+}
+
 impl BlobStore for S3BlobStore {
-    fn stage(&self, staging: &str) -> BoxFuture<'static, io::Result<Box<dyn AsyncWrite + Send + Unpin>>> {
+    fn stage(&self, staging: &str) -> BoxFuture<'static, io::Result<Box<dyn StagedWrite>>> {
         let (store, path) = (self.store.clone(), self.path("staging", staging));
         Box::pin(async move {
             let writer = object_store::buffered::BufWriter::with_capacity(store, path?, PART);
-            Ok(Box::new(writer) as Box<dyn AsyncWrite + Send + Unpin>)
+            Ok(Box::new(writer) as Box<dyn StagedWrite>)
         })
     }
 

@@ -12,13 +12,14 @@ pub struct KeptResponse {
 }
 
 impl Store {
-    /// Claims `key` for a request whose path and body hash to `digest`, first forgetting a claim older than
-    /// `expired_before`. True when this request holds the key now.
+    /// Claims `key` for a request whose path and body hash to `digest`, run by the gateway `instance`, first
+    /// forgetting a claim older than `expired_before`. True when this request holds the key now.
     pub async fn claim_idempotency(
         &self,
         workspace_id: &str,
         key: &str,
         digest: &[u8],
+        instance: &str,
         now: i64,
         expired_before: i64,
     ) -> StoreResult<bool> {
@@ -31,13 +32,14 @@ impl Store {
                 .await?;
             sqlx::query(
                 "INSERT INTO idempotency (workspace_id, key, body_hash, status, content_type, headers, body, \
-                 created_at) VALUES ($1, $2, $3, 0, '', '', $4, $5) ON CONFLICT DO NOTHING",
+                 created_at, instance) VALUES ($1, $2, $3, 0, '', '', $4, $5, $6) ON CONFLICT DO NOTHING",
             )
             .bind(workspace_id)
             .bind(key)
             .bind(digest)
             .bind(Vec::<u8>::new())
             .bind(now)
+            .bind(instance)
             .execute(pool)
             .await?
             .rows_affected()
@@ -97,6 +99,31 @@ impl Store {
                 .await
                 .map(|_| ())
         })
+    }
+
+    /// Frees the keys of requests whose gateway stopped before they finished (killed, or its machine lost), so a
+    /// retry runs instead of hearing "still in progress" until the key expires. SQLite has one gateway: every
+    /// running claim of another process (`instance` is this one) is abandoned. PostgreSQL: the claims of gateways
+    /// not seen since `dead_before` (ms), judged as their holds are (`instances`). The number freed.
+    pub async fn release_abandoned_claims(&self, instance: &str, dead_before: i64) -> StoreResult<u64> {
+        let done = match &self.pool {
+            super::Pool::Sqlite(pool) => sqlx::query("DELETE FROM idempotency WHERE status = 0 AND instance <> $1")
+                .bind(instance)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            super::Pool::Postgres(pool) => sqlx::query(
+                "DELETE FROM idempotency WHERE status = 0 AND instance <> $1 AND \
+                     (instance NOT IN (SELECT id FROM instances) \
+                      OR instance IN (SELECT id FROM instances WHERE seen_at < $2))",
+            )
+            .bind(instance)
+            .bind(dead_before)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(done)
     }
 }
 

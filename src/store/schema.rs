@@ -112,6 +112,8 @@ pub const SQLITE_MIGRATIONS: &[&str] = &[
      ALTER TABLE usage ADD COLUMN user TEXT; ALTER TABLE usage ADD COLUMN session_id TEXT; \
      CREATE INDEX usage_session ON usage(session_id) WHERE session_id IS NOT NULL; \
      ALTER TABLE api_keys ADD COLUMN models TEXT;",
+    // 3: the gateway running an idempotency key's first request (a restarted gateway frees its predecessor's).
+    "ALTER TABLE idempotency ADD COLUMN instance TEXT NOT NULL DEFAULT '';",
 ];
 
 /// PostgreSQL's schema, in order: a database at `schema_version` n has had the first n. Integers are BIGINT
@@ -247,6 +249,9 @@ CREATE TABLE instances (id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL);
 "#,
     // 3: secrets every gateway must hold the same (the session-token signing keys).
     "CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 4: the gateway running an idempotency key's first request (the keys of a gateway gone silent are freed).
+    "ALTER TABLE idempotency ADD COLUMN instance TEXT NOT NULL DEFAULT ''; \
+     CREATE INDEX idempotency_running ON idempotency(instance) WHERE status = 0;",
 ];
 
 /// Creates SQLite's tables and applies the migrations it has not had yet, each with its version bump in one

@@ -93,16 +93,21 @@ impl Store {
         sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1").bind(name).fetch_one(pool).await
     }
 
-    /// True for the one caller, among every gateway on the database, that first claims `name` (PostgreSQL); always
-    /// true on SQLite, which one process owns.
-    pub async fn claim_once(&self, name: &str) -> StoreResult<bool> {
-        let super::Pool::Postgres(pool) = &self.pool else { return Ok(true) };
-        let claimed =
-            sqlx::query("INSERT INTO secrets (name, value) VALUES ($1, 'claimed') ON CONFLICT (name) DO NOTHING")
-                .bind(format!("claim:{name}"))
-                .execute(pool)
-                .await?;
-        Ok(claimed.rows_affected() == 1)
+    /// Runs `work` holding PostgreSQL's advisory lock `key`, taken by a transaction of its own so that it is freed
+    /// when this process dies half way: gateways starting together on one database take turns. SQLite, which one
+    /// process owns, just runs it.
+    pub async fn exclusively<T>(
+        &self,
+        key: i64,
+        work: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let super::Pool::Postgres(pool) = &self.pool else { return work.await };
+        let mut lock = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *lock).await?;
+        let done = work.await;
+        // Ending the transaction frees the lock (a connection that cannot even do that is closed, which frees it too).
+        let _ = lock.rollback().await;
+        done
     }
 
     /// Replaces the shared secret `name` (PostgreSQL only).

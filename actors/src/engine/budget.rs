@@ -7,6 +7,30 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// One call's hold on its session's cap: settled with what the call was charged, or given back when dropped
+/// unsettled (the call failed, or was abandoned before it was charged).
+pub struct BudgetHold {
+    budget: Arc<Budget>,
+    amount: Option<i64>,
+}
+
+impl BudgetHold {
+    /// The hold becomes the `cost` really charged.
+    pub fn settle(mut self, cost: i64) {
+        if let Some(amount) = self.amount.take() {
+            self.budget.adjust(cost - amount);
+        }
+    }
+}
+
+impl Drop for BudgetHold {
+    fn drop(&mut self) {
+        if let Some(amount) = self.amount.take() {
+            self.budget.adjust(-amount);
+        }
+    }
+}
+
 /// Where a shared cap is counted: the shared limits, the session's entry, and how long it must live (the token's
 /// remaining life).
 pub struct SharedBudget {
@@ -40,14 +64,31 @@ impl Budget {
         Budget { limit, used: AtomicI64::new(spent), shared: Some(shared) }
     }
 
-    /// Holds `amount` if the cap allows it; `Unreachable` when the shared count cannot be reached.
-    pub async fn hold(&self, amount: i64) -> Result<bool, Rejection> {
-        let Some(shared) = &self.shared else { return Ok(self.try_hold(amount)) };
+    /// Holds `amount` if the cap allows it (`None` when it does not); `Unreachable` when the shared count cannot be
+    /// reached. The shared question runs on by itself if the caller gives up waiting (its future dropped), and a
+    /// hold it took then is given back, so an abandoned call never shrinks the cap.
+    pub async fn hold(self: &Arc<Self>, amount: i64) -> Result<Option<BudgetHold>, Rejection> {
+        let Some(shared) = &self.shared else {
+            return Ok(self.try_hold(amount).then(|| BudgetHold { budget: self.clone(), amount: Some(amount) }));
+        };
         let spent = self.used.load(Ordering::Acquire);
-        shared.limits.budget_hold(&shared.session, self.limit, spent, amount, shared.ttl).await.map_err(|error| {
-            tracing::warn!(%error, "shared limits: a session's spending cap cannot be reached");
-            Rejection::Unreachable
-        })
+        let asked = shared.limits.budget_hold(&shared.session, self.limit, spent, amount, shared.ttl);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let budget = self.clone();
+        tokio::spawn(async move {
+            if let Err(Ok(true)) = answer.send(asked.await) {
+                budget.adjust(-amount);
+            }
+        });
+        match answered.await {
+            Ok(Ok(true)) => Ok(Some(BudgetHold { budget: self.clone(), amount: Some(amount) })),
+            Ok(Ok(false)) => Ok(None),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "shared limits: a session's spending cap cannot be reached");
+                Err(Rejection::Unreachable)
+            }
+            Err(_) => Err(Rejection::Unreachable),
+        }
     }
 
     /// Holds `amount` if the cap allows it (this process's count).
@@ -57,16 +98,6 @@ impl Budget {
                 used.checked_add(amount).filter(|next| *next <= self.limit)
             })
             .is_ok()
-    }
-
-    /// Replaces a hold of `held` with the `cost` really charged.
-    pub fn settle(&self, held: i64, cost: i64) {
-        self.adjust(cost - held);
-    }
-
-    /// Gives a hold back (nothing was charged).
-    pub fn release(&self, held: i64) {
-        self.adjust(-held);
     }
 
     fn adjust(&self, delta: i64) {
@@ -101,8 +132,9 @@ mod tests {
         let held: usize = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
         assert_eq!(held, 90);
         assert_eq!(budget.left(), 0);
-        budget.settle(10, 4);
-        budget.release(10);
+        let held = super::BudgetHold { budget: budget.clone(), amount: Some(10) };
+        held.settle(4);
+        drop(super::BudgetHold { budget: budget.clone(), amount: Some(10) });
         assert_eq!(budget.left(), 16);
     }
 }

@@ -6,7 +6,7 @@
 //! However a call ends, its hold is settled or released exactly once: `settle` (the answer reached its client),
 //! `fail` (nothing is charged), and `Drop` (the client left before either: the hold is released).
 
-use super::budget::Budget;
+use super::budget::{Budget, BudgetHold};
 use super::dispatch::{dispatch_with, Answer, Attempt, ChatAttempt, DispatchError, FallbackUsed};
 use super::ledger::{HoldId, LedgerError, UsageRecord};
 use super::pool::{Lease, Outcome};
@@ -125,7 +125,7 @@ pub struct Call {
     lease: Option<Lease>,
     started: Instant,
     /// The session's cap and the millicredits held against it.
-    budget: Option<(Arc<Budget>, i64)>,
+    budget: Option<BudgetHold>,
     allowed: Option<Arc<[String]>>,
 }
 
@@ -159,8 +159,8 @@ impl Engine {
         // The session's cap first: a call it refuses holds nothing on the wallet.
         let budget = match spec.session.as_ref().and_then(|s| s.budget.clone()) {
             Some(budget) => match budget.hold(most.milli()).await {
-                Ok(true) => Some((budget, most.milli())),
-                Ok(false) => {
+                Ok(Some(held)) => Some(held),
+                Ok(None) => {
                     self.metrics.rejections.with_label_values(&["session_credits"]).inc();
                     return Err(CallError::Insufficient { grant: permit.grant() });
                 }
@@ -171,9 +171,7 @@ impl Engine {
         let hold = match self.reserve(spec.workspace_id, most).await {
             Ok(hold) => hold,
             Err(error) => {
-                if let Some((budget, held)) = &budget {
-                    budget.release(*held);
-                }
+                drop(budget);
                 if let LedgerError::Insufficient { .. } = error {
                     self.metrics.rejections.with_label_values(&["insufficient_credits"]).inc();
                     return Err(CallError::Insufficient { grant: permit.grant() });
@@ -309,8 +307,13 @@ impl Call {
         let Some((hold, record)) = self.close(measured, status, outcome) else {
             return Err(CallError::Closed);
         };
-        self.settle_budget(cost);
-        self.engine.settle(hold, cost, record).await.map_err(CallError::Ledger)
+        // The session's cap keeps the whole hold until the charge is written, then takes the charge (or nothing).
+        let budget = self.budget.take();
+        let charged = self.engine.settle(hold, cost, record).await.map_err(CallError::Ledger)?;
+        if let Some(budget) = budget {
+            budget.settle(charged.milli());
+        }
+        Ok(charged)
     }
 
     /// Charges without waiting: the client left part way and has no response to complete. Does nothing once the
@@ -332,15 +335,13 @@ impl Call {
         if let Some(hold) = self.hold.take() {
             self.engine.release(hold, Some(self.record.clone()));
         }
-        if let Some((budget, held)) = self.budget.take() {
-            budget.release(held);
-        }
+        self.budget = None;
     }
 
     /// The session's hold becomes the cost charged.
     fn settle_budget(&mut self, cost: Credits) {
-        if let Some((budget, held)) = self.budget.take() {
-            budget.settle(held, cost.milli());
+        if let Some(budget) = self.budget.take() {
+            budget.settle(cost.milli());
         }
     }
 
@@ -372,9 +373,6 @@ impl Drop for Call {
     fn drop(&mut self) {
         if let Some(hold) = self.hold.take() {
             self.engine.release(hold, None);
-        }
-        if let Some((budget, held)) = self.budget.take() {
-            budget.release(held);
         }
     }
 }

@@ -404,6 +404,11 @@ async fn release_shared(
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(std::time::Duration::from_secs(5));
             }
+            Err(LedgerError::UnknownHold(_)) => {
+                // The failed settlement had committed as the connection broke: it stands, charged and recorded.
+                tracing::warn!(hold = hold.0, "shared ledger: the hold was settled after all; nothing to free");
+                return Ok(());
+            }
             Err(error) => return Err(error),
         }
     };

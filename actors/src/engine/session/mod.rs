@@ -77,6 +77,18 @@ struct Held {
     lease: Option<String>,
 }
 
+/// A shared admission under way. If its caller gives up while the question is out (the future dropped: a client
+/// gone, a run's timeout), the lease it may have taken is given back, never renewed for as long as the gateway runs.
+struct Asking(Option<Held>);
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        if let Some(Held { shared, key, lease: Some(lease) }) = self.0.take() {
+            shared.end(shared::Return { key, lease: Some(lease), window: 0, correction: None });
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionCounters {
     pub requests: u32,
@@ -332,16 +344,27 @@ impl SessionRegistry {
     ) -> Result<Permit, Rejection> {
         let spent = |session: &Arc<Session>| {
             let state = lock(&session.state);
-            state.spent.filter(|(until, _)| Instant::now() < *until).map(|(_, grant)| grant)
+            // Only under the same plan: a plan raised since the refusal asks the shared counters again.
+            state
+                .spent
+                .filter(|(until, grant)| Instant::now() < *until && grant.limit == limits.requests_per_minute)
+                .map(|(_, grant)| grant)
         };
         if let Some(grant) = spent(&self.session(key)) {
             return Err(Rejection::Requests { grant });
         }
         let lease = slot.then(|| shared.lease(key));
+        let mut asking = Asking(Some(Held { shared: shared.clone(), key: key.to_owned(), lease: lease.clone() }));
         let asked = Instant::now();
         let answer = shared.limits.admit(key, limits, tokens, lease.as_deref(), shared.lease_for).await;
+        let Some(held) = asking.0.take() else { return Err(Rejection::Unavailable) };
         let admitted = match answer {
             Ok(admitted) => admitted,
+            Err((Rejection::Unreachable, _)) => {
+                // The question may have reached Redis and taken the lease: give it back (or let it expire).
+                drop(Asking(Some(held)));
+                return Err(Rejection::Unreachable);
+            }
             Err((rejection, window_left)) => {
                 if let Some(lease) = &lease {
                     shared.forget(lease);
@@ -353,7 +376,6 @@ impl SessionRegistry {
                 return Err(rejection);
             }
         };
-        let held = Held { shared: shared.clone(), key: key.to_owned(), lease };
         for _ in 0..3 {
             let session = self.session(key);
             let mut state = lock(&session.state);
