@@ -3,6 +3,7 @@
 //! PostgreSQL and one bucket: an upload larger than one part (a multipart upload) sent to one gateway is completed and
 //! downloaded through the other, byte for byte, ranges too. A bucket
 //! that does not exist, refused credentials or a URL that is not s3:// stop the gateway at start with the reason.
+//! A write given up half way (the client left) aborts its multipart upload, so the bucket keeps none of its parts.
 //! SKIPPED without the servers; under `make test` they are always there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -125,4 +126,60 @@ async fn a_missing_bucket_or_refused_credentials_stop_the_gateway_at_start() {
     let built = switchyard::state::AppState::build(config, catalogue, &|name: &str| env.get(name).cloned()).await;
     let error = built.err().expect("no gateway without its media store");
     assert!(error.contains("media.url `s3://no-such-bucket-here`: the bucket does not exist"), "{error}");
+}
+
+/// s3s-fs's files for the multipart uploads of `key` in `bucket` under `root`: its record of the upload, and each part.
+fn multipart_files(root: &std::path::Path, bucket: &str, key: &str) -> Vec<String> {
+    use base64::Engine;
+    let encode = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let record = format!(".bucket-{}.object-{}.upload-", encode(bucket), encode(key));
+    let names: Vec<String> =
+        std::fs::read_dir(root).unwrap().filter_map(|entry| entry.ok()?.file_name().into_string().ok()).collect();
+    let uploads: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix(&record)?.strip_suffix(".metadata.json").map(str::to_owned))
+        .collect();
+    names
+        .into_iter()
+        .filter(|n| n.starts_with(&record) || uploads.iter().any(|u| n.starts_with(&format!(".upload_id-{u}"))))
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_write_given_up_half_way_leaves_no_multipart_upload() {
+    let Some(s3) = common::backends::s3("abandoned") else { return };
+    let Ok(root) = std::env::var("SWITCHYARD_TEST_S3_ROOT") else {
+        println!("SKIPPED: SWITCHYARD_TEST_S3_ROOT (the local S3 server's files) is not set");
+        return;
+    };
+    let root = std::path::PathBuf::from(root);
+    let env: HashMap<String, String> = s3.env().into_iter().collect();
+    let blobs: std::sync::Arc<dyn switchyard::media::BlobStore> =
+        std::sync::Arc::new(open(&s3.url(), &env).await.unwrap());
+    for abort in [false, true] {
+        let mut writer = switchyard::media::MediaWriter::create(&blobs, "ws").await.unwrap();
+        let key = format!("{}/staging/{}", s3.prefix, writer.staging());
+        // 9 MiB: the first 8 MiB part goes up as the bytes arrive, so a multipart upload is under way.
+        writer.write(&vec![7u8; 9 * 1024 * 1024]).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !multipart_files(&root, &s3.bucket, &key).iter().any(|n| n.starts_with(".upload_id-")) {
+            assert!(std::time::Instant::now() < deadline, "no part was uploaded");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Given up: explicitly (a bad body), or dropped (the client left).
+        if abort {
+            writer.abort().await;
+        } else {
+            drop(writer);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = multipart_files(&root, &s3.bucket, &key);
+            if left.is_empty() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the multipart upload was kept: {left:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -158,6 +158,43 @@ async fn an_admission_given_up_while_redis_answers_keeps_no_slot() {
 }
 
 #[actix_web::test]
+async fn a_session_cap_hold_given_up_while_redis_answers_is_given_back() {
+    use switchyard_actors::engine::budget::{Budget, SharedBudget};
+    let Some((url, prefix)) = backends::redis_url("cap_cancel") else { return };
+    let shared =
+        SharedBudget { limits: limits(&url, &prefix).await, session: "ses_x".into(), ttl: Duration::from_secs(60) };
+    let budget = Arc::new(Budget::shared(1_000, 0, shared));
+    // Abandoned while Redis answers (a client that left): two of these fit the cap and are held there.
+    let mut given_up = 0;
+    for _ in 0..10 {
+        let mut hold = Box::pin(budget.hold(400));
+        if futures::poll!(hold.as_mut()).is_pending() {
+            given_up += 1;
+        }
+    }
+    assert!(given_up >= 5, "only {given_up} of 10 were still waiting for Redis when dropped");
+    // Every one is given back: soon the whole cap can be held again.
+    let whole = hold_soon(&budget, 1_000).await.expect("the abandoned holds were never given back");
+    assert!(budget.hold(1).await.unwrap().is_none(), "the cap is exact: nothing past it");
+    whole.settle(250);
+    assert!(hold_soon(&budget, 750).await.is_some(), "a settled hold keeps only its charge");
+}
+
+/// A hold of `amount` on `budget` once the corrections sent in the background have landed (within 5 s).
+async fn hold_soon(
+    budget: &Arc<switchyard_actors::engine::budget::Budget>,
+    amount: i64,
+) -> Option<switchyard_actors::engine::budget::BudgetHold> {
+    for _ in 0..100 {
+        if let Some(hold) = budget.hold(amount).await.unwrap() {
+            return Some(hold);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[actix_web::test]
 async fn token_reservations_are_corrected_across_gateways() {
     let Some((gws, ..)) = gateways("tokens", 2, Duration::from_secs(30)).await else { return };
     let plan = Limits { tokens_per_minute: 100, ..PLAN };

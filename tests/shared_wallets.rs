@@ -94,6 +94,13 @@ async fn charges_are_capped_at_the_hold_settle_once_and_release_gives_everything
     let again = a.settle(hold, Credits::from_milli(5), Some(record(2))).await;
     assert_eq!(again, Err(LedgerError::UnknownHold(hold.0)), "a hold settles once");
     assert_eq!(wallet(a).await, Wallet { balance: Credits::from_milli(900), reserved: Credits::ZERO });
+    // A record the database refuses for good (a NUL in a text) is told apart from an outage (retried while it lasts);
+    // the hold stays until freed without it.
+    let refused = a.reserve("ws", Credits::from_milli(10)).await.unwrap();
+    let mut bad = record(9);
+    bad.model = "m\0".into();
+    assert!(matches!(a.settle(refused, Credits::ZERO, Some(bad)).await, Err(LedgerError::Refused(_))));
+    a.settle(refused, Credits::ZERO, None).await.unwrap();
     // A release (no record) and a failed call (a zero-credit record) charge nothing.
     let released = a.reserve("ws", Credits::from_milli(400)).await.unwrap();
     let failed = b.reserve("ws", Credits::from_milli(400)).await.unwrap();

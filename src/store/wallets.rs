@@ -31,8 +31,17 @@ impl Store {
     }
 }
 
+/// A write that failed: an outage (retried by the ledger until the database answers) unless the server refused it
+/// for good, which no retry changes. SQLSTATE classes that pass: 08 connection, 40 rolled back (a deadlock), 53
+/// resources, 57 operator (a restart), 58 system.
 fn failed(e: sqlx::Error) -> LedgerError {
-    LedgerError::Store(e.to_string())
+    let passing = |code: &str| ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class));
+    match &e {
+        sqlx::Error::Database(refusal) if !refusal.code().is_some_and(|code| passing(&code)) => {
+            LedgerError::Refused(e.to_string())
+        }
+        _ => LedgerError::Store(e.to_string()),
+    }
 }
 
 const RESERVE: &str = "WITH w AS ( \

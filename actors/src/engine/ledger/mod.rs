@@ -107,6 +107,9 @@ pub enum LedgerError {
     UnknownHold(u64),
     #[error("the usage record could not be stored: {0}")]
     Store(String),
+    /// The shared books' database refused the write for good (a constraint, bad data): retrying cannot help.
+    #[error("the database refused the write: {0}")]
+    Refused(String),
     #[error("the ledger is restarting")]
     Unavailable,
 }
@@ -391,7 +394,7 @@ async fn release_shared(
     shared: Arc<dyn SharedWallets>,
     metrics: EngineMetrics,
     hold: HoldId,
-    record: Option<UsageRecord>,
+    mut record: Option<UsageRecord>,
     unrecorded: UsageRecord,
 ) -> Result<(), LedgerError> {
     let counted = record.as_ref().map(|r| metrics.money.hold_end(&r.workspace_id, r));
@@ -403,6 +406,11 @@ async fn release_shared(
                 tracing::warn!(%error, hold = hold.0, "shared ledger: cannot free a hold yet; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(LedgerError::Refused(error)) if record.is_some() => {
+                // The record is what the database will not take: the hold is freed without it.
+                tracing::error!(%error, hold = hold.0, "shared ledger: a failed call's record was refused; dropped");
+                record = None;
             }
             Err(LedgerError::UnknownHold(_)) => {
                 // The failed settlement had committed as the connection broke: it stands, charged and recorded.
