@@ -63,6 +63,9 @@ pub struct DatabaseConfig {
     pub url: String,
     /// With PostgreSQL: a gateway not heard from for this long has its holds released by the others.
     pub instance_timeout_secs: u64,
+    /// With PostgreSQL: how often each gateway reads the keys, plans and session revocations the others changed
+    /// (with Redis too they are told at once, and this is the fallback).
+    pub poll_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

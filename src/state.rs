@@ -4,7 +4,7 @@ use crate::auth::{self, KeyCache};
 use crate::clock::now_unix;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{KeyRecord, Plan, RedisLimits, Store, Workspace};
+use crate::store::{KeyRecord, Notice, Plan, RedisLimits, Store, Workspace};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use switchyard_actors::engine::journal::UsageJournal;
@@ -44,6 +44,8 @@ pub struct AppState {
     shared: Option<Arc<crate::store::PgWallets>>,
     /// With Redis: the keys' limits shared with the other gateways on it.
     limits: Option<Arc<dyn SharedLimits>>,
+    /// With PostgreSQL and Redis: the channel the gateways tell each other their changes on.
+    notices: Option<crate::store::Notices>,
     /// This gateway's id among several (`instance_id`).
     pub instance: String,
     /// Set when the gateway is stopping: `/readyz` answers 503 (`server.drain_secs`).
@@ -104,10 +106,13 @@ impl AppState {
             Some(_) => Vec::new(),
             None => store.balances().await.map_err(|e| format!("cannot load wallets: {e}"))?,
         };
-        let limits = match config.redis.url.trim() {
+        let redis = match config.redis.url.trim() {
             "" => None,
-            url => Some(RedisLimits::connect(url, &config.redis.prefix).await? as Arc<dyn SharedLimits>),
+            url => Some(RedisLimits::connect(url, &config.redis.prefix).await?),
         };
+        // Changes told through Redis matter only to gateways that share one database.
+        let notices = redis.as_ref().filter(|_| shared.is_some()).map(|redis| redis.notices());
+        let limits = redis.map(|redis| redis as Arc<dyn SharedLimits>);
         let tasks = crate::tasks::load(&config.tasks.dir, &catalogue, &store).await?;
         providers.install_local(plan_embedder(&config, &catalogue).await);
         let embedding_models: Vec<String> = catalogue
@@ -144,6 +149,7 @@ impl AppState {
             journal: std::sync::Mutex::new(Some(journal)),
             shared,
             limits,
+            notices,
             instance,
             draining: Arc::default(),
         };
@@ -182,20 +188,38 @@ impl AppState {
     /// workspaces' plans, and revoked session tokens.
     fn follow_other_gateways(&self) {
         let (store, sessions, keys) = (self.store.clone(), self.sessions.clone(), self.keys.clone());
+        if let Some(notices) = &self.notices {
+            let read = {
+                let (store, sessions, keys) = (store.clone(), sessions.clone(), keys.clone());
+                move || {
+                    let (store, sessions, keys) = (store.clone(), sessions.clone(), keys.clone());
+                    tokio::spawn(async move { read_changes(&store, &sessions, &keys).await });
+                }
+            };
+            let sessions = sessions.clone();
+            let apply = move |notice| match notice {
+                Notice::SessionRevoked { id, expires_at } => sessions.revoke(&id, expires_at),
+                Notice::KeysChanged => read(),
+            };
+            notices.follow(apply);
+        }
+        let every = Duration::from_secs(self.config.database.poll_secs.max(1));
         actix_rt::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                match store.revoked_sessions(now_unix()).await {
-                    Ok(revoked) => revoked.into_iter().for_each(|(id, expires_at)| sessions.revoke(&id, expires_at)),
-                    Err(error) => tracing::warn!(%error, "cannot read the sessions revoked by other gateways"),
-                }
-                if let Err(error) = keys.refresh(&store).await {
-                    tracing::warn!(%error, "cannot read the keys other gateways changed");
-                }
+                read_changes(&store, &sessions, &keys).await;
             }
         });
+    }
+
+    /// Tells the other gateways on the same database of a change made here, at once (with Redis; without it they
+    /// read it within `database.poll_secs`).
+    pub fn notify(&self, notice: &Notice) {
+        if let Some(notices) = &self.notices {
+            notices.publish(notice);
+        }
     }
 
     fn take_journal(&self) -> UsageJournal {
@@ -307,6 +331,17 @@ async fn shared_wallets(
     let released = shared.heartbeat().await.map_err(|e| format!("cannot register with the shared wallets: {e}"))?;
     tracing::info!(instance, released, "wallets shared through PostgreSQL");
     Ok(Some(shared))
+}
+
+/// Reads what the other gateways changed: revoked session tokens, and the keys (made, revoked, changed).
+async fn read_changes(store: &Store, sessions: &crate::sessions::Sessions, keys: &KeyCache) {
+    match store.revoked_sessions(now_unix()).await {
+        Ok(revoked) => revoked.into_iter().for_each(|(id, expires_at)| sessions.revoke(&id, expires_at)),
+        Err(error) => tracing::warn!(%error, "cannot read the sessions revoked by other gateways"),
+    }
+    if let Err(error) = keys.refresh(store).await {
+        tracing::warn!(%error, "cannot read the keys other gateways changed");
+    }
 }
 
 /// When a gateway last heard from before now is taken for gone (ms since the epoch).

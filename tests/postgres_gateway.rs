@@ -106,14 +106,36 @@ async fn three_gateways_share_one_wallet_exactly() {
 }
 
 /// A browser session token minted through one gateway is good on another (the signing keys are in the database),
-/// and once revoked through one it is refused by the other within a second or two.
+/// and once revoked through one it is refused by the other within a second or two (each reads the database every
+/// `database.poll_secs`).
 #[actix_web::test]
 async fn a_session_token_works_on_every_gateway_and_a_revocation_reaches_them_all() {
     let Some(url) = common::backends::postgres_database("sessions").await else { return };
+    changes_reach_every_gateway(url, None).await;
+}
+
+/// The same with Redis: a change is told to the other gateway at once (PUBLISH), so it arrives though neither reads
+/// the database again for an hour.
+#[actix_web::test]
+async fn with_redis_a_key_or_revocation_reaches_every_gateway_without_waiting_for_a_read() {
+    let Some(url) = common::backends::postgres_database("notices").await else { return };
+    let Some(redis) = common::backends::redis_url("notices") else { return };
+    changes_reach_every_gateway(url, Some(redis)).await;
+}
+
+async fn changes_reach_every_gateway(url: String, redis: Option<(String, String)>) {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let db = url.clone();
-    let first = Gateway::start(mock_env(&mock), move |c| c.database.url = db).await;
-    let second = Gateway::start_existing(mock_env(&mock), move |c| c.database.url = url).await;
+    let tweak = move |db: String| {
+        let redis = redis.clone();
+        move |c: &mut switchyard::config::Config| {
+            c.database.url = db;
+            if let Some((redis, prefix)) = redis {
+                (c.redis.url, c.redis.prefix, c.database.poll_secs) = (redis, prefix, 3_600);
+            }
+        }
+    };
+    let first = Gateway::start(mock_env(&mock), tweak(url.clone())).await;
+    let second = Gateway::start_existing(mock_env(&mock), tweak(url)).await;
     let (ws, key) = first.workspace("100", 1_000, 10, 1_000_000).await;
     // A key made through the first reaches the second within a second or two.
     until(|| chat(&second, &key, "gpt-3.5-turbo"), 200, "the key made on the first never reached the second").await;

@@ -7,7 +7,7 @@ use super::principal::Admin;
 use crate::auth::{self};
 use crate::clock::now_unix;
 use crate::state::{create_key, AppState};
-use crate::store::{Plan, Workspace};
+use crate::store::{Notice, Plan, Workspace};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use switchyard_actors::engine::ledger::LedgerError;
@@ -222,6 +222,7 @@ pub async fn create_workspace_key(
     let (record, key) =
         create_key(&state.store, &workspace.id, &body.name, body.models).await.map_err(ApiError::store)?;
     state.keys.insert(&record, &workspace);
+    state.notify(&Notice::KeysChanged);
     tracing::info!(workspace = %workspace.id, key = %record.id, "API key created");
     Ok(HttpResponse::Created().json(NewKey {
         id: record.id,
@@ -265,6 +266,7 @@ pub async fn revoke_key(
     let record = state.store.revoke_key(&id, now_unix()).await.map_err(ApiError::store)?;
     let record = record.ok_or_else(|| ApiError::not_found(format!("No API key `{id}`")))?;
     state.keys.remove(&record.key_hash);
+    state.notify(&Notice::KeysChanged);
     tracing::info!(key = %record.id, "API key revoked");
     Ok(HttpResponse::Ok().json(Revoked { id: record.id, revoked: true }))
 }
@@ -289,6 +291,7 @@ pub async fn update_key(
             state.keys.insert(&record, &workspace);
         }
     }
+    state.notify(&Notice::KeysChanged);
     tracing::info!(key = %record.id, "API key updated");
     Ok(HttpResponse::Ok().json(KeyView {
         id: record.id,

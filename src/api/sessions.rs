@@ -9,7 +9,7 @@ use crate::auth::Principal;
 use crate::clock::now_unix;
 use crate::sessions::Claims;
 use crate::state::AppState;
-use crate::store::SessionRow;
+use crate::store::{Notice, SessionRow};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use switchyard_actors::Credits;
@@ -160,5 +160,6 @@ pub async fn delete_session(
         state.store.revoke_session(&principal.workspace_id, &id, now_unix()).await.map_err(ApiError::store)?;
     let expires = expires.ok_or_else(|| ApiError::not_found(format!("No session `{id}`")))?;
     state.sessions.revoke(&id, expires);
+    state.notify(&Notice::SessionRevoked { id: id.as_str().to_owned(), expires_at: expires });
     Ok(HttpResponse::Ok().json(SessionRevoked { id: id.into_inner(), object: "session", revoked: true }))
 }

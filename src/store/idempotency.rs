@@ -104,7 +104,8 @@ impl Store {
     /// Frees the keys of requests whose gateway stopped before they finished (killed, or its machine lost), so a
     /// retry runs instead of hearing "still in progress" until the key expires. SQLite has one gateway: every
     /// running claim of another process (`instance` is this one) is abandoned. PostgreSQL: the claims of gateways
-    /// not seen since `dead_before` (ms), judged as their holds are (`instances`). The number freed.
+    /// not seen since `dead_before` (ms), judged as their holds are (`instances`); a claim of a gateway too old to
+    /// name itself (a rolling upgrade) waits out its key's 24 hours as before. The number freed.
     pub async fn release_abandoned_claims(&self, instance: &str, dead_before: i64) -> StoreResult<u64> {
         let done = match &self.pool {
             super::Pool::Sqlite(pool) => sqlx::query("DELETE FROM idempotency WHERE status = 0 AND instance <> $1")
@@ -113,7 +114,7 @@ impl Store {
                 .await?
                 .rows_affected(),
             super::Pool::Postgres(pool) => sqlx::query(
-                "DELETE FROM idempotency WHERE status = 0 AND instance <> $1 AND \
+                "DELETE FROM idempotency WHERE status = 0 AND instance <> $1 AND instance <> '' AND \
                      (instance NOT IN (SELECT id FROM instances) \
                       OR instance IN (SELECT id FROM instances WHERE seen_at < $2))",
             )

@@ -99,6 +99,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 
 /// Keys' limits in one Redis, shared by every gateway that names it.
 pub struct RedisLimits {
+    client: redis::Client,
     redis: ConnectionManager,
     prefix: String,
 }
@@ -138,7 +139,12 @@ impl RedisLimits {
             .await
             .map_err(|e| format!("cannot use Redis at {shown}: {e}"))?;
         tracing::info!(redis = %shown, answer = %pong, "keys' limits are shared in Redis");
-        Ok(Arc::new(RedisLimits { redis, prefix: prefix.to_owned() }))
+        Ok(Arc::new(RedisLimits { client, redis, prefix: prefix.to_owned() }))
+    }
+
+    /// The channel the gateways on this Redis tell each other their changes on.
+    pub fn notices(&self) -> super::notices::Notices {
+        super::notices::Notices::new(self.client.clone(), self.redis.clone(), &self.prefix)
     }
 
     fn budget(&self, session: &str) -> String {

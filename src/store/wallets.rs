@@ -31,13 +31,13 @@ impl Store {
     }
 }
 
-/// A write that failed: an outage (retried by the ledger until the database answers) unless the server refused it
-/// for good, which no retry changes. SQLSTATE classes that pass: 08 connection, 40 rolled back (a deadlock), 53
-/// resources, 57 operator (a restart), 58 system.
+/// A write that failed: an outage (retried by the ledger until the database answers) unless the server refused
+/// the data for good, which no retry changes: SQLSTATE class 22 (bad data), 23 (a constraint) or 42 (the statement).
+/// Anything else (a lost connection, a failover's read-only replica, a lock timeout) passes.
 fn failed(e: sqlx::Error) -> LedgerError {
-    let passing = |code: &str| ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class));
+    let permanent = |code: &str| ["22", "23", "42"].iter().any(|class| code.starts_with(class));
     match &e {
-        sqlx::Error::Database(refusal) if !refusal.code().is_some_and(|code| passing(&code)) => {
+        sqlx::Error::Database(refusal) if refusal.code().is_some_and(|code| permanent(&code)) => {
             LedgerError::Refused(e.to_string())
         }
         _ => LedgerError::Store(e.to_string()),

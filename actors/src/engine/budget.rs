@@ -73,16 +73,16 @@ impl Budget {
         };
         let spent = self.used.load(Ordering::Acquire);
         let asked = shared.limits.budget_hold(&shared.session, self.limit, spent, amount, shared.ttl);
+        // The hold is made in the task: if nobody takes it (the caller gone, before or after the answer), it is
+        // dropped with the channel, and its `Drop` gives it back.
         let (answer, answered) = tokio::sync::oneshot::channel();
         let budget = self.clone();
         tokio::spawn(async move {
-            if let Err(Ok(true)) = answer.send(asked.await) {
-                budget.adjust(-amount);
-            }
+            let held = asked.await.map(|held| held.then(|| BudgetHold { budget, amount: Some(amount) }));
+            let _ = answer.send(held);
         });
         match answered.await {
-            Ok(Ok(true)) => Ok(Some(BudgetHold { budget: self.clone(), amount: Some(amount) })),
-            Ok(Ok(false)) => Ok(None),
+            Ok(Ok(held)) => Ok(held),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "shared limits: a session's spending cap cannot be reached");
                 Err(Rejection::Unreachable)

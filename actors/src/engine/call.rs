@@ -307,13 +307,10 @@ impl Call {
         let Some((hold, record)) = self.close(measured, status, outcome) else {
             return Err(CallError::Closed);
         };
-        // The session's cap keeps the whole hold until the charge is written, then takes the charge (or nothing).
-        let budget = self.budget.take();
-        let charged = self.engine.settle(hold, cost, record).await.map_err(CallError::Ledger)?;
-        if let Some(budget) = budget {
-            budget.settle(charged.milli());
-        }
-        Ok(charged)
+        // The session's cap counts the cost before the charge is written: a settlement abandoned or failed part way
+        // may have been charged, and the cap errs on the side of having been.
+        self.settle_budget(cost);
+        self.engine.settle(hold, cost, record).await.map_err(CallError::Ledger)
     }
 
     /// Charges without waiting: the client left part way and has no response to complete. Does nothing once the

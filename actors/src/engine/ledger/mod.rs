@@ -291,11 +291,12 @@ impl BillingLedger {
                 counted.count(held.amount, charge);
                 Ok(charge)
             }
-            Err(LedgerError::Store(error)) => {
-                // The database could not take it: nothing is charged, and the hold is freed once it can.
+            Err(error @ (LedgerError::Store(_) | LedgerError::Refused(_))) => {
+                // The database could not take it (or would not take the record): nothing is charged, and the hold
+                // is freed once it can.
                 let unrecorded = UsageRecord { status: "released".into(), ..Default::default() };
                 spawn_or_log("release", release_shared(shared, metrics, hold, None, unrecorded));
-                Err(LedgerError::Store(error))
+                Err(error)
             }
             Err(error) => Err(error),
         }
