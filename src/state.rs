@@ -50,6 +50,8 @@ pub struct AppState {
     pub instance: String,
     /// Set when the gateway is stopping: `/readyz` answers 503 (`server.drain_secs`).
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Held for as long as the state lives: no other gateway may use this data directory.
+    _data_dir_lock: std::fs::File,
 }
 
 /// What the first start with an empty data directory created, to be printed once.
@@ -68,6 +70,7 @@ impl AppState {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(Self, Option<Bootstrap>), String> {
         let providers = ProviderSet::new(&catalogue, env, config.timeouts(), config.simulator())?;
+        let data_dir_lock = lock_data_dir(&config.server.data_dir)?;
         let store = Store::connect(Some(&config.database.url), &config.server.data_dir).await?;
         let bootstrap =
             bootstrap(&store, &config).await.map_err(|e| format!("cannot create the default workspace: {e}"))?;
@@ -152,6 +155,7 @@ impl AppState {
             notices,
             instance,
             draining: Arc::default(),
+            _data_dir_lock: data_dir_lock,
         };
         Ok((state, bootstrap))
     }
@@ -331,6 +335,29 @@ async fn shared_wallets(
     let released = shared.heartbeat().await.map_err(|e| format!("cannot register with the shared wallets: {e}"))?;
     tracing::info!(instance, released, "wallets shared through PostgreSQL");
     Ok(Some(shared))
+}
+
+/// Locks the data directory for this gateway: its SQLite database, usage journal and running idempotency claims are
+/// its own, and a second gateway started on it (another port, the same directory) would take them for a dead
+/// predecessor's. The lock is the kernel's (`flock`), so it goes with the process however it ends.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    let path = dir.join("switchyard.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another gateway is running on the data directory {}: give each gateway its own (server.data_dir, \
+             --data-dir)",
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
 }
 
 /// Reads what the other gateways changed: revoked session tokens, and the keys (made, revoked, changed).

@@ -486,6 +486,25 @@ async fn money_adds_up_over_random_successes_failures_cuts_disconnects_retries_a
     gw.stop().await;
 }
 
+/// One data directory, one gateway: a second started on it while the first runs is refused with the reason, and
+/// starts once the first has stopped.
+#[actix_web::test]
+async fn a_second_gateway_on_the_same_data_directory_is_refused() {
+    use switchyard::state::AppState;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config();
+    config.server.data_dir = dir.path().to_path_buf();
+    let catalogue = config.catalogue().unwrap();
+    let none = |_: &str| None;
+    let first = AppState::build(config.clone(), catalogue.clone(), &none).await.unwrap();
+    let Err(refused) = AppState::build(config.clone(), catalogue.clone(), &none).await else {
+        panic!("two gateways started on one data directory")
+    };
+    assert!(refused.contains("another gateway is running on the data directory"), "{refused}");
+    drop(first);
+    assert!(AppState::build(config, catalogue, &none).await.is_ok(), "free again once the first stopped");
+}
+
 /// Usage committed to the journal by a process that died before importing it is imported on the next start,
 /// exactly once.
 #[actix_web::test]
