@@ -98,7 +98,7 @@ impl AppState {
         let journal = UsageJournal::open(&journal_dir).map_err(|e| format!("cannot open the usage journal: {e}"))?;
         let shared = shared_wallets(&store, &config, &instance).await?;
         let freed = store
-            .release_abandoned_claims(&instance, dead_line(config.database.instance_timeout_secs))
+            .release_abandoned_claims(&instance)
             .await
             .map_err(|e| format!("cannot free abandoned idempotency keys: {e}"))?;
         if freed > 0 {
@@ -180,7 +180,7 @@ impl AppState {
                 }),
             };
             if let Some(shared) = self.shared.clone() {
-                beat(shared, self.store.clone(), &self.instance, self.config.database.instance_timeout_secs);
+                beat(shared, self.config.database.instance_timeout_secs);
                 self.follow_other_gateways();
             }
             Engine::start(self.config.engine(), &self.catalogue, &self.providers, opening)
@@ -193,19 +193,14 @@ impl AppState {
     fn follow_other_gateways(&self) {
         let (store, sessions, keys) = (self.store.clone(), self.sessions.clone(), self.keys.clone());
         if let Some(notices) = &self.notices {
-            let read = {
-                let (store, sessions, keys) = (store.clone(), sessions.clone(), keys.clone());
-                move || {
+            let (store, sessions, keys) = (store.clone(), sessions.clone(), keys.clone());
+            notices.follow(move |notice| match notice {
+                Notice::SessionRevoked { id, expires_at } => sessions.revoke(&id, expires_at),
+                Notice::KeysChanged => {
                     let (store, sessions, keys) = (store.clone(), sessions.clone(), keys.clone());
                     tokio::spawn(async move { read_changes(&store, &sessions, &keys).await });
                 }
-            };
-            let sessions = sessions.clone();
-            let apply = move |notice| match notice {
-                Notice::SessionRevoked { id, expires_at } => sessions.revoke(&id, expires_at),
-                Notice::KeysChanged => read(),
-            };
-            notices.follow(apply);
+            });
         }
         let every = Duration::from_secs(self.config.database.poll_secs.max(1));
         actix_rt::spawn(async move {
@@ -371,17 +366,10 @@ async fn read_changes(store: &Store, sessions: &crate::sessions::Sessions, keys:
     }
 }
 
-/// When a gateway last heard from before now is taken for gone (ms since the epoch).
-fn dead_line(timeout_secs: u64) -> i64 {
-    let timeout = i64::try_from(timeout_secs.max(1)).unwrap_or(i64::MAX);
-    crate::clock::now_millis().saturating_sub(timeout.saturating_mul(1000))
-}
-
-/// Beats for this gateway every `timeout / 5`, on the current arbiter, for as long as it runs; each beat also frees
-/// what gateways gone silent left (their holds, their idempotency keys).
-fn beat(shared: Arc<crate::store::PgWallets>, store: Store, instance: &str, timeout_secs: u64) {
+/// Beats for this gateway every `timeout / 5`, on the current arbiter, for as long as it runs (each beat also frees
+/// what gateways gone silent left: their holds and their idempotency keys).
+fn beat(shared: Arc<crate::store::PgWallets>, timeout_secs: u64) {
     let every = Duration::from_millis((timeout_secs.max(1) * 1000 / 5).max(200));
-    let instance = instance.to_owned();
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -391,11 +379,6 @@ fn beat(shared: Arc<crate::store::PgWallets>, store: Store, instance: &str, time
                 Ok(0) => {}
                 Ok(released) => tracing::warn!(released, "released the holds of a gateway gone silent"),
                 Err(error) => tracing::warn!(%error, "shared wallets: heartbeat failed"),
-            }
-            match store.release_abandoned_claims(&instance, dead_line(timeout_secs)).await {
-                Ok(0) => {}
-                Ok(freed) => tracing::warn!(freed, "freed the idempotency keys a gateway gone silent left running"),
-                Err(error) => tracing::warn!(%error, "cannot free abandoned idempotency keys"),
             }
         }
     });

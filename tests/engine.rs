@@ -486,15 +486,21 @@ async fn money_adds_up_over_random_successes_failures_cuts_disconnects_retries_a
     gw.stop().await;
 }
 
+/// The test configuration on a data directory of its own, and its catalogue.
+fn config_in(dir: &tempfile::TempDir) -> (switchyard::config::Config, switchyard_actors::Catalogue) {
+    let mut config = common::test_config();
+    config.server.data_dir = dir.path().to_path_buf();
+    let catalogue = config.catalogue().unwrap();
+    (config, catalogue)
+}
+
 /// One data directory, one gateway: a second started on it while the first runs is refused with the reason, and
 /// starts once the first has stopped.
 #[actix_web::test]
 async fn a_second_gateway_on_the_same_data_directory_is_refused() {
     use switchyard::state::AppState;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = common::test_config();
-    config.server.data_dir = dir.path().to_path_buf();
-    let catalogue = config.catalogue().unwrap();
+    let (config, catalogue) = config_in(&dir);
     let none = |_: &str| None;
     let first = AppState::build(config.clone(), catalogue.clone(), &none).await.unwrap();
     let Err(refused) = AppState::build(config.clone(), catalogue.clone(), &none).await else {
@@ -513,9 +519,7 @@ async fn the_journal_left_by_a_dead_process_is_imported_once_on_start() {
     use switchyard_actors::engine::journal::UsageJournal;
     use switchyard_actors::engine::ledger::UsageRecord;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = common::test_config();
-    config.server.data_dir = dir.path().to_path_buf();
-    let catalogue = config.catalogue().unwrap();
+    let (config, catalogue) = config_in(&dir);
     let none = |_: &str| None;
     let (state, bootstrap) = AppState::build(config.clone(), catalogue.clone(), &none).await.unwrap();
     let key = bootstrap.unwrap().api_key;

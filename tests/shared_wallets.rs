@@ -161,16 +161,24 @@ async fn the_idempotency_keys_a_gateway_gone_silent_left_running_are_freed_and_n
     for beat in &beats {
         beat.heartbeat().await.unwrap();
     }
-    let now = || switchyard::clock::now_millis();
     assert!(gone.claim_idempotency("ws", "left", b"h1", "gw-gone", 1, 0).await.unwrap());
     assert!(alive.claim_idempotency("ws", "running", b"h2", "gw-alive", 1, 0).await.unwrap());
-    // Both beat: nothing is freed, whichever gateway looks.
-    assert_eq!(alive.release_abandoned_claims("gw-alive", now() - 500).await.unwrap(), 0);
-    assert_eq!(gone.release_abandoned_claims("gw-gone", now() - 500).await.unwrap(), 0);
-    // `gw-gone` stops beating: past the timeout its running claim is freed by the other, and a retry runs.
+    assert!(
+        alive.claim_idempotency("ws", "old", b"h3", "", 1, 0).await.unwrap(),
+        "as a gateway too old to name itself"
+    );
+    // Both beat: nothing is freed, whichever gateway beats.
+    for beat in &beats {
+        beat.heartbeat().await.unwrap();
+    }
+    for key in ["left", "running", "old"] {
+        assert_eq!(alive.idempotent_response("ws", key).await.unwrap().unwrap().status, 0, "{key}");
+    }
+    // `gw-gone` stops beating: past the timeout the other's beat frees its running claim, and a retry runs.
     tokio::time::sleep(Duration::from_millis(700)).await;
     beats[1].heartbeat().await.unwrap();
-    assert_eq!(alive.release_abandoned_claims("gw-alive", now() - 500).await.unwrap(), 1);
+    assert!(alive.idempotent_response("ws", "left").await.unwrap().is_none(), "the silent gateway's claim");
     assert!(alive.claim_idempotency("ws", "left", b"h1", "gw-alive", 2, 0).await.unwrap());
     assert_eq!(alive.idempotent_response("ws", "running").await.unwrap().unwrap().status, 0, "a live gateway's claim");
+    assert_eq!(alive.idempotent_response("ws", "old").await.unwrap().unwrap().status, 0, "an unnamed claim waits");
 }

@@ -328,17 +328,21 @@ async fn idempotency_body(store: Store) {
     // An expired claim is forgotten by the next claim.
     assert!(store.claim_idempotency("ws_a", "k1", b"hash-2", "gw", 500, 200).await.unwrap());
     assert_eq!(store.idempotent_response("ws_a", "k1").await.unwrap().unwrap().body_hash, b"hash-2");
-    // A gateway that starts frees what one that stopped left running (on PostgreSQL: one not among the beating
-    // gateways), and nothing finished or its own.
+    // On SQLite a gateway that starts frees what the process before it left running, and nothing finished or its
+    // own (PostgreSQL's gateways free a silent one's claims in their heartbeat: tests/shared_wallets.rs).
+    if store.engine() != "sqlite" {
+        assert_eq!(store.release_abandoned_claims("gw-next").await.unwrap(), 0);
+        return;
+    }
     store.keep_idempotent("ws_a", "k1", 201, "text/plain".into(), String::new(), b"done".to_vec()).await.unwrap();
     assert!(store.claim_idempotency("ws_a", "left", b"hash-3", "gw", 600, 0).await.unwrap());
     assert!(store.claim_idempotency("ws_a", "own", b"hash-4", "gw-next", 601, 0).await.unwrap());
-    assert_eq!(store.release_abandoned_claims("gw-next", 0).await.unwrap(), 1);
+    assert_eq!(store.release_abandoned_claims("gw-next").await.unwrap(), 1);
     assert!(store.idempotent_response("ws_a", "left").await.unwrap().is_none(), "the stopped gateway's claim");
     assert!(store.claim_idempotency("ws_a", "left", b"hash-3", "gw-next", 602, 0).await.unwrap(), "a retry runs");
     assert_eq!(store.idempotent_response("ws_a", "own").await.unwrap().unwrap().status, 0);
     assert_eq!(store.idempotent_response("ws_a", "k1").await.unwrap().unwrap().status, 201);
-    assert_eq!(store.release_abandoned_claims("gw-next", 0).await.unwrap(), 0);
+    assert_eq!(store.release_abandoned_claims("gw-next").await.unwrap(), 0);
 }
 
 both!(sessions_and_revocations, sessions_body);

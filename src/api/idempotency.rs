@@ -1,6 +1,7 @@
 //! `Idempotency-Key` on POST routes: the same key and body within 24 hours replays the first response (and so
 //! charges once); the same key with another body, or while the first is still running, gets 409. A claim names
-//! the gateway running it, so one left by a gateway that stopped is freed (`Store::release_abandoned_claims`).
+//! the gateway running it, so one left by a gateway that stopped is freed (on SQLite at the next start,
+//! `Store::release_abandoned_claims`; on PostgreSQL by the gateways' heartbeat, with the silent one's holds).
 
 use super::errors::ApiError;
 use crate::auth::Principal;

@@ -101,30 +101,17 @@ impl Store {
         })
     }
 
-    /// Frees the keys of requests whose gateway stopped before they finished (killed, or its machine lost), so a
-    /// retry runs instead of hearing "still in progress" until the key expires. SQLite has one gateway: every
-    /// running claim of another process (`instance` is this one) is abandoned. PostgreSQL: the claims of gateways
-    /// not seen since `dead_before` (ms), judged as their holds are (`instances`); a claim of a gateway too old to
-    /// name itself (a rolling upgrade) waits out its key's 24 hours as before. The number freed.
-    pub async fn release_abandoned_claims(&self, instance: &str, dead_before: i64) -> StoreResult<u64> {
-        let done = match &self.pool {
-            super::Pool::Sqlite(pool) => sqlx::query("DELETE FROM idempotency WHERE status = 0 AND instance <> $1")
-                .bind(instance)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            super::Pool::Postgres(pool) => sqlx::query(
-                "DELETE FROM idempotency WHERE status = 0 AND instance <> $1 AND instance <> '' AND \
-                     (instance NOT IN (SELECT id FROM instances) \
-                      OR instance IN (SELECT id FROM instances WHERE seen_at < $2))",
-            )
+    /// Frees the keys of requests an earlier process on this SQLite database left running (it was killed, or its
+    /// machine lost), so a retry runs instead of hearing "still in progress" until the key expires: SQLite has one
+    /// gateway (its data directory is locked), so every running claim not of this `instance` is abandoned. With
+    /// PostgreSQL nothing is done here: the gateways' heartbeat frees a silent gateway's claims with its holds.
+    pub async fn release_abandoned_claims(&self, instance: &str) -> StoreResult<u64> {
+        let super::Pool::Sqlite(pool) = &self.pool else { return Ok(0) };
+        let done = sqlx::query("DELETE FROM idempotency WHERE status = 0 AND instance <> $1")
             .bind(instance)
-            .bind(dead_before)
             .execute(pool)
-            .await?
-            .rows_affected(),
-        };
-        Ok(done)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -66,16 +66,21 @@ const SETTLE: &str = "WITH h AS ( \
     SELECT h.workspace_id, h.amount_milli, LEAST(GREATEST($2, 0), h.amount_milli) AS charge, \
         (SELECT COUNT(*) FROM w) AS freed, (SELECT COUNT(*) FROM u) AS stored FROM h";
 
-/// $1 this gateway; $2 the dead line (ms): a gateway last seen before it is gone.
-const SWEEP: &str = "WITH dead AS ( \
-        DELETE FROM holds WHERE instance <> $1 AND (instance NOT IN (SELECT id FROM instances) \
-            OR instance IN (SELECT id FROM instances WHERE seen_at < $2)) \
-        RETURNING workspace_id, amount_milli), \
+/// $1 this gateway; $2 the dead line (ms): a gateway other than this one not seen since is gone. What it left is
+/// freed: its holds (their credits given back) and the idempotency keys of its requests still running (a claim of a
+/// gateway too old to name itself, `''`, waits out its key's 24 hours).
+const SWEEP: &str = "WITH live AS (SELECT id FROM instances WHERE seen_at >= $2 UNION ALL SELECT $1::text), \
+    dead AS ( \
+        DELETE FROM holds WHERE instance NOT IN (SELECT id FROM live) RETURNING workspace_id, amount_milli), \
+    claims AS ( \
+        DELETE FROM idempotency WHERE status = 0 AND instance <> '' AND instance NOT IN (SELECT id FROM live) \
+        RETURNING 1), \
     sums AS (SELECT workspace_id, SUM(amount_milli) AS amount FROM dead GROUP BY workspace_id), \
     given AS ( \
         UPDATE workspaces SET reserved_milli = reserved_milli - sums.amount FROM sums \
         WHERE workspaces.id = sums.workspace_id RETURNING 1) \
-    SELECT COUNT(*) AS holds, (SELECT COUNT(*) FROM given) AS wallets FROM dead";
+    SELECT COUNT(*) AS holds, (SELECT COUNT(*) FROM given) AS wallets, (SELECT COUNT(*) FROM claims) AS claims \
+    FROM dead";
 
 impl SharedWallets for PgWallets {
     fn reserve(&self, workspace_id: &str, amount: Credits) -> BoxFuture<'static, Result<HoldId, LedgerError>> {
@@ -204,12 +209,16 @@ impl SharedWallets for PgWallets {
             .execute(&pool)
             .await
             .map_err(|e| e.to_string())?;
-            let swept: i64 = sqlx::query_scalar(SWEEP)
+            let swept = sqlx::query(SWEEP)
                 .bind(&instance)
                 .bind(now.saturating_sub(dead_after))
                 .fetch_one(&pool)
                 .await
                 .map_err(|e| e.to_string())?;
+            let (swept, claims): (i64, i64) = (swept.get("holds"), swept.get("claims"));
+            if claims > 0 {
+                tracing::warn!(claims, "freed the idempotency keys a gateway gone silent left running");
+            }
             // Gateways long gone, with nothing held any more, leave the table.
             sqlx::query(
                 "DELETE FROM instances i WHERE seen_at < $1 \

@@ -81,6 +81,13 @@ struct Held {
 /// gone, a run's timeout), the lease it may have taken is given back, never renewed for as long as the gateway runs.
 struct Asking(Option<Held>);
 
+impl Asking {
+    /// The admission was answered: what it took is the permit's to give back now.
+    fn answered(mut self) -> Option<Held> {
+        self.0.take()
+    }
+}
+
 impl Drop for Asking {
     fn drop(&mut self) {
         if let Some(Held { shared, key, lease: Some(lease) }) = self.0.take() {
@@ -354,18 +361,16 @@ impl SessionRegistry {
             return Err(Rejection::Requests { grant });
         }
         let lease = slot.then(|| shared.lease(key));
-        let mut asking = Asking(Some(Held { shared: shared.clone(), key: key.to_owned(), lease: lease.clone() }));
+        let asking = Asking(Some(Held { shared: shared.clone(), key: key.to_owned(), lease: lease.clone() }));
         let asked = Instant::now();
         let answer = shared.limits.admit(key, limits, tokens, lease.as_deref(), shared.lease_for).await;
-        let Some(held) = asking.0.take() else { return Err(Rejection::Unavailable) };
         let admitted = match answer {
             Ok(admitted) => admitted,
-            Err((Rejection::Unreachable, _)) => {
-                // The question may have reached Redis and taken the lease: give it back (or let it expire).
-                drop(Asking(Some(held)));
-                return Err(Rejection::Unreachable);
-            }
+            // The question may have reached Redis and taken the lease: `asking` gives it back (or it expires).
+            Err((Rejection::Unreachable, _)) => return Err(Rejection::Unreachable),
             Err((rejection, window_left)) => {
+                // Refused: no lease was taken, so there is nothing to give back, only to stop renewing.
+                drop(asking.answered());
                 if let Some(lease) = &lease {
                     shared.forget(lease);
                 }
@@ -376,6 +381,7 @@ impl SessionRegistry {
                 return Err(rejection);
             }
         };
+        let Some(held) = asking.answered() else { return Err(Rejection::Unavailable) };
         for _ in 0..3 {
             let session = self.session(key);
             let mut state = lock(&session.state);
